@@ -1,0 +1,343 @@
+//! Reading and writing one field under its [`FieldSpec`].
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::ebcdic;
+use super::error::ErrorKind;
+use super::spec::{Class, DataEncoding, FieldSpec, Length, Pad, PrefixEncoding};
+
+/// A read position in a frame. Every read is bounds-checked and fails with
+/// [`ErrorKind::Truncated`] instead of reading past the end.
+pub(crate) struct Cursor<'a> {
+    frame: &'a Bytes,
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    pub(crate) fn new(frame: &'a Bytes) -> Self {
+        Cursor { frame, pos: 0 }
+    }
+
+    pub(crate) fn position(&self) -> usize {
+        self.pos
+    }
+
+    pub(crate) fn remaining(&self) -> usize {
+        self.frame.len() - self.pos
+    }
+
+    /// The next `n` bytes as a slice.
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], ErrorKind> {
+        let frame: &'a [u8] = self.frame;
+        let end = self.pos.checked_add(n).filter(|end| *end <= frame.len());
+        match end.and_then(|end| frame.get(self.pos..end)) {
+            Some(slice) => {
+                self.pos += n;
+                Ok(slice)
+            }
+            None => Err(ErrorKind::Truncated {
+                needed: n,
+                available: self.remaining(),
+            }),
+        }
+    }
+
+    /// The next byte.
+    pub(crate) fn take_u8(&mut self) -> Result<u8, ErrorKind> {
+        let byte = self.take(1)?.first().copied();
+        byte.ok_or(ErrorKind::Truncated {
+            needed: 1,
+            available: 0,
+        })
+    }
+
+    /// The next `n` bytes as a zero-copy slice of the frame.
+    fn take_bytes(&mut self, n: usize) -> Result<Bytes, ErrorKind> {
+        let start = self.pos;
+        self.take(n)?;
+        Ok(self.frame.slice(start..self.pos))
+    }
+}
+
+/// Reads one field at the cursor. Values that need translating (BCD, EBCDIC,
+/// hex) are written into `scratch`, which the caller sized from the frame, so
+/// nothing here allocates in proportion to a length prefix.
+pub(crate) fn decode(
+    spec: &FieldSpec,
+    cur: &mut Cursor<'_>,
+    scratch: &mut BytesMut,
+) -> Result<Bytes, ErrorKind> {
+    let len = match spec.length {
+        Length::Fixed(n) => n,
+        Length::Variable {
+            digits,
+            max,
+            prefix,
+        } => {
+            let len = read_prefix(cur, digits, prefix)?;
+            if len > max {
+                return Err(ErrorKind::TooLong { len, max });
+            }
+            len
+        }
+    };
+    match spec.data {
+        DataEncoding::Ascii => {
+            let value = cur.take_bytes(len)?;
+            check_class(spec.class, &value)?;
+            Ok(value)
+        }
+        DataEncoding::Binary => cur.take_bytes(len),
+        DataEncoding::Ebcdic => {
+            let raw = cur.take(len)?;
+            for (index, &byte) in raw.iter().enumerate() {
+                let ascii = ebcdic::to_ascii(byte).ok_or(ErrorKind::BadContent {
+                    class: spec.class,
+                    index,
+                    byte,
+                })?;
+                scratch.put_u8(ascii);
+            }
+            let value = scratch.split().freeze();
+            check_class(spec.class, &value)?;
+            Ok(value)
+        }
+        DataEncoding::Hex => {
+            let raw = cur.take(len * 2)?;
+            for (pair, chunk) in raw.chunks_exact(2).enumerate() {
+                let &[hi, lo] = chunk else { continue };
+                let hi = hex_value(hi).ok_or(ErrorKind::BadHex {
+                    index: pair * 2,
+                    byte: hi,
+                })?;
+                let lo = hex_value(lo).ok_or(ErrorKind::BadHex {
+                    index: pair * 2 + 1,
+                    byte: lo,
+                })?;
+                scratch.put_u8(hi << 4 | lo);
+            }
+            Ok(scratch.split().freeze())
+        }
+        DataEncoding::Bcd(pad) => {
+            let mut digits = len;
+            let mut index = 0;
+            if spec.class == Class::Xn && len > 0 {
+                let sign = cur.take_u8()?;
+                if !spec.class.allows(0, sign) {
+                    return Err(ErrorKind::BadContent {
+                        class: spec.class,
+                        index: 0,
+                        byte: sign,
+                    });
+                }
+                scratch.put_u8(sign);
+                digits -= 1;
+                index = 1;
+            }
+            let raw = cur.take(digits.div_ceil(2))?;
+            unpack_bcd(raw, digits, pad, spec.class, index, scratch)?;
+            Ok(scratch.split().freeze())
+        }
+    }
+}
+
+fn unpack_bcd(
+    raw: &[u8],
+    digits: usize,
+    pad: Pad,
+    class: Class,
+    first_index: usize,
+    out: &mut BytesMut,
+) -> Result<(), ErrorKind> {
+    let odd = digits % 2 == 1;
+    let nibbles = raw.iter().flat_map(|b| [b >> 4, b & 0x0F]);
+    let total = raw.len() * 2;
+    let mut index = first_index;
+    for (i, nibble) in nibbles.enumerate() {
+        let is_pad = odd
+            && match pad {
+                Pad::Left => i == 0,
+                Pad::Right0 | Pad::RightF => i == total - 1,
+            };
+        if is_pad {
+            let ok = match pad {
+                Pad::Left => nibble == 0,
+                Pad::Right0 | Pad::RightF => nibble == 0 || nibble == 0xF,
+            };
+            if !ok {
+                return Err(ErrorKind::BadPad { nibble });
+            }
+            continue;
+        }
+        let ch = match nibble {
+            0..=9 => b'0' + nibble,
+            0xD if class == Class::Z => b'=',
+            _ => {
+                return Err(ErrorKind::BadContent {
+                    class,
+                    index,
+                    byte: nibble,
+                });
+            }
+        };
+        out.put_u8(ch);
+        index += 1;
+    }
+    Ok(())
+}
+
+fn hex_value(byte: u8) -> Option<u8> {
+    match byte {
+        b'0'..=b'9' => Some(byte - b'0'),
+        b'A'..=b'F' => Some(byte - b'A' + 10),
+        b'a'..=b'f' => Some(byte - b'a' + 10),
+        _ => None,
+    }
+}
+
+fn check_class(class: Class, value: &[u8]) -> Result<(), ErrorKind> {
+    if class == Class::B {
+        return Ok(());
+    }
+    match value
+        .iter()
+        .enumerate()
+        .find(|(i, b)| !class.allows(*i, **b))
+    {
+        Some((index, &byte)) => Err(ErrorKind::BadContent { class, index, byte }),
+        None => Ok(()),
+    }
+}
+
+fn read_prefix(
+    cur: &mut Cursor<'_>,
+    digits: u8,
+    encoding: PrefixEncoding,
+) -> Result<usize, ErrorKind> {
+    let digit = |byte: u8, value: u8| {
+        if value <= 9 {
+            Ok(usize::from(value))
+        } else {
+            Err(ErrorKind::BadLengthPrefix { byte })
+        }
+    };
+    let mut len = 0usize;
+    match encoding {
+        PrefixEncoding::Ascii | PrefixEncoding::Ebcdic => {
+            let zero = if encoding == PrefixEncoding::Ascii { b'0' } else { 0xF0 };
+            for &byte in cur.take(usize::from(digits))? {
+                len = len * 10 + digit(byte, byte.wrapping_sub(zero))?;
+            }
+        }
+        PrefixEncoding::Bcd => {
+            let width = if digits == 2 { 1 } else { 2 };
+            for &byte in cur.take(width)? {
+                len = len * 100 + digit(byte, byte >> 4)? * 10 + digit(byte, byte & 0x0F)?;
+            }
+        }
+        PrefixEncoding::Binary => {
+            for &byte in cur.take(if digits == 2 { 1 } else { 2 })? {
+                len = len << 8 | usize::from(byte);
+            }
+        }
+    }
+    Ok(len)
+}
+
+/// Writes one field. The value is in its logical form: text for every class
+/// but `b`, raw bytes for `b`.
+pub(crate) fn encode(spec: &FieldSpec, value: &[u8], out: &mut BytesMut) -> Result<(), ErrorKind> {
+    let len = value.len();
+    check_class(spec.class, value)?;
+    match spec.length {
+        Length::Fixed(expected) if len != expected => {
+            return Err(ErrorKind::WrongLength { len, expected });
+        }
+        Length::Fixed(_) => {}
+        Length::Variable { max, .. } if len > max => {
+            return Err(ErrorKind::TooLong { len, max });
+        }
+        Length::Variable { digits, prefix, .. } => write_prefix(out, digits, prefix, len),
+    }
+    match spec.data {
+        DataEncoding::Ascii | DataEncoding::Binary => out.extend_from_slice(value),
+        DataEncoding::Ebcdic => {
+            for (index, &byte) in value.iter().enumerate() {
+                let code = ebcdic::from_ascii(byte).ok_or(ErrorKind::BadContent {
+                    class: spec.class,
+                    index,
+                    byte,
+                })?;
+                out.put_u8(code);
+            }
+        }
+        DataEncoding::Hex => {
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            for &byte in value {
+                out.put_u8(HEX[usize::from(byte >> 4)]);
+                out.put_u8(HEX[usize::from(byte & 0x0F)]);
+            }
+        }
+        DataEncoding::Bcd(pad) => {
+            let digits = match (spec.class, value.split_first()) {
+                (Class::Xn, Some((sign, rest))) => {
+                    out.put_u8(*sign);
+                    rest
+                }
+                _ => value,
+            };
+            pack_bcd(digits, pad, out);
+        }
+    }
+    Ok(())
+}
+
+/// Packs digits (and `=` as nibble D), already checked by the class.
+fn pack_bcd(digits: &[u8], pad: Pad, out: &mut BytesMut) {
+    let nibble = |c: u8| if c == b'=' { 0xD } else { c.wrapping_sub(b'0') & 0x0F };
+    let odd = digits.len() % 2 == 1;
+    let mut rest = digits;
+    if odd && pad == Pad::Left {
+        if let Some((first, tail)) = rest.split_first() {
+            out.put_u8(nibble(*first));
+            rest = tail;
+        }
+    }
+    let mut pairs = rest.chunks_exact(2);
+    for pair in &mut pairs {
+        if let [hi, lo] = pair {
+            out.put_u8(nibble(*hi) << 4 | nibble(*lo));
+        }
+    }
+    if let [last] = pairs.remainder() {
+        let fill = if pad == Pad::RightF { 0x0F } else { 0x00 };
+        out.put_u8(nibble(*last) << 4 | fill);
+    }
+}
+
+fn write_prefix(out: &mut BytesMut, digits: u8, encoding: PrefixEncoding, len: usize) {
+    let wide = digits != 2;
+    match encoding {
+        PrefixEncoding::Ascii | PrefixEncoding::Ebcdic => {
+            let zero = if encoding == PrefixEncoding::Ascii { b'0' } else { 0xF0 };
+            for power in (0..u32::from(digits)).rev() {
+                let d = (len / 10usize.pow(power)) % 10;
+                out.put_u8(zero + d as u8);
+            }
+        }
+        PrefixEncoding::Bcd => {
+            let bcd = |v: usize| ((v / 10 % 10) << 4 | v % 10) as u8;
+            if wide {
+                out.put_u8(bcd(len / 100));
+            }
+            out.put_u8(bcd(len));
+        }
+        PrefixEncoding::Binary => {
+            if wide {
+                out.put_u16(len as u16);
+            } else {
+                out.put_u8(len as u8);
+            }
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! [`Message`]: an MTI and the fields present, with the decoder and encoder.
+
+use std::fmt;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::bitmap::Bitmaps;
+use super::ebcdic;
+use super::error::{CodecError, Direction, ErrorKind, Location};
+use super::field::{self, Cursor};
+use super::spec::{DataEncoding, Dialect, MtiEncoding};
+use crate::card::{Pan, Track2};
+
+/// A message type indicator: four decimal digits (version, class, function,
+/// origin), e.g. `0200`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Mti([u8; 4]);
+
+impl Mti {
+    /// Parses four ASCII digits.
+    pub fn parse(text: &str) -> Result<Mti, ErrorKind> {
+        match text.as_bytes() {
+            &[a, b, c, d] if [a, b, c, d].iter().all(u8::is_ascii_digit) => Ok(Mti([a, b, c, d])),
+            _ => Err(ErrorKind::BadMti),
+        }
+    }
+
+    /// The four digits as text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or("????")
+    }
+
+    /// The response MTI of a request (`0200` → `0210`, `0420` → `0430`):
+    /// the function digit plus one. `None` if this MTI is already a response
+    /// or an advice response (odd function digit).
+    pub fn response(&self) -> Option<Mti> {
+        let [v, c, f, o] = self.0;
+        (f % 2 == 0 && f < b'9').then_some(Mti([v, c, f + 1, o]))
+    }
+
+    /// Whether the function digit marks a request or advice (even digit).
+    pub fn is_request(&self) -> bool {
+        self.0[2] % 2 == 0
+    }
+}
+
+impl fmt::Display for Mti {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Mti {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Mti({})", self.as_str())
+    }
+}
+
+/// An ISO 8583 message: the MTI and the fields present, each held in its
+/// logical form — text for every class but `b`, raw bytes for `b`.
+///
+/// Decoding slices the frame (`Bytes`) instead of copying where the wire form
+/// is the logical form (ASCII text, binary); BCD, EBCDIC and hex values are
+/// translated into one buffer per message. `Debug` masks card data.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Message {
+    mti: Mti,
+    /// Sorted by field number, no duplicates.
+    fields: Vec<(u8, Bytes)>,
+}
+
+impl Message {
+    /// An empty message of type `mti`.
+    pub fn new(mti: Mti) -> Message {
+        Message {
+            mti,
+            fields: Vec::new(),
+        }
+    }
+
+    /// The message type indicator.
+    pub fn mti(&self) -> Mti {
+        self.mti
+    }
+
+    /// Changes the message type indicator.
+    pub fn set_mti(&mut self, mti: Mti) {
+        self.mti = mti;
+    }
+
+    /// Sets field `number` to `value` (text, or raw bytes for class `b`).
+    /// The value is checked against the dialect when the message is encoded.
+    pub fn set(&mut self, number: u8, value: impl Into<Bytes>) -> &mut Message {
+        let value = value.into();
+        match self.fields.binary_search_by_key(&number, |(n, _)| *n) {
+            Ok(i) => {
+                if let Some(slot) = self.fields.get_mut(i) {
+                    slot.1 = value;
+                }
+            }
+            Err(i) => self.fields.insert(i, (number, value)),
+        }
+        self
+    }
+
+    /// Removes field `number`, returning its value.
+    pub fn remove(&mut self, number: u8) -> Option<Bytes> {
+        let i = self.fields.binary_search_by_key(&number, |(n, _)| *n).ok()?;
+        Some(self.fields.remove(i).1)
+    }
+
+    /// The value of field `number`.
+    pub fn get(&self, number: u8) -> Option<&Bytes> {
+        let i = self.fields.binary_search_by_key(&number, |(n, _)| *n).ok()?;
+        self.fields.get(i).map(|(_, v)| v)
+    }
+
+    /// The value of field `number` as text (`None` if absent or not UTF-8).
+    pub fn text(&self, number: u8) -> Option<&str> {
+        self.get(number).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// Whether field `number` is present.
+    pub fn contains(&self, number: u8) -> bool {
+        self.get(number).is_some()
+    }
+
+    /// The fields present, ascending by number.
+    pub fn fields(&self) -> impl Iterator<Item = (u8, &Bytes)> {
+        self.fields.iter().map(|(n, v)| (*n, v))
+    }
+
+    /// Decodes one message (without framing) under `dialect`.
+    ///
+    /// The whole frame must be consumed: bytes after the last field are an
+    /// error ([`ErrorKind::TrailingBytes`]).
+    pub fn decode(dialect: &Dialect, frame: Bytes) -> Result<Message, CodecError> {
+        let mut cur = Cursor::new(&frame);
+        let at = |location, offset, kind| CodecError {
+            direction: Direction::Decode,
+            location,
+            offset,
+            kind,
+        };
+        let mti = read_mti(&mut cur, dialect.mti_encoding()).map_err(|k| at(Location::Mti, 0, k))?;
+        let start = cur.position();
+        let bitmaps = Bitmaps::decode(&mut cur, dialect.bitmap_encoding(), dialect.has_tertiary_bitmap())
+            .map_err(|k| at(Location::Bitmap, start, k))?;
+        let mut fields = Vec::with_capacity(24);
+        let mut scratch = BytesMut::new();
+        for number in bitmaps.fields(dialect.has_tertiary_bitmap()) {
+            let offset = cur.position();
+            let fail = |kind| at(Location::Field(number), offset, kind);
+            let spec = dialect.field(number).ok_or_else(|| fail(ErrorKind::UndefinedField))?;
+            if !matches!(spec.data, DataEncoding::Ascii | DataEncoding::Binary)
+                && scratch.capacity() == 0
+            {
+                // Decoded values are never more than twice the wire bytes
+                // (BCD), so one buffer sized from the frame serves them all.
+                scratch.reserve(2 * frame.len());
+            }
+            let value = field::decode(spec, &mut cur, &mut scratch).map_err(fail)?;
+            fields.push((number, value));
+        }
+        if cur.remaining() > 0 {
+            return Err(at(
+                Location::End,
+                cur.position(),
+                ErrorKind::TrailingBytes {
+                    count: cur.remaining(),
+                },
+            ));
+        }
+        Ok(Message { mti, fields })
+    }
+
+    /// Encodes the message under `dialect`, appending to `out`.
+    pub fn encode(&self, dialect: &Dialect, out: &mut BytesMut) -> Result<(), CodecError> {
+        let base = out.len();
+        let at = |location, offset: usize, kind| CodecError {
+            direction: Direction::Encode,
+            location,
+            offset: offset - base,
+            kind,
+        };
+        write_mti(self.mti, dialect.mti_encoding(), out);
+        let mut bitmaps = Bitmaps::default();
+        let tertiary = dialect.has_tertiary_bitmap();
+        for (number, _) in &self.fields {
+            let structural = *number == 1 || (tertiary && *number == 65);
+            if structural || dialect.field(*number).is_none() {
+                return Err(at(Location::Field(*number), out.len(), ErrorKind::InvalidFieldNumber));
+            }
+            bitmaps.set(*number);
+        }
+        bitmaps.encode(out, dialect.bitmap_encoding(), tertiary);
+        for (number, value) in &self.fields {
+            let offset = out.len();
+            let fail = |kind| at(Location::Field(*number), offset, kind);
+            let spec = dialect.field(*number).ok_or_else(|| fail(ErrorKind::InvalidFieldNumber))?;
+            field::encode(spec, value, out).map_err(fail)?;
+        }
+        Ok(())
+    }
+
+    /// Encodes the message under `dialect` into a new buffer.
+    pub fn to_bytes(&self, dialect: &Dialect) -> Result<Bytes, CodecError> {
+        let mut out = BytesMut::with_capacity(256);
+        self.encode(dialect, &mut out)?;
+        Ok(out.freeze())
+    }
+
+    fn number<T: std::str::FromStr>(&self, field: u8) -> Option<T> {
+        self.text(field).and_then(|t| t.parse().ok())
+    }
+
+    /// Field 2, primary account number (masks itself when printed).
+    pub fn pan(&self) -> Option<Pan<'_>> {
+        self.text(2).map(Pan::new)
+    }
+
+    /// Field 3, processing code.
+    pub fn processing_code(&self) -> Option<&str> {
+        self.text(3)
+    }
+
+    /// Field 4, transaction amount in minor units.
+    pub fn amount(&self) -> Option<u64> {
+        self.number(4)
+    }
+
+    /// Field 7, transmission date and time (`MMDDhhmmss`).
+    pub fn transmission_time(&self) -> Option<&str> {
+        self.text(7)
+    }
+
+    /// Field 11, system trace audit number.
+    pub fn stan(&self) -> Option<u32> {
+        self.number(11)
+    }
+
+    /// Field 12, local transaction time (`hhmmss`; `YYMMDDhhmmss` in 1993).
+    pub fn local_time(&self) -> Option<&str> {
+        self.text(12)
+    }
+
+    /// Field 13, local transaction date (`MMDD`).
+    pub fn local_date(&self) -> Option<&str> {
+        self.text(13)
+    }
+
+    /// Field 14, card expiry date (`YYMM`).
+    pub fn expiry(&self) -> Option<&str> {
+        self.text(14)
+    }
+
+    /// Field 22, point-of-service entry mode.
+    pub fn pos_entry_mode(&self) -> Option<&str> {
+        self.text(22)
+    }
+
+    /// Field 25, point-of-service condition code.
+    pub fn pos_condition(&self) -> Option<&str> {
+        self.text(25)
+    }
+
+    /// Field 35, track 2 data (masks itself when printed).
+    pub fn track2(&self) -> Option<Track2<'_>> {
+        self.text(35).map(Track2::new)
+    }
+
+    /// Field 37, retrieval reference number.
+    pub fn rrn(&self) -> Option<&str> {
+        self.text(37)
+    }
+
+    /// Field 38, authorisation identification response.
+    pub fn auth_id(&self) -> Option<&str> {
+        self.text(38)
+    }
+
+    /// Field 39, response code.
+    pub fn response_code(&self) -> Option<&str> {
+        self.text(39)
+    }
+
+    /// Field 41, card acceptor terminal id.
+    pub fn terminal_id(&self) -> Option<&str> {
+        self.text(41)
+    }
+
+    /// Field 42, card acceptor (merchant) id.
+    pub fn merchant_id(&self) -> Option<&str> {
+        self.text(42)
+    }
+
+    /// Field 49, transaction currency code.
+    pub fn currency(&self) -> Option<&str> {
+        self.text(49)
+    }
+
+    /// Field 52, PIN block (8 bytes).
+    pub fn pin_block(&self) -> Option<&[u8]> {
+        self.get(52).map(|v| &v[..])
+    }
+
+    /// The MAC: field 128 when the secondary bitmap is in use, else field 64.
+    pub fn mac(&self) -> Option<&[u8]> {
+        self.get(128).or_else(|| self.get(64)).map(|v| &v[..])
+    }
+
+    /// Field 70, network management information code.
+    pub fn network_code(&self) -> Option<&str> {
+        self.text(70)
+    }
+
+    /// Field 90, original data elements.
+    pub fn original_data(&self) -> Option<&str> {
+        self.text(90)
+    }
+}
+
+/// Fields whose values are card data and are masked in `Debug`.
+pub const SENSITIVE_FIELDS: [u8; 6] = [2, 34, 35, 36, 45, 52];
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut map = f.debug_map();
+        map.entry(&"mti", &self.mti.as_str());
+        for (n, v) in &self.fields {
+            match (n, std::str::from_utf8(v)) {
+                (2 | 34, Ok(text)) => map.entry(n, &crate::card::mask_pan(text)),
+                (35, Ok(text)) => map.entry(n, &crate::card::mask_track2(text)),
+                (n, _) if SENSITIVE_FIELDS.contains(n) => map.entry(n, &"<masked>"),
+                (_, Ok(text)) => map.entry(n, &text),
+                (_, Err(_)) => map.entry(n, &hex::encode_upper(v)),
+            };
+        }
+        map.finish()
+    }
+}
+
+fn read_mti(cur: &mut Cursor<'_>, encoding: MtiEncoding) -> Result<Mti, ErrorKind> {
+    let mut digits = [0u8; 4];
+    match encoding {
+        MtiEncoding::Ascii => digits.copy_from_slice(cur.take(4)?),
+        MtiEncoding::Ebcdic => {
+            for (d, &b) in digits.iter_mut().zip(cur.take(4)?) {
+                *d = ebcdic::to_ascii(b).ok_or(ErrorKind::BadMti)?;
+            }
+        }
+        MtiEncoding::Bcd => {
+            let raw = cur.take(2)?;
+            let nibbles = raw.iter().flat_map(|b| [b >> 4, b & 0x0F]);
+            for (d, nibble) in digits.iter_mut().zip(nibbles) {
+                *d = if nibble <= 9 { b'0' + nibble } else { return Err(ErrorKind::BadMti) };
+            }
+        }
+    }
+    if digits.iter().all(u8::is_ascii_digit) {
+        Ok(Mti(digits))
+    } else {
+        Err(ErrorKind::BadMti)
+    }
+}
+
+fn write_mti(mti: Mti, encoding: MtiEncoding, out: &mut BytesMut) {
+    let [a, b, c, d] = mti.0.map(|x| x - b'0');
+    match encoding {
+        MtiEncoding::Ascii => out.extend_from_slice(&mti.0),
+        MtiEncoding::Ebcdic => out.extend_from_slice(&mti.0.map(|x| 0xF0 | (x - b'0'))),
+        MtiEncoding::Bcd => {
+            out.put_u8(a << 4 | b);
+            out.put_u8(c << 4 | d);
+        }
+    }
+}

@@ -1,0 +1,505 @@
+//! Dialects as data.
+//!
+//! A [`Dialect`] is one ISO 8583 wire layout: how the MTI and bitmaps are
+//! written and, for every field, its content class, length rule and encoding.
+//! It is read from a TOML file (the format is documented in `specs/README.md`),
+//! validated once — a bad file names the field and the problem — and then
+//! shared immutably behind an [`Arc`]. There is no global dialect.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+/// Highest field number any dialect can define (with a tertiary bitmap).
+pub const MAX_FIELD: u8 = 192;
+
+/// Dialects compiled into the binary, by name: `specs/<name>.toml`.
+const BUILTIN: &[(&str, &str)] = &[
+    ("iso87ascii", include_str!("../../specs/iso87ascii.toml")),
+    ("iso87binary", include_str!("../../specs/iso87binary.toml")),
+    ("iso93binary", include_str!("../../specs/iso93binary.toml")),
+];
+
+/// A dialect file could not be read or is not a valid dialect.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpecError {
+    /// The file could not be read.
+    #[error("{origin}: cannot read: {source}")]
+    Io {
+        /// File that was being read.
+        origin: String,
+        /// Underlying I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not have the dialect's shape.
+    #[error("{origin}: {message}")]
+    Syntax {
+        /// File that was being read.
+        origin: String,
+        /// Parser message, with line and column.
+        message: String,
+    },
+    /// One field definition is inconsistent.
+    #[error("{origin}: field {field}: {reason}")]
+    Field {
+        /// File that was being read.
+        origin: String,
+        /// The field key as written in the file.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A name was neither a built-in dialect nor a readable file.
+    #[error("unknown dialect `{0}` (built-in: iso87ascii, iso87binary, iso93binary; or a path to a .toml file)")]
+    Unknown(String),
+}
+
+/// How the message type indicator is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MtiEncoding {
+    /// Four ASCII digits.
+    Ascii,
+    /// Four EBCDIC digits.
+    Ebcdic,
+    /// Two bytes of packed BCD.
+    Bcd,
+}
+
+/// How each 64-bit bitmap is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BitmapEncoding {
+    /// Eight raw bytes.
+    Binary,
+    /// Sixteen ASCII hex characters (upper case when encoding).
+    Hex,
+}
+
+/// Content class of a field: which characters its value may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Class {
+    /// Digits `0-9`.
+    #[serde(rename = "n")]
+    N,
+    /// Letters and space.
+    #[serde(rename = "a")]
+    A,
+    /// Letters, digits and space.
+    #[serde(rename = "an")]
+    An,
+    /// Printable ASCII, `0x20..=0x7E`.
+    #[serde(rename = "ans")]
+    Ans,
+    /// Raw bytes.
+    #[serde(rename = "b")]
+    B,
+    /// Track data: digits and the separator `=`.
+    #[serde(rename = "z")]
+    Z,
+    /// A sign `C` (credit) or `D` (debit) followed by digits.
+    #[serde(rename = "xn")]
+    Xn,
+}
+
+impl Class {
+    /// Short name as used in specs (`n`, `ans`, `x+n` …).
+    pub fn label(self) -> &'static str {
+        match self {
+            Class::N => "n",
+            Class::A => "a",
+            Class::An => "an",
+            Class::Ans => "ans",
+            Class::B => "b",
+            Class::Z => "z",
+            Class::Xn => "x+n",
+        }
+    }
+
+    /// Whether `byte` may appear at `index` of a value of this class.
+    pub fn allows(self, index: usize, byte: u8) -> bool {
+        match self {
+            Class::N => byte.is_ascii_digit(),
+            Class::A => byte.is_ascii_alphabetic() || byte == b' ',
+            Class::An => byte.is_ascii_alphanumeric() || byte == b' ',
+            Class::Ans => (0x20..=0x7E).contains(&byte),
+            Class::B => true,
+            Class::Z => byte.is_ascii_digit() || byte == b'=',
+            Class::Xn if index == 0 => byte == b'C' || byte == b'D',
+            Class::Xn => byte.is_ascii_digit(),
+        }
+    }
+}
+
+/// Where the pad nibble of an odd number of BCD digits goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Pad {
+    /// A leading `0` nibble (jPOS `BCDInterpreter.LEFT_PADDED`).
+    #[serde(rename = "left")]
+    Left,
+    /// A trailing `0` nibble (jPOS `BCDInterpreter.RIGHT_PADDED`).
+    #[serde(rename = "right0")]
+    Right0,
+    /// A trailing `F` nibble (jPOS `BCDInterpreter.RIGHT_PADDED_F`).
+    #[serde(rename = "rightF")]
+    RightF,
+}
+
+/// How a field's value is written on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataEncoding {
+    /// One ASCII byte per character.
+    Ascii,
+    /// One EBCDIC byte per character.
+    Ebcdic,
+    /// Two digits per byte; for `xn` the sign is one ASCII byte first.
+    Bcd(Pad),
+    /// Raw bytes (class `b` only).
+    Binary,
+    /// Two ASCII hex characters per byte (class `b` only).
+    Hex,
+}
+
+/// How the length prefix of a variable field is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrefixEncoding {
+    /// ASCII digits, one per prefix digit.
+    Ascii,
+    /// EBCDIC digits, one per prefix digit.
+    Ebcdic,
+    /// Packed BCD: one byte for LL, two for LLL and LLLL.
+    Bcd,
+    /// Big-endian binary: one byte for LL, two for LLL and LLLL.
+    Binary,
+}
+
+/// Length rule of a field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Length {
+    /// Always exactly this many units.
+    Fixed(usize),
+    /// A length prefix of `digits` (2, 3 or 4) decimal digits, then at most
+    /// `max` units.
+    Variable {
+        /// Digits of the prefix: 2 (LL), 3 (LLL) or 4 (LLLL).
+        digits: u8,
+        /// Largest length allowed.
+        max: usize,
+        /// How the prefix is written.
+        prefix: PrefixEncoding,
+    },
+}
+
+/// The complete definition of one field in a dialect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldSpec {
+    /// Field number, 2..=192.
+    pub number: u8,
+    /// Human name.
+    pub name: String,
+    /// Content class.
+    pub class: Class,
+    /// Fixed or variable length.
+    pub length: Length,
+    /// Encoding of the value.
+    pub data: DataEncoding,
+}
+
+impl FieldSpec {
+    /// Length rule in the usual notation: `n 6`, `ans ..999` (LLL) …
+    pub fn layout(&self) -> String {
+        match self.length {
+            Length::Fixed(n) => format!("{} {n}", self.class.label()),
+            Length::Variable { digits, max, .. } => {
+                format!("{} {}{max}", self.class.label(), ".".repeat(usize::from(digits)))
+            }
+        }
+    }
+}
+
+/// One ISO 8583 wire layout, validated. Share it as `Arc<Dialect>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dialect {
+    name: String,
+    description: String,
+    mti: MtiEncoding,
+    bitmap: BitmapEncoding,
+    tertiary_bitmap: bool,
+    /// Indexed by field number; `None` where the dialect defines no field.
+    fields: Vec<Option<FieldSpec>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDialect {
+    name: String,
+    #[serde(default)]
+    description: String,
+    mti: MtiEncoding,
+    bitmap: BitmapEncoding,
+    #[serde(default)]
+    tertiary_bitmap: bool,
+    fields: BTreeMap<String, RawField>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RawData {
+    Ascii,
+    Ebcdic,
+    Bcd,
+    Binary,
+    Hex,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawField {
+    name: String,
+    class: Class,
+    fixed: Option<usize>,
+    ll: Option<usize>,
+    lll: Option<usize>,
+    llll: Option<usize>,
+    data: RawData,
+    pad: Option<Pad>,
+    prefix: Option<PrefixEncoding>,
+}
+
+impl Dialect {
+    /// Parses and validates a dialect from TOML text. `origin` (a file name)
+    /// prefixes every error message.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Dialect, SpecError> {
+        let raw: RawDialect = toml::from_str(text).map_err(|e| SpecError::Syntax {
+            origin: origin.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let mut fields = vec![None; usize::from(MAX_FIELD) + 1];
+        let highest = if raw.tertiary_bitmap { MAX_FIELD } else { 128 };
+        for (key, field) in raw.fields {
+            let fail = |reason: String| SpecError::Field {
+                origin: origin.to_string(),
+                field: key.clone(),
+                reason,
+            };
+            let number: u8 = key
+                .parse()
+                .ok()
+                .filter(|n| (2..=highest).contains(n))
+                .ok_or_else(|| fail(format!("field numbers run from 2 to {highest}")))?;
+            if raw.tertiary_bitmap && number == 65 {
+                return Err(fail(
+                    "bit 65 is the tertiary bitmap in this dialect and cannot be a field".into(),
+                ));
+            }
+            let spec = field.validate(number).map_err(fail)?;
+            fields[usize::from(number)] = Some(spec);
+        }
+        if raw.name.trim().is_empty() {
+            return Err(SpecError::Syntax {
+                origin: origin.to_string(),
+                message: "`name` must not be empty".into(),
+            });
+        }
+        Ok(Dialect {
+            name: raw.name,
+            description: raw.description,
+            mti: raw.mti,
+            bitmap: raw.bitmap,
+            tertiary_bitmap: raw.tertiary_bitmap,
+            fields,
+        })
+    }
+
+    /// Reads and validates a dialect file.
+    pub fn load(path: &Path) -> Result<Arc<Dialect>, SpecError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Io {
+            origin: origin.clone(),
+            source,
+        })?;
+        Dialect::from_toml(&text, &origin).map(Arc::new)
+    }
+
+    /// One of the dialects compiled into the binary (`iso87ascii`,
+    /// `iso87binary`, `iso93binary`), or `None` for another name.
+    pub fn builtin(name: &str) -> Option<Result<Arc<Dialect>, SpecError>> {
+        BUILTIN.iter().find(|(n, _)| *n == name).map(|(n, text)| {
+            Dialect::from_toml(text, &format!("specs/{n}.toml")).map(Arc::new)
+        })
+    }
+
+    /// Names of the built-in dialects.
+    pub fn builtin_names() -> impl Iterator<Item = &'static str> {
+        BUILTIN.iter().map(|(n, _)| *n)
+    }
+
+    /// A built-in dialect by name, else a dialect file by path.
+    pub fn resolve(name_or_path: &str) -> Result<Arc<Dialect>, SpecError> {
+        if let Some(builtin) = Dialect::builtin(name_or_path) {
+            return builtin;
+        }
+        let path = Path::new(name_or_path);
+        if path.extension().is_some_and(|e| e == "toml") {
+            return Dialect::load(path);
+        }
+        Err(SpecError::Unknown(name_or_path.to_string()))
+    }
+
+    /// The dialect's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// One-line description.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// How the MTI is written.
+    pub fn mti_encoding(&self) -> MtiEncoding {
+        self.mti
+    }
+
+    /// How bitmaps are written.
+    pub fn bitmap_encoding(&self) -> BitmapEncoding {
+        self.bitmap
+    }
+
+    /// Whether bit 65 announces a tertiary bitmap.
+    pub fn has_tertiary_bitmap(&self) -> bool {
+        self.tertiary_bitmap
+    }
+
+    /// Definition of field `number`, if the dialect has one.
+    pub fn field(&self, number: u8) -> Option<&FieldSpec> {
+        self.fields.get(usize::from(number)).and_then(Option::as_ref)
+    }
+
+    /// Every defined field, in field-number order.
+    pub fn fields(&self) -> impl Iterator<Item = &FieldSpec> {
+        self.fields.iter().flatten()
+    }
+}
+
+impl RawField {
+    fn validate(self, number: u8) -> Result<FieldSpec, String> {
+        if self.name.trim().is_empty() {
+            return Err("`name` must not be empty".into());
+        }
+        let length = match (self.fixed, self.ll, self.lll, self.llll) {
+            (Some(n), None, None, None) => {
+                if self.prefix.is_some() {
+                    return Err("`prefix` is only for variable fields (ll, lll, llll)".into());
+                }
+                Length::Fixed(n)
+            }
+            (None, Some(max), None, None) => variable(2, max, 99, self.prefix)?,
+            (None, None, Some(max), None) => variable(3, max, 999, self.prefix)?,
+            (None, None, None, Some(max)) => variable(4, max, 9999, self.prefix)?,
+            _ => return Err("give exactly one of `fixed`, `ll`, `lll`, `llll`".into()),
+        };
+        let units = match length {
+            Length::Fixed(n) => n,
+            Length::Variable { max, .. } => max,
+        };
+        if !(1..=9999).contains(&units) {
+            return Err("length must be between 1 and 9999".into());
+        }
+        if self.class == Class::Xn && units < 2 {
+            return Err("an x+n field needs room for the sign and at least one digit".into());
+        }
+        let data = match (self.data, self.pad) {
+            (RawData::Bcd, pad) => DataEncoding::Bcd(pad.unwrap_or(Pad::Left)),
+            (_, Some(_)) => return Err("`pad` is only for data = \"bcd\"".into()),
+            (RawData::Ascii, None) => DataEncoding::Ascii,
+            (RawData::Ebcdic, None) => DataEncoding::Ebcdic,
+            (RawData::Binary, None) => DataEncoding::Binary,
+            (RawData::Hex, None) => DataEncoding::Hex,
+        };
+        let compatible = match self.class {
+            Class::B => matches!(data, DataEncoding::Binary | DataEncoding::Hex),
+            Class::N | Class::Z | Class::Xn => {
+                matches!(data, DataEncoding::Ascii | DataEncoding::Ebcdic | DataEncoding::Bcd(_))
+            }
+            Class::A | Class::An | Class::Ans => {
+                matches!(data, DataEncoding::Ascii | DataEncoding::Ebcdic)
+            }
+        };
+        if !compatible {
+            return Err(format!(
+                "class {} cannot be written with this `data` encoding",
+                self.class.label()
+            ));
+        }
+        Ok(FieldSpec {
+            number,
+            name: self.name,
+            class: self.class,
+            length,
+            data,
+        })
+    }
+}
+
+fn variable(
+    digits: u8,
+    max: usize,
+    limit: usize,
+    prefix: Option<PrefixEncoding>,
+) -> Result<Length, String> {
+    if max > limit {
+        return Err(format!("maximum {max} does not fit a {digits}-digit length prefix"));
+    }
+    let prefix = prefix.ok_or("variable fields need `prefix` (ascii, ebcdic, bcd, binary)")?;
+    Ok(Length::Variable { digits, max, prefix })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_error(fields: &str) -> String {
+        let text = format!("name = \"t\"\nmti = \"ascii\"\nbitmap = \"hex\"\n[fields]\n{fields}\n");
+        Dialect::from_toml(&text, "t.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn builtins_load() {
+        for name in Dialect::builtin_names() {
+            let d = Dialect::builtin(name).unwrap().unwrap();
+            assert_eq!(d.name(), name);
+            assert!(d.field(2).is_some(), "{name} defines the PAN");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field_and_the_problem() {
+        let e = field_error(r#"2 = { name = "PAN", class = "n", ll = 19, data = "ascii" }"#);
+        assert!(e.contains("t.toml: field 2: variable fields need `prefix`"), "{e}");
+        let e = field_error(r#"7 = { name = "x", class = "n", fixed = 4, ll = 4, data = "ascii" }"#);
+        assert!(e.contains("field 7: give exactly one"), "{e}");
+        let e = field_error(r#"52 = { name = "PIN", class = "b", fixed = 8, data = "ascii" }"#);
+        assert!(e.contains("field 52: class b cannot"), "{e}");
+        let e = field_error(r#"129 = { name = "x", class = "n", fixed = 1, data = "ascii" }"#);
+        assert!(e.contains("field 129: field numbers run from 2 to 128"), "{e}");
+        let e = field_error(r#"9 = { name = "x", class = "n", ll = 120, data = "ascii", prefix = "ascii" }"#);
+        assert!(e.contains("field 9: maximum 120 does not fit"), "{e}");
+        let e = field_error(r#"3 = { name = "x", class = "n", fixed = 6, data = "ascii", pad = "left" }"#);
+        assert!(e.contains("field 3: `pad` is only"), "{e}");
+        let e = field_error(r#"3 = { name = "x", class = "q", fixed = 6, data = "ascii" }"#);
+        assert!(e.starts_with("t.toml: "), "{e}");
+        let e = field_error(r#"3 = { name = "x", class = "n", fixed = 6, data = "ascii", colour = 1 }"#);
+        assert!(e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn unknown_dialect_names_the_choices() {
+        let e = Dialect::resolve("iso99").unwrap_err().to_string();
+        assert!(e.contains("unknown dialect `iso99`"), "{e}");
+    }
+}

@@ -1,0 +1,11 @@
+//! cardswitch — a card-acquiring switch.
+//!
+//! This crate holds the ISO 8583 codec ([`iso8583`]): dialects loaded from data
+//! files, an I/O-free message decoder and encoder, and the wire framings used
+//! on terminal and bank links.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod card;
+pub mod iso8583;
