@@ -15,6 +15,7 @@ mod bitmap;
 pub mod ebcdic;
 pub mod error;
 mod field;
+pub mod json;
 pub mod framing;
 pub mod message;
 pub mod spec;
