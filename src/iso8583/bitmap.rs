@@ -38,6 +38,11 @@ impl Bitmaps {
             .is_some_and(|map| map & mask(field) != 0)
     }
 
+    /// Number of bits set (an upper bound on the fields present).
+    pub(crate) fn count(&self) -> usize {
+        self.maps.iter().map(|m| m.count_ones() as usize).sum()
+    }
+
     /// Data fields present, ascending: every set bit except 1, and except 65
     /// when it is the tertiary bitmap indicator.
     pub(crate) fn fields(&self, tertiary: bool) -> impl Iterator<Item = u8> + '_ {

@@ -51,22 +51,31 @@ impl<'a> Cursor<'a> {
         })
     }
 
-    /// The next `n` bytes as a zero-copy slice of the frame.
-    fn take_bytes(&mut self, n: usize) -> Result<Bytes, ErrorKind> {
+    /// Skips the next `n` bytes and returns their offsets in the frame.
+    fn take_range(&mut self, n: usize) -> Result<(usize, usize), ErrorKind> {
         let start = self.pos;
         self.take(n)?;
-        Ok(self.frame.slice(start..self.pos))
+        Ok((start, self.pos))
     }
 }
 
+/// Where a decoded value lives: start and end offsets in one of two buffers.
+pub(crate) enum Decoded {
+    /// In the frame itself (ASCII text, binary): zero-copy.
+    Frame(usize, usize),
+    /// In the scratch buffer (translated from BCD, EBCDIC or hex).
+    Scratch(usize, usize),
+}
+
 /// Reads one field at the cursor. Values that need translating (BCD, EBCDIC,
-/// hex) are written into `scratch`, which the caller sized from the frame, so
-/// nothing here allocates in proportion to a length prefix.
+/// hex) are appended to `scratch`; they are never longer than twice the wire
+/// bytes read, and those are bounded by the frame, so nothing here allocates
+/// in proportion to a length prefix.
 pub(crate) fn decode(
     spec: &FieldSpec,
     cur: &mut Cursor<'_>,
-    scratch: &mut BytesMut,
-) -> Result<Bytes, ErrorKind> {
+    scratch: &mut Vec<u8>,
+) -> Result<Decoded, ErrorKind> {
     let len = match spec.length {
         Length::Fixed(n) => n,
         Length::Variable {
@@ -81,13 +90,17 @@ pub(crate) fn decode(
             len
         }
     };
+    let start = scratch.len();
     match spec.data {
         DataEncoding::Ascii => {
-            let value = cur.take_bytes(len)?;
-            check_class(spec.class, &value)?;
-            Ok(value)
+            let (start, end) = cur.take_range(len)?;
+            check_class(spec.class, cur.frame.get(start..end).unwrap_or_default())?;
+            Ok(Decoded::Frame(start, end))
         }
-        DataEncoding::Binary => cur.take_bytes(len),
+        DataEncoding::Binary => {
+            let (start, end) = cur.take_range(len)?;
+            Ok(Decoded::Frame(start, end))
+        }
         DataEncoding::Ebcdic => {
             let raw = cur.take(len)?;
             for (index, &byte) in raw.iter().enumerate() {
@@ -96,11 +109,10 @@ pub(crate) fn decode(
                     index,
                     byte,
                 })?;
-                scratch.put_u8(ascii);
+                scratch.push(ascii);
             }
-            let value = scratch.split().freeze();
-            check_class(spec.class, &value)?;
-            Ok(value)
+            check_class(spec.class, scratch.get(start..).unwrap_or_default())?;
+            Ok(Decoded::Scratch(start, scratch.len()))
         }
         DataEncoding::Hex => {
             let raw = cur.take(len * 2)?;
@@ -114,9 +126,9 @@ pub(crate) fn decode(
                     index: pair * 2 + 1,
                     byte: lo,
                 })?;
-                scratch.put_u8(hi << 4 | lo);
+                scratch.push(hi << 4 | lo);
             }
-            Ok(scratch.split().freeze())
+            Ok(Decoded::Scratch(start, scratch.len()))
         }
         DataEncoding::Bcd(pad) => {
             let mut digits = len;
@@ -130,13 +142,13 @@ pub(crate) fn decode(
                         byte: sign,
                     });
                 }
-                scratch.put_u8(sign);
+                scratch.push(sign);
                 digits -= 1;
                 index = 1;
             }
             let raw = cur.take(digits.div_ceil(2))?;
             unpack_bcd(raw, digits, pad, spec.class, index, scratch)?;
-            Ok(scratch.split().freeze())
+            Ok(Decoded::Scratch(start, scratch.len()))
         }
     }
 }
@@ -147,41 +159,55 @@ fn unpack_bcd(
     pad: Pad,
     class: Class,
     first_index: usize,
-    out: &mut BytesMut,
+    out: &mut Vec<u8>,
 ) -> Result<(), ErrorKind> {
-    let odd = digits % 2 == 1;
-    let nibbles = raw.iter().flat_map(|b| [b >> 4, b & 0x0F]);
-    let total = raw.len() * 2;
+    let digit = |nibble: u8, index: usize| match nibble {
+        0..=9 => Ok(b'0' + nibble),
+        0xD if class == Class::Z => Ok(b'='),
+        _ => Err(ErrorKind::BadContent {
+            class,
+            index,
+            byte: nibble,
+        }),
+    };
+    let mut body = raw;
     let mut index = first_index;
-    for (i, nibble) in nibbles.enumerate() {
-        let is_pad = odd
-            && match pad {
-                Pad::Left => i == 0,
-                Pad::Right0 | Pad::RightF => i == total - 1,
-            };
-        if is_pad {
-            let ok = match pad {
-                Pad::Left => nibble == 0,
-                Pad::Right0 | Pad::RightF => nibble == 0 || nibble == 0xF,
-            };
-            if !ok {
-                return Err(ErrorKind::BadPad { nibble });
+    let mut tail = None;
+    if digits % 2 == 1 {
+        match pad {
+            Pad::Left => {
+                if let Some((&first, rest)) = body.split_first() {
+                    if first >> 4 != 0 {
+                        return Err(ErrorKind::BadPad { nibble: first >> 4 });
+                    }
+                    out.push(digit(first & 0x0F, index)?);
+                    index += 1;
+                    body = rest;
+                }
             }
-            continue;
+            Pad::Right0 | Pad::RightF => {
+                if let Some((&last, rest)) = body.split_last() {
+                    let nibble = last & 0x0F;
+                    if nibble != 0 && nibble != 0x0F {
+                        return Err(ErrorKind::BadPad { nibble });
+                    }
+                    tail = Some(last >> 4);
+                    body = rest;
+                }
+            }
         }
-        let ch = match nibble {
-            0..=9 => b'0' + nibble,
-            0xD if class == Class::Z => b'=',
-            _ => {
-                return Err(ErrorKind::BadContent {
-                    class,
-                    index,
-                    byte: nibble,
-                });
-            }
-        };
-        out.put_u8(ch);
-        index += 1;
+    }
+    for &byte in body {
+        let (hi, lo) = (byte >> 4, byte & 0x0F);
+        if hi <= 9 && lo <= 9 {
+            out.extend_from_slice(&[b'0' + hi, b'0' + lo]);
+        } else {
+            out.extend_from_slice(&[digit(hi, index)?, digit(lo, index + 1)?]);
+        }
+        index += 2;
+    }
+    if let Some(last) = tail {
+        out.push(digit(last, index)?);
     }
     Ok(())
 }
@@ -196,15 +222,17 @@ fn hex_value(byte: u8) -> Option<u8> {
 }
 
 fn check_class(class: Class, value: &[u8]) -> Result<(), ErrorKind> {
-    if class == Class::B {
-        return Ok(());
-    }
-    match value
-        .iter()
-        .enumerate()
-        .find(|(i, b)| !class.allows(*i, **b))
-    {
-        Some((index, &byte)) => Err(ErrorKind::BadContent { class, index, byte }),
+    let bad = match class {
+        Class::B => None,
+        Class::N => value.iter().position(|b| !b.is_ascii_digit()),
+        Class::Ans => value.iter().position(|b| b.wrapping_sub(0x20) > 0x5E),
+        _ => value
+            .iter()
+            .enumerate()
+            .position(|(i, b)| !class.allows(i, *b)),
+    };
+    match bad.and_then(|index| value.get(index).map(|b| (index, *b))) {
+        Some((index, byte)) => Err(ErrorKind::BadContent { class, index, byte }),
         None => Ok(()),
     }
 }

@@ -65,7 +65,7 @@ pub fn masked(number: u8, text: &str) -> Option<String> {
 }
 
 /// The text shown for one field value: hex for class `b`, else the text.
-pub fn field_text(dialect: &Dialect, number: u8, value: &Bytes, reveal: Reveal) -> String {
+pub fn field_text(dialect: &Dialect, number: u8, value: &[u8], reveal: Reveal) -> String {
     let binary = dialect.field(number).is_none_or(|f| f.class == Class::B);
     let text = if binary {
         hex::encode_upper(value)

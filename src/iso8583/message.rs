@@ -7,7 +7,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::bitmap::Bitmaps;
 use super::ebcdic;
 use super::error::{CodecError, Direction, ErrorKind, Location};
-use super::field::{self, Cursor};
+use super::field::{self, Cursor, Decoded};
 use super::spec::{DataEncoding, Dialect, MtiEncoding};
 use crate::card::{Pan, Track2};
 
@@ -59,22 +59,57 @@ impl fmt::Debug for Mti {
 /// An ISO 8583 message: the MTI and the fields present, each held in its
 /// logical form — text for every class but `b`, raw bytes for `b`.
 ///
-/// Decoding slices the frame (`Bytes`) instead of copying where the wire form
-/// is the logical form (ASCII text, binary); BCD, EBCDIC and hex values are
-/// translated into one buffer per message. `Debug` masks card data.
-#[derive(Clone, PartialEq, Eq)]
+/// A decoded message keeps the frame it came from and points into it where
+/// the wire form is the logical form (ASCII text, binary); BCD, EBCDIC and hex
+/// values are translated into one buffer per message. Fields set by hand are
+/// held on their own. `Debug` masks card data.
+#[derive(Clone)]
 pub struct Message {
     mti: Mti,
-    /// Sorted by field number, no duplicates.
-    fields: Vec<(u8, Bytes)>,
+    /// The frame the message was decoded from (empty when built by hand).
+    frame: Bytes,
+    /// Values translated while decoding.
+    decoded: Bytes,
+    /// Values given to [`Message::set`].
+    owned: Vec<Bytes>,
+    /// Fields present, sorted by number, no duplicates.
+    slots: Vec<Slot>,
 }
+
+/// One field present and where its value lives.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    number: u8,
+    value: Value,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Value {
+    /// `frame[start..end]`.
+    Frame(usize, usize),
+    /// `decoded[start..end]`.
+    Decoded(usize, usize),
+    /// `owned[index]`.
+    Owned(usize),
+}
+
+impl PartialEq for Message {
+    fn eq(&self, other: &Message) -> bool {
+        self.mti == other.mti && self.fields().eq(other.fields())
+    }
+}
+
+impl Eq for Message {}
 
 impl Message {
     /// An empty message of type `mti`.
     pub fn new(mti: Mti) -> Message {
         Message {
             mti,
-            fields: Vec::new(),
+            frame: Bytes::new(),
+            decoded: Bytes::new(),
+            owned: Vec::new(),
+            slots: Vec::new(),
         }
     }
 
@@ -88,31 +123,78 @@ impl Message {
         self.mti = mti;
     }
 
+    fn find(&self, number: u8) -> Result<usize, usize> {
+        self.slots.binary_search_by_key(&number, |s| s.number)
+    }
+
+    fn value(&self, value: Value) -> &[u8] {
+        let found = match value {
+            Value::Frame(start, end) => self.frame.get(start..end),
+            Value::Decoded(start, end) => self.decoded.get(start..end),
+            Value::Owned(index) => self.owned.get(index).map(|b| &b[..]),
+        };
+        found.unwrap_or_default()
+    }
+
     /// Sets field `number` to `value` (text, or raw bytes for class `b`).
     /// The value is checked against the dialect when the message is encoded.
     pub fn set(&mut self, number: u8, value: impl Into<Bytes>) -> &mut Message {
         let value = value.into();
-        match self.fields.binary_search_by_key(&number, |(n, _)| *n) {
+        let index = match self.find(number) {
+            Ok(i) => match self.slots.get(i).map(|s| s.value) {
+                Some(Value::Owned(existing)) => existing,
+                _ => self.owned.len(),
+            },
+            Err(_) => self.owned.len(),
+        };
+        if let Some(slot) = self.owned.get_mut(index) {
+            *slot = value;
+        } else {
+            self.owned.push(value);
+        }
+        let slot = Slot {
+            number,
+            value: Value::Owned(index),
+        };
+        match self.find(number) {
             Ok(i) => {
-                if let Some(slot) = self.fields.get_mut(i) {
-                    slot.1 = value;
+                if let Some(existing) = self.slots.get_mut(i) {
+                    *existing = slot;
                 }
             }
-            Err(i) => self.fields.insert(i, (number, value)),
+            Err(i) => self.slots.insert(i, slot),
         }
         self
     }
 
     /// Removes field `number`, returning its value.
     pub fn remove(&mut self, number: u8) -> Option<Bytes> {
-        let i = self.fields.binary_search_by_key(&number, |(n, _)| *n).ok()?;
-        Some(self.fields.remove(i).1)
+        let value = self.get_bytes(number)?;
+        let i = self.find(number).ok()?;
+        if let Some(Value::Owned(index)) = self.slots.get(i).map(|s| s.value) {
+            if let Some(owned) = self.owned.get_mut(index) {
+                *owned = Bytes::new();
+            }
+        }
+        self.slots.remove(i);
+        Some(value)
     }
 
     /// The value of field `number`.
-    pub fn get(&self, number: u8) -> Option<&Bytes> {
-        let i = self.fields.binary_search_by_key(&number, |(n, _)| *n).ok()?;
-        self.fields.get(i).map(|(_, v)| v)
+    pub fn get(&self, number: u8) -> Option<&[u8]> {
+        let i = self.find(number).ok()?;
+        self.slots.get(i).map(|s| self.value(s.value))
+    }
+
+    /// The value of field `number` as a zero-copy `Bytes` handle.
+    pub fn get_bytes(&self, number: u8) -> Option<Bytes> {
+        let i = self.find(number).ok()?;
+        let bytes = match self.slots.get(i)?.value {
+            Value::Frame(start, end) => self.frame.slice(start..end),
+            Value::Decoded(start, end) => self.decoded.slice(start..end),
+            Value::Owned(index) => self.owned.get(index)?.clone(),
+        };
+        Some(bytes)
     }
 
     /// The value of field `number` as text (`None` if absent or not UTF-8).
@@ -122,12 +204,12 @@ impl Message {
 
     /// Whether field `number` is present.
     pub fn contains(&self, number: u8) -> bool {
-        self.get(number).is_some()
+        self.find(number).is_ok()
     }
 
     /// The fields present, ascending by number.
-    pub fn fields(&self) -> impl Iterator<Item = (u8, &Bytes)> {
-        self.fields.iter().map(|(n, v)| (*n, v))
+    pub fn fields(&self) -> impl Iterator<Item = (u8, &[u8])> {
+        self.slots.iter().map(|s| (s.number, self.value(s.value)))
     }
 
     /// Decodes one message (without framing) under `dialect`.
@@ -146,21 +228,22 @@ impl Message {
         let start = cur.position();
         let bitmaps = Bitmaps::decode(&mut cur, dialect.bitmap_encoding(), dialect.has_tertiary_bitmap())
             .map_err(|k| at(Location::Bitmap, start, k))?;
-        let mut fields = Vec::with_capacity(24);
-        let mut scratch = BytesMut::new();
+        let mut slots = Vec::with_capacity(bitmaps.count());
+        let mut scratch = Vec::new();
         for number in bitmaps.fields(dialect.has_tertiary_bitmap()) {
             let offset = cur.position();
             let fail = |kind| at(Location::Field(number), offset, kind);
             let spec = dialect.field(number).ok_or_else(|| fail(ErrorKind::UndefinedField))?;
-            if !matches!(spec.data, DataEncoding::Ascii | DataEncoding::Binary)
-                && scratch.capacity() == 0
-            {
+            if scratch.capacity() == 0 && !matches!(spec.data, DataEncoding::Ascii | DataEncoding::Binary) {
                 // Decoded values are never more than twice the wire bytes
                 // (BCD), so one buffer sized from the frame serves them all.
-                scratch.reserve(2 * frame.len());
+                scratch.reserve_exact(2 * frame.len());
             }
-            let value = field::decode(spec, &mut cur, &mut scratch).map_err(fail)?;
-            fields.push((number, value));
+            let value = match field::decode(spec, &mut cur, &mut scratch).map_err(fail)? {
+                Decoded::Frame(start, end) => Value::Frame(start, end),
+                Decoded::Scratch(start, end) => Value::Decoded(start, end),
+            };
+            slots.push(Slot { number, value });
         }
         if cur.remaining() > 0 {
             return Err(at(
@@ -171,7 +254,13 @@ impl Message {
                 },
             ));
         }
-        Ok(Message { mti, fields })
+        Ok(Message {
+            mti,
+            frame,
+            decoded: Bytes::from(scratch),
+            owned: Vec::new(),
+            slots,
+        })
     }
 
     /// Encodes the message under `dialect`, appending to `out`.
@@ -186,18 +275,18 @@ impl Message {
         write_mti(self.mti, dialect.mti_encoding(), out);
         let mut bitmaps = Bitmaps::default();
         let tertiary = dialect.has_tertiary_bitmap();
-        for (number, _) in &self.fields {
-            let structural = *number == 1 || (tertiary && *number == 65);
-            if structural || dialect.field(*number).is_none() {
-                return Err(at(Location::Field(*number), out.len(), ErrorKind::InvalidFieldNumber));
+        for (number, _) in self.fields() {
+            let structural = number == 1 || (tertiary && number == 65);
+            if structural || dialect.field(number).is_none() {
+                return Err(at(Location::Field(number), out.len(), ErrorKind::InvalidFieldNumber));
             }
-            bitmaps.set(*number);
+            bitmaps.set(number);
         }
         bitmaps.encode(out, dialect.bitmap_encoding(), tertiary);
-        for (number, value) in &self.fields {
+        for (number, value) in self.fields() {
             let offset = out.len();
-            let fail = |kind| at(Location::Field(*number), offset, kind);
-            let spec = dialect.field(*number).ok_or_else(|| fail(ErrorKind::InvalidFieldNumber))?;
+            let fail = |kind| at(Location::Field(number), offset, kind);
+            let spec = dialect.field(number).ok_or_else(|| fail(ErrorKind::InvalidFieldNumber))?;
             field::encode(spec, value, out).map_err(fail)?;
         }
         Ok(())
@@ -301,12 +390,12 @@ impl Message {
 
     /// Field 52, PIN block (8 bytes).
     pub fn pin_block(&self) -> Option<&[u8]> {
-        self.get(52).map(|v| &v[..])
+        self.get(52)
     }
 
     /// The MAC: field 128 when the secondary bitmap is in use, else field 64.
     pub fn mac(&self) -> Option<&[u8]> {
-        self.get(128).or_else(|| self.get(64)).map(|v| &v[..])
+        self.get(128).or_else(|| self.get(64))
     }
 
     /// Field 70, network management information code.
@@ -327,13 +416,13 @@ impl fmt::Debug for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut map = f.debug_map();
         map.entry(&"mti", &self.mti.as_str());
-        for (n, v) in &self.fields {
-            match (n, std::str::from_utf8(v)) {
-                (2 | 34, Ok(text)) => map.entry(n, &crate::card::mask_pan(text)),
-                (35, Ok(text)) => map.entry(n, &crate::card::mask_track2(text)),
+        for (n, v) in self.fields() {
+            match (&n, std::str::from_utf8(v)) {
+                (2 | 34, Ok(text)) => map.entry(&n, &crate::card::mask_pan(text)),
+                (35, Ok(text)) => map.entry(&n, &crate::card::mask_track2(text)),
                 (n, _) if SENSITIVE_FIELDS.contains(n) => map.entry(n, &"<masked>"),
-                (_, Ok(text)) => map.entry(n, &text),
-                (_, Err(_)) => map.entry(n, &hex::encode_upper(v)),
+                (n, Ok(text)) => map.entry(n, &text),
+                (n, Err(_)) => map.entry(n, &hex::encode_upper(v)),
             };
         }
         map.finish()
