@@ -88,7 +88,11 @@ pub fn mask_track2(track: &str) -> String {
     match track.find(['=', 'D']) {
         Some(at) => {
             let (pan, rest) = track.split_at(at);
-            format!("{}={}", mask_pan(pan), "*".repeat(rest.len().saturating_sub(1)))
+            format!(
+                "{}={}",
+                mask_pan(pan),
+                "*".repeat(rest.len().saturating_sub(1))
+            )
         }
         None => "*".repeat(track.len()),
     }
@@ -101,12 +105,18 @@ mod tests {
     #[test]
     fn masks_first_six_last_four() {
         assert_eq!(Pan::new("4111111111111111").to_string(), "411111******1111");
-        assert_eq!(format!("{:?}", Pan::new("4111111111111111")), "Pan(411111******1111)");
+        assert_eq!(
+            format!("{:?}", Pan::new("4111111111111111")),
+            "Pan(411111******1111)"
+        );
         assert_eq!(mask_pan("1234"), "****");
         assert_eq!(
             Track2::new("4761739001010119=22122011143804400000").to_string(),
             format!("476173******0119={}", "*".repeat(20))
         );
-        assert_eq!(Track2::new("4761739001010119=2212").pan().expose(), "4761739001010119");
+        assert_eq!(
+            Track2::new("4761739001010119=2212").pan().expose(),
+            "4761739001010119"
+        );
     }
 }

@@ -45,10 +45,10 @@ fn value(spec: &FieldSpec, at_max: bool) -> BoxedStrategy<(u8, Vec<u8>)> {
         let chars = proptest::collection::vec(class_char(class), len);
         let sign = prop_oneof![Just(b'C'), Just(b'D')];
         (sign, chars).prop_map(move |(sign, mut chars)| {
-            if class == Class::Xn {
-                if let Some(first) = chars.first_mut() {
-                    *first = sign;
-                }
+            if class == Class::Xn
+                && let Some(first) = chars.first_mut()
+            {
+                *first = sign;
             }
             (number, chars)
         })
@@ -58,7 +58,11 @@ fn value(spec: &FieldSpec, at_max: bool) -> BoxedStrategy<(u8, Vec<u8>)> {
 
 fn message(dialect: &Dialect, at_max: bool) -> impl Strategy<Value = Message> + use<> {
     let specs: Vec<FieldSpec> = dialect.fields().cloned().collect();
-    let version = if dialect.name().contains("93") { b'1' } else { b'0' };
+    let version = if dialect.name().contains("93") {
+        b'1'
+    } else {
+        b'0'
+    };
     (
         proptest::sample::subsequence(specs, 0..=24),
         proptest::collection::vec(b'0'..=b'9', 3),
@@ -81,10 +85,15 @@ fn message(dialect: &Dialect, at_max: bool) -> impl Strategy<Value = Message> + 
 }
 
 fn round_trip(dialect: &Dialect, m: &Message) -> Result<(), TestCaseError> {
-    let wire = m.to_bytes(dialect).map_err(|e| TestCaseError::fail(e.to_string()))?;
-    let back = Message::decode(dialect, wire.clone()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let wire = m
+        .to_bytes(dialect)
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let back =
+        Message::decode(dialect, wire.clone()).map_err(|e| TestCaseError::fail(e.to_string()))?;
     prop_assert_eq!(&back, m, "decode(encode(m)) == m");
-    let again = back.to_bytes(dialect).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let again = back
+        .to_bytes(dialect)
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
     prop_assert_eq!(again, wire, "encode(decode(x)) == x");
     Ok(())
 }
@@ -93,8 +102,11 @@ fn round_trip(dialect: &Dialect, m: &Message) -> Result<(), TestCaseError> {
 /// re-encodes and decodes to the same message.
 fn never_panics(dialect: &Dialect, bytes: Vec<u8>) -> Result<(), TestCaseError> {
     if let Ok(m) = Message::decode(dialect, Bytes::from(bytes)) {
-        let wire = m.to_bytes(dialect).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let back = Message::decode(dialect, wire).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let wire = m
+            .to_bytes(dialect)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let back =
+            Message::decode(dialect, wire).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(back, m);
     }
     Ok(())

@@ -22,7 +22,10 @@ fn theirs() -> &'static Spec {
 }
 
 fn ours() -> Arc<Dialect> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/iso8583_rs/sample_spec.toml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/iso8583_rs/sample_spec.toml"
+    );
     Dialect::load(std::path::Path::new(path)).unwrap()
 }
 
@@ -52,7 +55,9 @@ fn assemble_theirs(d: &Dialect, m: &Message) -> Vec<u8> {
 fn parse_theirs(d: &Dialect, bytes: &[u8]) -> (String, BTreeMap<u8, Vec<u8>>) {
     let spec = theirs();
     let mut buf = bytes.to_vec();
-    let msg = spec.parse(&mut buf).unwrap_or_else(|e| panic!("iso8583_rs: {}", e.msg));
+    let msg = spec
+        .parse(&mut buf)
+        .unwrap_or_else(|e| panic!("iso8583_rs: {}", e.msg));
     let mti = msg.get_field_value(&"message_type".to_string()).unwrap();
     let bitmap = msg.msg.field_by_name(&"bitmap".to_string()).unwrap();
     let mut fields = BTreeMap::new();

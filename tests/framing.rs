@@ -8,7 +8,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::{Decoder, Encoder, FramedRead, FramedWrite};
 
-const PREFIXES: [LengthPrefix; 3] = [LengthPrefix::Binary2, LengthPrefix::Ascii4, LengthPrefix::Bcd2];
+const PREFIXES: [LengthPrefix; 3] = [
+    LengthPrefix::Binary2,
+    LengthPrefix::Ascii4,
+    LengthPrefix::Bcd2,
+];
 
 fn frames(header: usize) -> Vec<Frame> {
     (0..5u8)
@@ -60,7 +64,10 @@ fn one_byte_at_a_time_and_all_at_once() {
 fn frames_larger_than_the_maximum_are_refused_both_ways() {
     let mut codec = FrameCodec::new(LengthPrefix::Ascii4).with_max_frame(100);
     let err = codec.decode(&mut BytesMut::from(&b"0101"[..])).unwrap_err();
-    assert!(matches!(err, FramingError::TooLarge { len: 101, max: 100 }), "{err}");
+    assert!(
+        matches!(err, FramingError::TooLarge { len: 101, max: 100 }),
+        "{err}"
+    );
     let big = Frame {
         header: Bytes::new(),
         message: Bytes::from(vec![0u8; 101]),
@@ -123,8 +130,15 @@ async fn over_tcp_an_oversized_prefix_ends_the_stream_with_an_error() {
         .await
         .unwrap();
     // Declares 65535 bytes: more than the 8 KiB maximum.
-    writer.get_mut().write_all(&[0xFF, 0xFF, 1, 2, 3]).await.unwrap();
+    writer
+        .get_mut()
+        .write_all(&[0xFF, 0xFF, 1, 2, 3])
+        .await
+        .unwrap();
     let (first, refused) = server.await.unwrap();
     assert_eq!(&first.message[..], b"0800");
-    assert!(refused, "an oversized frame must be an error, not an allocation");
+    assert!(
+        refused,
+        "an oversized frame must be an error, not an allocation"
+    );
 }

@@ -109,7 +109,11 @@ impl IsoCommand {
                 let codec = wire.codec()?;
                 let text = read_input(&input, |s| parse_hex(s).is_ok())?;
                 let bytes = parse_hex(&text)?;
-                let reveal = if reveal { Reveal::Clear } else { Reveal::Masked };
+                let reveal = if reveal {
+                    Reveal::Clear
+                } else {
+                    Reveal::Masked
+                };
                 decode(&dialect, codec, bytes, json, reveal)
             }
             IsoCommand::Encode {
@@ -127,7 +131,13 @@ impl IsoCommand {
                     Some(mut codec) => {
                         let header = Bytes::from(parse_hex(&header_bytes)?);
                         let mut out = BytesMut::new();
-                        codec.encode(Frame { header, message: body }, &mut out)?;
+                        codec.encode(
+                            Frame {
+                                header,
+                                message: body,
+                            },
+                            &mut out,
+                        )?;
                         out
                     }
                 };
@@ -208,7 +218,11 @@ fn print_dialect(dialect: &Dialect) -> std::io::Result<()> {
         "MTI {:?}, bitmap {:?}{}",
         dialect.mti_encoding(),
         dialect.bitmap_encoding(),
-        if dialect.has_tertiary_bitmap() { ", tertiary bitmap" } else { "" }
+        if dialect.has_tertiary_bitmap() {
+            ", tertiary bitmap"
+        } else {
+            ""
+        }
     )?;
     for field in dialect.fields() {
         let prefix = match field.length {

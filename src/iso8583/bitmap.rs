@@ -143,10 +143,7 @@ mod tests {
         b.set(128);
         let mut out = BytesMut::new();
         b.encode(&mut out, BitmapEncoding::Binary, false);
-        assert_eq!(
-            hex::encode_upper(&out),
-            "C0000000000000014000000000000001"
-        );
+        assert_eq!(hex::encode_upper(&out), "C0000000000000014000000000000001");
         assert_eq!(b.fields(false).collect::<Vec<_>>(), vec![2, 64, 66, 128]);
     }
 

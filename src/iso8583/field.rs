@@ -252,7 +252,11 @@ fn read_prefix(
     let mut len = 0usize;
     match encoding {
         PrefixEncoding::Ascii | PrefixEncoding::Ebcdic => {
-            let zero = if encoding == PrefixEncoding::Ascii { b'0' } else { 0xF0 };
+            let zero = if encoding == PrefixEncoding::Ascii {
+                b'0'
+            } else {
+                0xF0
+            };
             for &byte in cur.take(usize::from(digits))? {
                 len = len * 10 + digit(byte, byte.wrapping_sub(zero))?;
             }
@@ -322,14 +326,21 @@ pub(crate) fn encode(spec: &FieldSpec, value: &[u8], out: &mut BytesMut) -> Resu
 
 /// Packs digits (and `=` as nibble D), already checked by the class.
 fn pack_bcd(digits: &[u8], pad: Pad, out: &mut BytesMut) {
-    let nibble = |c: u8| if c == b'=' { 0xD } else { c.wrapping_sub(b'0') & 0x0F };
+    let nibble = |c: u8| {
+        if c == b'=' {
+            0xD
+        } else {
+            c.wrapping_sub(b'0') & 0x0F
+        }
+    };
     let odd = digits.len() % 2 == 1;
     let mut rest = digits;
-    if odd && pad == Pad::Left {
-        if let Some((first, tail)) = rest.split_first() {
-            out.put_u8(nibble(*first));
-            rest = tail;
-        }
+    if odd
+        && pad == Pad::Left
+        && let Some((first, tail)) = rest.split_first()
+    {
+        out.put_u8(nibble(*first));
+        rest = tail;
     }
     let mut pairs = rest.chunks_exact(2);
     for pair in &mut pairs {
@@ -347,14 +358,18 @@ fn write_prefix(out: &mut BytesMut, digits: u8, encoding: PrefixEncoding, len: u
     let wide = digits != 2;
     match encoding {
         PrefixEncoding::Ascii | PrefixEncoding::Ebcdic => {
-            let zero = if encoding == PrefixEncoding::Ascii { b'0' } else { 0xF0 };
+            let zero = if encoding == PrefixEncoding::Ascii {
+                b'0'
+            } else {
+                0xF0
+            };
             for power in (0..u32::from(digits)).rev() {
                 let d = (len / 10usize.pow(power)) % 10;
                 out.put_u8(zero + d as u8);
             }
         }
         PrefixEncoding::Bcd => {
-            let bcd = |v: usize| ((v / 10 % 10) << 4 | v % 10) as u8;
+            let bcd = |v: usize| (((v / 10 % 10) << 4) | (v % 10)) as u8;
             if wide {
                 out.put_u8(bcd(len / 100));
             }

@@ -333,11 +333,23 @@ mod tests {
     #[test]
     fn prefixes_are_written_as_documented() {
         let msg = [0xAB; 28];
-        assert_eq!(&encoded(&mut FrameCodec::new(LengthPrefix::Binary2), &msg)[..2], [0x00, 0x1C]);
-        assert_eq!(&encoded(&mut FrameCodec::new(LengthPrefix::Ascii4), &msg)[..4], b"0028");
-        assert_eq!(&encoded(&mut FrameCodec::new(LengthPrefix::Bcd2), &msg)[..2], [0x00, 0x28]);
+        assert_eq!(
+            &encoded(&mut FrameCodec::new(LengthPrefix::Binary2), &msg)[..2],
+            [0x00, 0x1C]
+        );
+        assert_eq!(
+            &encoded(&mut FrameCodec::new(LengthPrefix::Ascii4), &msg)[..4],
+            b"0028"
+        );
+        assert_eq!(
+            &encoded(&mut FrameCodec::new(LengthPrefix::Bcd2), &msg)[..2],
+            [0x00, 0x28]
+        );
         let mut tpdu = FrameCodec::new(LengthPrefix::Binary2).with_header(5);
-        assert_eq!(&encoded(&mut tpdu, &[0xAB; 40])[..7], [0x00, 0x2D, 0x60, 0, 3, 0, 0]);
+        assert_eq!(
+            &encoded(&mut tpdu, &[0xAB; 40])[..7],
+            [0x00, 0x2D, 0x60, 0, 3, 0, 0]
+        );
     }
 
     #[test]
@@ -345,15 +357,29 @@ mod tests {
         let mut codec = FrameCodec::new(LengthPrefix::Binary2);
         let mut src = BytesMut::from(&[0xFF, 0xFF, 0x00][..]);
         let err = codec.decode(&mut src).unwrap_err();
-        assert!(matches!(err, FramingError::TooLarge { len: 65535, max: 8192 }), "{err}");
+        assert!(
+            matches!(
+                err,
+                FramingError::TooLarge {
+                    len: 65535,
+                    max: 8192
+                }
+            ),
+            "{err}"
+        );
         assert!(src.capacity() < 1024);
     }
 
     #[test]
     fn bad_prefixes_are_errors() {
         let mut ascii = FrameCodec::new(LengthPrefix::Ascii4);
-        let err = ascii.decode(&mut BytesMut::from(&b"00x1abc"[..])).unwrap_err();
-        assert_eq!(err.to_string(), "ascii4 length prefix 30307831 is not valid");
+        let err = ascii
+            .decode(&mut BytesMut::from(&b"00x1abc"[..]))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "ascii4 length prefix 30307831 is not valid"
+        );
         let mut bcd = FrameCodec::new(LengthPrefix::Bcd2);
         assert!(bcd.decode(&mut BytesMut::from(&[0x0A, 0x00][..])).is_err());
         let mut tpdu = FrameCodec::new(LengthPrefix::Binary2).with_header(5);

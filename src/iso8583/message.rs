@@ -40,7 +40,7 @@ impl Mti {
 
     /// Whether the function digit marks a request or advice (even digit).
     pub fn is_request(&self) -> bool {
-        self.0[2] % 2 == 0
+        self.0[2].is_multiple_of(2)
     }
 }
 
@@ -171,10 +171,10 @@ impl Message {
     pub fn remove(&mut self, number: u8) -> Option<Bytes> {
         let value = self.get_bytes(number)?;
         let i = self.find(number).ok()?;
-        if let Some(Value::Owned(index)) = self.slots.get(i).map(|s| s.value) {
-            if let Some(owned) = self.owned.get_mut(index) {
-                *owned = Bytes::new();
-            }
+        if let Some(Value::Owned(index)) = self.slots.get(i).map(|s| s.value)
+            && let Some(owned) = self.owned.get_mut(index)
+        {
+            *owned = Bytes::new();
         }
         self.slots.remove(i);
         Some(value)
@@ -224,17 +224,26 @@ impl Message {
             offset,
             kind,
         };
-        let mti = read_mti(&mut cur, dialect.mti_encoding()).map_err(|k| at(Location::Mti, 0, k))?;
+        let mti =
+            read_mti(&mut cur, dialect.mti_encoding()).map_err(|k| at(Location::Mti, 0, k))?;
         let start = cur.position();
-        let bitmaps = Bitmaps::decode(&mut cur, dialect.bitmap_encoding(), dialect.has_tertiary_bitmap())
-            .map_err(|k| at(Location::Bitmap, start, k))?;
+        let bitmaps = Bitmaps::decode(
+            &mut cur,
+            dialect.bitmap_encoding(),
+            dialect.has_tertiary_bitmap(),
+        )
+        .map_err(|k| at(Location::Bitmap, start, k))?;
         let mut slots = Vec::with_capacity(bitmaps.count());
         let mut scratch = Vec::new();
         for number in bitmaps.fields(dialect.has_tertiary_bitmap()) {
             let offset = cur.position();
             let fail = |kind| at(Location::Field(number), offset, kind);
-            let spec = dialect.field(number).ok_or_else(|| fail(ErrorKind::UndefinedField))?;
-            if scratch.capacity() == 0 && !matches!(spec.data, DataEncoding::Ascii | DataEncoding::Binary) {
+            let spec = dialect
+                .field(number)
+                .ok_or_else(|| fail(ErrorKind::UndefinedField))?;
+            if scratch.capacity() == 0
+                && !matches!(spec.data, DataEncoding::Ascii | DataEncoding::Binary)
+            {
                 // Decoded values are never more than twice the wire bytes
                 // (BCD), so one buffer sized from the frame serves them all.
                 scratch.reserve_exact(2 * frame.len());
@@ -278,7 +287,11 @@ impl Message {
         for (number, _) in self.fields() {
             let structural = number == 1 || (tertiary && number == 65);
             if structural || dialect.field(number).is_none() {
-                return Err(at(Location::Field(number), out.len(), ErrorKind::InvalidFieldNumber));
+                return Err(at(
+                    Location::Field(number),
+                    out.len(),
+                    ErrorKind::InvalidFieldNumber,
+                ));
             }
             bitmaps.set(number);
         }
@@ -286,7 +299,9 @@ impl Message {
         for (number, value) in self.fields() {
             let offset = out.len();
             let fail = |kind| at(Location::Field(number), offset, kind);
-            let spec = dialect.field(number).ok_or_else(|| fail(ErrorKind::InvalidFieldNumber))?;
+            let spec = dialect
+                .field(number)
+                .ok_or_else(|| fail(ErrorKind::InvalidFieldNumber))?;
             field::encode(spec, value, out).map_err(fail)?;
         }
         Ok(())
@@ -442,7 +457,11 @@ fn read_mti(cur: &mut Cursor<'_>, encoding: MtiEncoding) -> Result<Mti, ErrorKin
             let raw = cur.take(2)?;
             let nibbles = raw.iter().flat_map(|b| [b >> 4, b & 0x0F]);
             for (d, nibble) in digits.iter_mut().zip(nibbles) {
-                *d = if nibble <= 9 { b'0' + nibble } else { return Err(ErrorKind::BadMti) };
+                *d = if nibble <= 9 {
+                    b'0' + nibble
+                } else {
+                    return Err(ErrorKind::BadMti);
+                };
             }
         }
     }

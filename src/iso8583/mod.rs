@@ -15,8 +15,8 @@ mod bitmap;
 pub mod ebcdic;
 pub mod error;
 mod field;
-pub mod json;
 pub mod framing;
+pub mod json;
 pub mod message;
 pub mod spec;
 

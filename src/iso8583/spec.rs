@@ -53,7 +53,9 @@ pub enum SpecError {
         reason: String,
     },
     /// A name was neither a built-in dialect nor a readable file.
-    #[error("unknown dialect `{0}` (built-in: iso87ascii, iso87binary, iso93binary; or a path to a .toml file)")]
+    #[error(
+        "unknown dialect `{0}` (built-in: iso87ascii, iso87binary, iso93binary; or a path to a .toml file)"
+    )]
     Unknown(String),
 }
 
@@ -215,7 +217,11 @@ impl FieldSpec {
         match self.length {
             Length::Fixed(n) => format!("{} {n}", self.class.label()),
             Length::Variable { digits, max, .. } => {
-                format!("{} {}{max}", self.class.label(), ".".repeat(usize::from(digits)))
+                format!(
+                    "{} {}{max}",
+                    self.class.label(),
+                    ".".repeat(usize::from(digits))
+                )
             }
         }
     }
@@ -328,9 +334,10 @@ impl Dialect {
     /// One of the dialects compiled into the binary (`iso87ascii`,
     /// `iso87binary`, `iso93binary`), or `None` for another name.
     pub fn builtin(name: &str) -> Option<Result<Arc<Dialect>, SpecError>> {
-        BUILTIN.iter().find(|(n, _)| *n == name).map(|(n, text)| {
-            Dialect::from_toml(text, &format!("specs/{n}.toml")).map(Arc::new)
-        })
+        BUILTIN
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(n, text)| Dialect::from_toml(text, &format!("specs/{n}.toml")).map(Arc::new))
     }
 
     /// Names of the built-in dialects.
@@ -377,7 +384,9 @@ impl Dialect {
 
     /// Definition of field `number`, if the dialect has one.
     pub fn field(&self, number: u8) -> Option<&FieldSpec> {
-        self.fields.get(usize::from(number)).and_then(Option::as_ref)
+        self.fields
+            .get(usize::from(number))
+            .and_then(Option::as_ref)
     }
 
     /// Every defined field, in field-number order.
@@ -424,7 +433,10 @@ impl RawField {
         let compatible = match self.class {
             Class::B => matches!(data, DataEncoding::Binary | DataEncoding::Hex),
             Class::N | Class::Z | Class::Xn => {
-                matches!(data, DataEncoding::Ascii | DataEncoding::Ebcdic | DataEncoding::Bcd(_))
+                matches!(
+                    data,
+                    DataEncoding::Ascii | DataEncoding::Ebcdic | DataEncoding::Bcd(_)
+                )
             }
             Class::A | Class::An | Class::Ans => {
                 matches!(data, DataEncoding::Ascii | DataEncoding::Ebcdic)
@@ -453,10 +465,16 @@ fn variable(
     prefix: Option<PrefixEncoding>,
 ) -> Result<Length, String> {
     if max > limit {
-        return Err(format!("maximum {max} does not fit a {digits}-digit length prefix"));
+        return Err(format!(
+            "maximum {max} does not fit a {digits}-digit length prefix"
+        ));
     }
     let prefix = prefix.ok_or("variable fields need `prefix` (ascii, ebcdic, bcd, binary)")?;
-    Ok(Length::Variable { digits, max, prefix })
+    Ok(Length::Variable {
+        digits,
+        max,
+        prefix,
+    })
 }
 
 #[cfg(test)]
@@ -480,20 +498,33 @@ mod tests {
     #[test]
     fn errors_name_the_field_and_the_problem() {
         let e = field_error(r#"2 = { name = "PAN", class = "n", ll = 19, data = "ascii" }"#);
-        assert!(e.contains("t.toml: field 2: variable fields need `prefix`"), "{e}");
-        let e = field_error(r#"7 = { name = "x", class = "n", fixed = 4, ll = 4, data = "ascii" }"#);
+        assert!(
+            e.contains("t.toml: field 2: variable fields need `prefix`"),
+            "{e}"
+        );
+        let e =
+            field_error(r#"7 = { name = "x", class = "n", fixed = 4, ll = 4, data = "ascii" }"#);
         assert!(e.contains("field 7: give exactly one"), "{e}");
         let e = field_error(r#"52 = { name = "PIN", class = "b", fixed = 8, data = "ascii" }"#);
         assert!(e.contains("field 52: class b cannot"), "{e}");
         let e = field_error(r#"129 = { name = "x", class = "n", fixed = 1, data = "ascii" }"#);
-        assert!(e.contains("field 129: field numbers run from 2 to 128"), "{e}");
-        let e = field_error(r#"9 = { name = "x", class = "n", ll = 120, data = "ascii", prefix = "ascii" }"#);
+        assert!(
+            e.contains("field 129: field numbers run from 2 to 128"),
+            "{e}"
+        );
+        let e = field_error(
+            r#"9 = { name = "x", class = "n", ll = 120, data = "ascii", prefix = "ascii" }"#,
+        );
         assert!(e.contains("field 9: maximum 120 does not fit"), "{e}");
-        let e = field_error(r#"3 = { name = "x", class = "n", fixed = 6, data = "ascii", pad = "left" }"#);
+        let e = field_error(
+            r#"3 = { name = "x", class = "n", fixed = 6, data = "ascii", pad = "left" }"#,
+        );
         assert!(e.contains("field 3: `pad` is only"), "{e}");
         let e = field_error(r#"3 = { name = "x", class = "q", fixed = 6, data = "ascii" }"#);
         assert!(e.starts_with("t.toml: "), "{e}");
-        let e = field_error(r#"3 = { name = "x", class = "n", fixed = 6, data = "ascii", colour = 1 }"#);
+        let e = field_error(
+            r#"3 = { name = "x", class = "n", fixed = 6, data = "ascii", colour = 1 }"#,
+        );
         assert!(e.contains("colour"), "{e}");
     }
 
