@@ -98,6 +98,29 @@ pub fn mask_track2(track: &str) -> String {
     }
 }
 
+/// Whether a string of digits passes the Luhn (mod 10) check. Anything
+/// but 2 to 19 ASCII digits fails.
+pub fn luhn_valid(digits: &str) -> bool {
+    if !(2..=19).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return false;
+    }
+    let sum: u32 = digits
+        .bytes()
+        .rev()
+        .enumerate()
+        .map(|(i, b)| {
+            let d = u32::from(b - b'0');
+            if i % 2 == 1 {
+                let twice = d * 2;
+                if twice > 9 { twice - 9 } else { twice }
+            } else {
+                d
+            }
+        })
+        .sum();
+    sum.is_multiple_of(10)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,5 +7,16 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod adapter;
 pub mod card;
+pub mod clock;
+pub mod codes;
+pub mod config;
 pub mod iso8583;
+pub mod registry;
+pub mod route;
+pub mod server;
+pub mod switch;
+pub mod terminal;
+pub mod translate;
+pub mod txn;

@@ -1,6 +1,7 @@
 //! Subcommands of the `cardswitch` binary.
 
 mod iso;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -19,6 +20,21 @@ enum Command {
     /// Read and write ISO 8583 messages (captured traffic, test messages).
     #[command(subcommand)]
     Iso(iso::IsoCommand),
+    /// Run the switch daemon.
+    Serve(serve::ServeArgs),
+    /// Work with configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate a configuration file without starting; exits non-zero and
+    /// names file, key and reason of each problem.
+    Check {
+        /// The file.
+        file: std::path::PathBuf,
+    },
 }
 
 impl Cli {
@@ -26,6 +42,8 @@ impl Cli {
     pub fn run(self) -> Result<ExitCode, Box<dyn std::error::Error>> {
         match self.command {
             Command::Iso(cmd) => cmd.run(),
+            Command::Serve(args) => args.run(),
+            Command::Config(ConfigCommand::Check { file }) => serve::check(file),
         }
     }
 }

@@ -17,6 +17,20 @@ use crate::card::{Pan, Track2};
 pub struct Mti([u8; 4]);
 
 impl Mti {
+    /// An MTI from a literal, checked at compile time when used in a const:
+    /// `const ECHO: Mti = Mti::from_static("0800");`.
+    pub const fn from_static(text: &'static str) -> Mti {
+        let b = text.as_bytes();
+        assert!(b.len() == 4, "an MTI has four digits");
+        let digits = [b[0], b[1], b[2], b[3]];
+        let mut i = 0;
+        while i < 4 {
+            assert!(digits[i].is_ascii_digit(), "an MTI has four digits");
+            i += 1;
+        }
+        Mti(digits)
+    }
+
     /// Parses four ASCII digits.
     pub fn parse(text: &str) -> Result<Mti, ErrorKind> {
         match text.as_bytes() {
@@ -41,6 +55,30 @@ impl Mti {
     /// Whether the function digit marks a request or advice (even digit).
     pub fn is_request(&self) -> bool {
         self.0[2].is_multiple_of(2)
+    }
+
+    /// The version digit: `0` for ISO 8583:1987, `1` for 1993, `2` for 2003.
+    pub fn version(&self) -> u8 {
+        self.0[0] - b'0'
+    }
+
+    /// Message class and function with the response bit cleared, e.g. `20`
+    /// for 0200, 0210, 1200 and 1210 alike: what a request and its response
+    /// share, for matching them up.
+    pub fn class_key(&self) -> [u8; 2] {
+        [self.0[1], self.0[2] & !1]
+    }
+
+    /// The same message type under another version digit (`0200` → `1200`).
+    pub fn with_version(&self, version: u8) -> Mti {
+        let [_, c, f, o] = self.0;
+        Mti([b'0' + version % 10, c, f, o])
+    }
+
+    /// Reads just the MTI at the start of a frame, for answering a frame whose
+    /// remainder cannot be decoded.
+    pub fn peek(dialect: &Dialect, frame: &Bytes) -> Option<Mti> {
+        read_mti(&mut Cursor::new(frame), dialect.mti_encoding()).ok()
     }
 }
 

@@ -59,6 +59,40 @@ pub enum SpecError {
     Unknown(String),
 }
 
+/// The edition of ISO 8583 whose field meanings a dialect follows (the
+/// `version` key: `1987`, the default, or `1993`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "u16")]
+pub enum IsoVersion {
+    /// ISO 8583:1987 — MTI version digit 0, two-digit response codes.
+    #[default]
+    Iso1987,
+    /// ISO 8583:1993 — MTI version digit 1, three-digit action codes.
+    Iso1993,
+}
+
+impl IsoVersion {
+    /// The MTI's version digit.
+    pub fn mti_digit(self) -> u8 {
+        match self {
+            IsoVersion::Iso1987 => 0,
+            IsoVersion::Iso1993 => 1,
+        }
+    }
+}
+
+impl TryFrom<u16> for IsoVersion {
+    type Error = String;
+
+    fn try_from(year: u16) -> Result<Self, Self::Error> {
+        match year {
+            1987 => Ok(IsoVersion::Iso1987),
+            1993 => Ok(IsoVersion::Iso1993),
+            other => Err(format!("version {other}: supported are 1987 and 1993")),
+        }
+    }
+}
+
 /// How the message type indicator is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -235,6 +269,7 @@ pub struct Dialect {
     mti: MtiEncoding,
     bitmap: BitmapEncoding,
     tertiary_bitmap: bool,
+    version: IsoVersion,
     /// Indexed by field number; `None` where the dialect defines no field.
     fields: Vec<Option<FieldSpec>>,
 }
@@ -249,6 +284,8 @@ struct RawDialect {
     bitmap: BitmapEncoding,
     #[serde(default)]
     tertiary_bitmap: bool,
+    #[serde(default)]
+    version: IsoVersion,
     fields: BTreeMap<String, RawField>,
 }
 
@@ -317,6 +354,7 @@ impl Dialect {
             mti: raw.mti,
             bitmap: raw.bitmap,
             tertiary_bitmap: raw.tertiary_bitmap,
+            version: raw.version,
             fields,
         })
     }
@@ -380,6 +418,11 @@ impl Dialect {
     /// Whether bit 65 announces a tertiary bitmap.
     pub fn has_tertiary_bitmap(&self) -> bool {
         self.tertiary_bitmap
+    }
+
+    /// Which edition of ISO 8583 the dialect's field meanings follow.
+    pub fn version(&self) -> IsoVersion {
+        self.version
     }
 
     /// Definition of field `number`, if the dialect has one.

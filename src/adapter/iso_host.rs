@@ -1,0 +1,423 @@
+//! An ISO 8583 host destination: N persistent links the switch connects out
+//! to, a MUX that matches responses to requests, sign-on and echo tests,
+//! reconnection with capped exponential backoff and jitter.
+//!
+//! # Matching
+//!
+//! The switch gives every request its own STAN (field 11) on the destination,
+//! unique among the requests in flight, and keys the pending table like jPOS:
+//! message class and function with the response bit cleared, field 41, and
+//! field 11. A response that matches nothing is counted and logged.
+//!
+//! # Availability
+//!
+//! A request goes to the next link that is up (round robin). When no link is
+//! up the request fails at once with [`LinkError::Unavailable`] — a circuit
+//! breaker that spares terminals the full timeout during an outage; the switch
+//! then answers "issuer unavailable" or tries the fallback destination.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::clock::UtcTime;
+use crate::config::DestinationConfig;
+use crate::iso8583::framing::Frame;
+use crate::iso8583::{Message, Mti};
+use crate::translate::{self, Network};
+
+/// A request to a destination failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkError {
+    /// No link is up, or the link went down before the answer came.
+    #[error("destination unavailable")]
+    Unavailable,
+    /// No answer within the destination's timeout.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The request could not be encoded in the destination's dialect.
+    #[error("cannot encode for the destination: {0}")]
+    Encode(String),
+}
+
+/// A response and the STAN the switch used for the request.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    /// The destination's response.
+    pub response: Message,
+    /// The switch's STAN on this destination.
+    pub stan: u32,
+}
+
+/// (class+function without the response bit, field 41, field 11).
+type Key = ([u8; 2], [u8; 8], u32);
+
+/// Counters of one destination.
+#[derive(Debug, Default)]
+pub struct DestinationStats {
+    /// Requests sent.
+    pub sent: AtomicU64,
+    /// Responses matched to a request.
+    pub matched: AtomicU64,
+    /// Responses that matched no pending request.
+    pub unmatched: AtomicU64,
+    /// Requests that timed out.
+    pub timeouts: AtomicU64,
+    /// Connections established (including reconnections).
+    pub connects: AtomicU64,
+}
+
+/// A destination and its links.
+#[derive(Debug)]
+pub struct Destination {
+    config: DestinationConfig,
+    /// The writer queue of each link while it is up.
+    links: Vec<Mutex<Option<mpsc::Sender<Frame>>>>,
+    pending: Mutex<HashMap<Key, oneshot::Sender<Message>>>,
+    next_stan: AtomicU32,
+    next_link: AtomicUsize,
+    up: AtomicUsize,
+    stats: DestinationStats,
+}
+
+fn key_of(message: &Message, stan: u32) -> Key {
+    let mut terminal = [b' '; 8];
+    if let Some(id) = message.get(41) {
+        for (slot, byte) in terminal.iter_mut().zip(id) {
+            *slot = *byte;
+        }
+    }
+    (message.mti().class_key(), terminal, stan)
+}
+
+/// Removes a pending entry when the waiting request goes away, whether it
+/// got its answer, timed out or was cancelled.
+struct PendingGuard<'a> {
+    destination: &'a Destination,
+    key: Key,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut pending) = self.destination.pending.lock() {
+            pending.remove(&self.key);
+        }
+    }
+}
+
+impl Destination {
+    /// A destination with all links down; [`Destination::start`] opens them.
+    pub fn new(config: DestinationConfig) -> Arc<Destination> {
+        let links = (0..config.links).map(|_| Mutex::new(None)).collect();
+        Arc::new(Destination {
+            config,
+            links,
+            pending: Mutex::new(HashMap::new()),
+            next_stan: AtomicU32::new(fastrand::u32(0..999_999)),
+            next_link: AtomicUsize::new(0),
+            up: AtomicUsize::new(0),
+            stats: DestinationStats::default(),
+        })
+    }
+
+    /// Starts one task per link; they run until `shutdown` is cancelled.
+    pub fn start(
+        self: &Arc<Self>,
+        shutdown: CancellationToken,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        (0..self.links.len())
+            .map(|index| tokio::spawn(Arc::clone(self).run_link(index, shutdown.clone())))
+            .collect()
+    }
+
+    /// The destination's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &DestinationConfig {
+        &self.config
+    }
+
+    /// Number of links up.
+    pub fn links_up(&self) -> usize {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &DestinationStats {
+        &self.stats
+    }
+
+    /// Sends a request on the next link that is up and waits for its answer.
+    /// Field 11 is replaced by the switch's own STAN.
+    pub async fn request(&self, message: Message) -> Result<Exchange, LinkError> {
+        let link = self.pick_link().ok_or(LinkError::Unavailable)?;
+        self.request_on(&link, message).await
+    }
+
+    fn pick_link(&self) -> Option<mpsc::Sender<Frame>> {
+        let count = self.links.len();
+        let start = self.next_link.fetch_add(1, Ordering::Relaxed);
+        (0..count).find_map(|offset| {
+            let slot = self.links.get((start + offset) % count)?;
+            slot.lock().ok()?.clone()
+        })
+    }
+
+    fn register(&self, message: &Message) -> (Key, u32, oneshot::Receiver<Message>) {
+        let (tx, rx) = oneshot::channel();
+        let mut pending = match self.pending.lock() {
+            Ok(p) => p,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        loop {
+            let stan = self.next_stan.fetch_add(1, Ordering::Relaxed) % 999_999 + 1;
+            let key = key_of(message, stan);
+            if let std::collections::hash_map::Entry::Vacant(slot) = pending.entry(key) {
+                slot.insert(tx);
+                return (key, stan, rx);
+            }
+        }
+    }
+
+    async fn request_on(
+        &self,
+        link: &mpsc::Sender<Frame>,
+        mut message: Message,
+    ) -> Result<Exchange, LinkError> {
+        let (key, stan, rx) = self.register(&message);
+        let _guard = PendingGuard {
+            destination: self,
+            key,
+        };
+        message.set(11, format!("{stan:06}"));
+        let bytes = message
+            .to_bytes(&self.config.dialect)
+            .map_err(|e| LinkError::Encode(e.to_string()))?;
+        let frame = Frame {
+            header: self.config.header.clone(),
+            message: bytes,
+        };
+        link.send(frame).await.map_err(|_| LinkError::Unavailable)?;
+        self.stats.sent.fetch_add(1, Ordering::Relaxed);
+        match tokio::time::timeout(self.config.timeout, rx).await {
+            Ok(Ok(response)) => Ok(Exchange { response, stan }),
+            Ok(Err(_)) => Err(LinkError::Unavailable),
+            Err(_) => {
+                self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                Err(LinkError::Timeout(self.config.timeout))
+            }
+        }
+    }
+
+    /// Hands a response to the request waiting for it.
+    fn deliver(&self, response: Message) {
+        let stan = response.stan().unwrap_or_default();
+        let key = key_of(&response, stan);
+        let waiter = self.pending.lock().ok().and_then(|mut p| p.remove(&key));
+        match waiter {
+            Some(tx) => {
+                self.stats.matched.fetch_add(1, Ordering::Relaxed);
+                // The requester may have timed out meanwhile: nothing to do.
+                let _ = tx.send(response);
+            }
+            None => {
+                self.stats.unmatched.fetch_add(1, Ordering::Relaxed);
+                warn!(destination = %self.config.name, mti = %response.mti(), stan, "response matches no pending request");
+            }
+        }
+    }
+
+    async fn run_link(self: Arc<Self>, index: usize, shutdown: CancellationToken) {
+        let mut backoff = self.config.reconnect_min;
+        while !shutdown.is_cancelled() {
+            let connect = tokio::time::timeout(
+                self.config.timeout.max(Duration::from_secs(1)),
+                TcpStream::connect(self.config.address),
+            );
+            let connected = tokio::select! {
+                result = connect => result,
+                _ = shutdown.cancelled() => break,
+            };
+            match connected {
+                Ok(Ok(stream)) => {
+                    self.stats.connects.fetch_add(1, Ordering::Relaxed);
+                    let signed_on = self.serve_link(index, stream, &shutdown).await;
+                    if signed_on {
+                        backoff = self.config.reconnect_min;
+                    }
+                }
+                Ok(Err(e)) => {
+                    debug!(destination = %self.config.name, link = index, error = %e, "connect failed")
+                }
+                Err(_) => {
+                    debug!(destination = %self.config.name, link = index, "connect timed out")
+                }
+            }
+            // Capped exponential backoff with full jitter: a bank outage
+            // must not turn into a synchronised reconnection storm.
+            let wait = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
+            backoff = (backoff * 2).min(self.config.reconnect_max);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.cancelled() => break,
+            }
+        }
+    }
+
+    /// Runs one connected link until it fails, misses its echoes, or the
+    /// switch shuts down. Returns whether the link got up (signed on).
+    async fn serve_link(
+        &self,
+        index: usize,
+        stream: TcpStream,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let _ = stream.set_nodelay(true);
+        let (read_half, write_half) = stream.into_split();
+        let codec = self.config.codec;
+        let mut reader = FramedRead::new(read_half, codec);
+        let mut writer = FramedWrite::new(write_half, codec);
+        let (tx, mut rx) = mpsc::channel::<Frame>(4096);
+        let write_task = tokio::spawn(async move {
+            while let Some(frame) = rx.recv().await {
+                if writer.feed(frame).await.is_err() {
+                    return;
+                }
+                while let Ok(more) = rx.try_recv() {
+                    if writer.feed(more).await.is_err() {
+                        return;
+                    }
+                }
+                if writer.flush().await.is_err() {
+                    return;
+                }
+            }
+        });
+        let read_task = {
+            let tx = tx.clone();
+            let header = self.config.header.clone();
+            let dialect = Arc::clone(&self.config.dialect);
+            let deliver = |m: Message| self.deliver(m);
+            async move {
+                while let Some(item) = reader.next().await {
+                    let Ok(frame) = item else { break };
+                    match Message::decode(&dialect, frame.message) {
+                        Ok(m) if m.mti().is_request() => {
+                            // The host's own network management: answer it.
+                            if let Some(answer) = answer_host_request(&m)
+                                && let Ok(bytes) = answer.to_bytes(&dialect)
+                            {
+                                let _ = tx
+                                    .send(Frame {
+                                        header: header.clone(),
+                                        message: bytes,
+                                    })
+                                    .await;
+                            }
+                        }
+                        Ok(m) => deliver(m),
+                        Err(e) => warn!(error = %e, "undecodable frame from host"),
+                    }
+                }
+            }
+        };
+        let version = self.config.dialect.version();
+        let manage = async {
+            if self.config.sign_on {
+                let sign_on = translate::network_request(version, Network::SignOn, UtcTime::now());
+                match self.request_on(&tx, sign_on).await {
+                    Ok(ex) if translate::network_accepted(version, &ex.response) => {}
+                    Ok(_) => {
+                        warn!(destination = %self.config.name, link = index, "sign-on refused");
+                        return false;
+                    }
+                    Err(e) => {
+                        warn!(destination = %self.config.name, link = index, error = %e, "sign-on failed");
+                        return false;
+                    }
+                }
+            }
+            if let Some(slot) = self.links.get(index)
+                && let Ok(mut slot) = slot.lock()
+            {
+                *slot = Some(tx.clone());
+            }
+            self.up.fetch_add(1, Ordering::Relaxed);
+            info!(destination = %self.config.name, link = index, "link up");
+            let mut misses = 0;
+            let mut ticker = tokio::time::interval(self.config.echo_interval);
+            ticker.tick().await;
+            loop {
+                ticker.tick().await;
+                let echo = translate::network_request(version, Network::Echo, UtcTime::now());
+                match self.request_on(&tx, echo).await {
+                    Ok(_) => misses = 0,
+                    Err(_) => {
+                        misses += 1;
+                        if misses >= self.config.echo_misses {
+                            warn!(destination = %self.config.name, link = index, misses, "echo tests missed, closing link");
+                            return true;
+                        }
+                    }
+                }
+            }
+        };
+        let was_up = tokio::select! {
+            up = manage => up,
+            _ = read_task => true,
+            _ = shutdown.cancelled() => true,
+        };
+        let was_up = was_up && self.mark_down(index);
+        write_task.abort();
+        if was_up {
+            info!(destination = %self.config.name, link = index, "link down");
+        }
+        was_up
+    }
+
+    /// Takes a link out of rotation; returns whether it was in it.
+    fn mark_down(&self, index: usize) -> bool {
+        let was = self
+            .links
+            .get(index)
+            .and_then(|slot| slot.lock().ok().and_then(|mut s| s.take()))
+            .is_some();
+        if was {
+            self.up.fetch_sub(1, Ordering::Relaxed);
+        }
+        was
+    }
+}
+
+/// Answer to a host's own 0800/1804 on our link: accepted.
+fn answer_host_request(request: &Message) -> Option<Message> {
+    let mti: Mti = request.mti().response()?;
+    let mut answer = Message::new(mti);
+    for field in [7, 11, 24, 70] {
+        if let Some(v) = request.get_bytes(field) {
+            answer.set(field, v);
+        }
+    }
+    let is_network = matches!(mti.class_key(), [b'8', _]);
+    let code: &'static [u8] = match (mti.version(), is_network) {
+        (1, true) => b"800",
+        (1, false) => b"902",
+        (_, true) => b"00",
+        (_, false) => b"12",
+    };
+    answer.set(39, Bytes::from_static(code));
+    Some(answer)
+}

@@ -1,0 +1,6 @@
+//! Destinations the switch forwards to. [`iso_host`] speaks ISO 8583 over
+//! persistent TCP links with a MUX.
+
+pub mod iso_host;
+
+pub use iso_host::{Destination, Exchange, LinkError};

@@ -1,0 +1,516 @@
+//! The daemon's configuration: TOML, validated at load with precise errors.
+//!
+//! Every problem names the file, the key and the reason, e.g.
+//! `cardswitch.toml: destination[1].dialect: unknown dialect `iso99``.
+//! `cardswitch config check FILE` runs exactly this validation. The format is
+//! documented key by key in `docs/config.md`; `fixtures/cardswitch.toml` is a
+//! complete example.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::iso8583::Dialect;
+use crate::iso8583::framing::{FrameCodec, LengthPrefix};
+use crate::registry::{TerminalEntry, Terminals};
+use crate::route::{RouteEntry, RouteTable};
+
+/// A configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    Io {
+        /// The file.
+        file: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Syntax or shape error, as reported by the TOML parser (with line).
+    #[error("{file}: {message}")]
+    Syntax {
+        /// The file.
+        file: String,
+        /// Parser message.
+        message: String,
+    },
+    /// One or more values are invalid.
+    #[error("{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+}
+
+/// Top-level config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    switch: RawSwitch,
+    #[serde(default, rename = "listener")]
+    listeners: Vec<RawListener>,
+    #[serde(default, rename = "destination")]
+    destinations: Vec<RawDestination>,
+    #[serde(default)]
+    terminals_file: Option<PathBuf>,
+    #[serde(default, rename = "terminal")]
+    terminals: Vec<TerminalEntry>,
+    #[serde(default)]
+    routes_file: Option<PathBuf>,
+    #[serde(default, rename = "route")]
+    routes: Vec<RouteEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSwitch {
+    acquirer_id: String,
+    #[serde(default)]
+    forwarding_id: Option<String>,
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: u64,
+    #[serde(default = "default_grace_ms")]
+    shutdown_grace_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListener {
+    name: String,
+    address: String,
+    dialect: String,
+    #[serde(default)]
+    framing: LengthPrefix,
+    #[serde(default)]
+    header: usize,
+    #[serde(default = "default_max_frame")]
+    max_frame: usize,
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
+    #[serde(default = "default_idle_s")]
+    idle_timeout_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDestination {
+    name: String,
+    address: String,
+    dialect: String,
+    #[serde(default)]
+    framing: LengthPrefix,
+    #[serde(default)]
+    header: Option<String>,
+    #[serde(default = "default_max_frame")]
+    max_frame: usize,
+    #[serde(default = "default_links")]
+    links: usize,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    #[serde(default = "default_echo_s")]
+    echo_interval_s: u64,
+    #[serde(default = "default_echo_misses")]
+    echo_misses: u32,
+    #[serde(default = "default_true")]
+    sign_on: bool,
+    #[serde(default)]
+    fallback: Option<String>,
+    #[serde(default = "default_backoff_min_ms")]
+    reconnect_min_ms: u64,
+    #[serde(default = "default_backoff_max_ms")]
+    reconnect_max_ms: u64,
+}
+
+fn default_timeout_ms() -> u64 {
+    5000
+}
+fn default_grace_ms() -> u64 {
+    5000
+}
+fn default_max_frame() -> usize {
+    crate::iso8583::framing::DEFAULT_MAX_FRAME
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_idle_s() -> u64 {
+    300
+}
+fn default_links() -> usize {
+    2
+}
+fn default_echo_s() -> u64 {
+    30
+}
+fn default_echo_misses() -> u32 {
+    3
+}
+fn default_true() -> bool {
+    true
+}
+fn default_backoff_min_ms() -> u64 {
+    100
+}
+fn default_backoff_max_ms() -> u64 {
+    10_000
+}
+
+/// Switch-wide settings.
+#[derive(Debug, Clone)]
+pub struct SwitchSettings {
+    /// Acquiring institution id, put in field 32.
+    pub acquirer_id: String,
+    /// Forwarding institution id, put in field 33 when set.
+    pub forwarding_id: Option<String>,
+    /// Default time a destination has to answer.
+    pub timeout: Duration,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace: Duration,
+}
+
+/// A terminal-facing listener.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// Name used in logs.
+    pub name: String,
+    /// Address to bind.
+    pub address: SocketAddr,
+    /// Terminal dialect.
+    pub dialect: Arc<Dialect>,
+    /// Framing.
+    pub codec: FrameCodec,
+    /// Connections beyond this are refused.
+    pub max_connections: usize,
+    /// A connection silent for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+/// A bank host or channel the switch connects out to.
+#[derive(Debug, Clone)]
+pub struct DestinationConfig {
+    /// Name used by routes and logs.
+    pub name: String,
+    /// Host address.
+    pub address: SocketAddr,
+    /// The host's dialect.
+    pub dialect: Arc<Dialect>,
+    /// Framing on its links.
+    pub codec: FrameCodec,
+    /// Header bytes sent with every frame (e.g. a TPDU).
+    pub header: bytes::Bytes,
+    /// Persistent links to keep open.
+    pub links: usize,
+    /// Time the host has to answer.
+    pub timeout: Duration,
+    /// Echo test interval.
+    pub echo_interval: Duration,
+    /// Consecutive missed echoes after which a link is closed.
+    pub echo_misses: u32,
+    /// Send a sign-on (0800, 70=001) when a link connects.
+    pub sign_on: bool,
+    /// Destination to use while this one has no link up.
+    pub fallback: Option<String>,
+    /// First reconnect delay.
+    pub reconnect_min: Duration,
+    /// Longest reconnect delay.
+    pub reconnect_max: Duration,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it was loaded from (for reloads).
+    pub path: PathBuf,
+    /// Switch-wide settings.
+    pub switch: SwitchSettings,
+    /// Terminal listeners.
+    pub listeners: Vec<ListenerConfig>,
+    /// Destinations by name, in file order.
+    pub destinations: Vec<DestinationConfig>,
+    /// Terminal registry.
+    pub terminals: Terminals,
+    /// BIN routes.
+    pub routes: RouteTable,
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        file: path.display().to_string(),
+        source,
+    })
+}
+
+fn parse<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        file: path.display().to_string(),
+        message: e.to_string().trim_end().replace('\n', "\n    "),
+    })
+}
+
+/// A file of `[[terminal]]` entries.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TerminalFile {
+    #[serde(default, rename = "terminal")]
+    terminals: Vec<TerminalEntry>,
+}
+
+/// A file of `[[route]]` entries.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteFile {
+    #[serde(default, rename = "route")]
+    routes: Vec<RouteEntry>,
+}
+
+impl Config {
+    /// Loads and validates a config file (and the terminal and route files
+    /// it names, relative to its directory).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::from_toml(&read(path)?, path)
+    }
+
+    /// Validates config text; `path` is used for messages and to resolve the
+    /// terminal and route files.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = parse(text, path)?;
+        let file = path.display().to_string();
+        let mut problems = Vec::new();
+        let mut problem =
+            |key: String, reason: String| problems.push(format!("{file}: {key}: {reason}"));
+
+        let sw = &raw.switch;
+        if !valid_institution(&sw.acquirer_id) {
+            problem("switch.acquirer_id".into(), "must be 1 to 11 digits".into());
+        }
+        if sw
+            .forwarding_id
+            .as_deref()
+            .is_some_and(|f| !valid_institution(f))
+        {
+            problem(
+                "switch.forwarding_id".into(),
+                "must be 1 to 11 digits".into(),
+            );
+        }
+        if sw.timeout_ms == 0 {
+            problem("switch.timeout_ms".into(), "must be more than 0".into());
+        }
+
+        let mut listeners = Vec::new();
+        let mut names = BTreeSet::new();
+        for (i, l) in raw.listeners.iter().enumerate() {
+            let key = |k: &str| format!("listener[{i}].{k}");
+            if !names.insert(l.name.clone()) {
+                problem(key("name"), format!("`{}` is used twice", l.name));
+            }
+            let address = l
+                .address
+                .parse::<SocketAddr>()
+                .map_err(|e| problem(key("address"), format!("`{}`: {e}", l.address)))
+                .ok();
+            let dialect = Dialect::resolve(&l.dialect)
+                .map_err(|e| problem(key("dialect"), e.to_string()))
+                .ok();
+            if dialect
+                .as_ref()
+                .is_some_and(|d| d.version() != crate::iso8583::spec::IsoVersion::Iso1987)
+            {
+                problem(key("dialect"), "terminals must speak a 1987 dialect".into());
+            }
+            if l.max_connections == 0 {
+                problem(key("max_connections"), "must be more than 0".into());
+            }
+            if l.idle_timeout_s == 0 {
+                problem(key("idle_timeout_s"), "must be more than 0".into());
+            }
+            if let (Some(address), Some(dialect)) = (address, dialect) {
+                listeners.push(ListenerConfig {
+                    name: l.name.clone(),
+                    address,
+                    dialect,
+                    codec: FrameCodec::new(l.framing)
+                        .with_header(l.header)
+                        .with_max_frame(l.max_frame),
+                    max_connections: l.max_connections,
+                    idle_timeout: Duration::from_secs(l.idle_timeout_s),
+                });
+            }
+        }
+        if raw.listeners.is_empty() {
+            problem(
+                "listener".into(),
+                "at least one [[listener]] is needed".into(),
+            );
+        }
+
+        let mut destinations = Vec::new();
+        let dest_names: BTreeSet<String> =
+            raw.destinations.iter().map(|d| d.name.clone()).collect();
+        let mut seen = BTreeSet::new();
+        for (i, d) in raw.destinations.iter().enumerate() {
+            let key = |k: &str| format!("destination[{i}].{k}");
+            if !seen.insert(d.name.clone()) {
+                problem(key("name"), format!("`{}` is used twice", d.name));
+            }
+            let address = d
+                .address
+                .parse::<SocketAddr>()
+                .map_err(|e| problem(key("address"), format!("`{}`: {e}", d.address)))
+                .ok();
+            let dialect = Dialect::resolve(&d.dialect)
+                .map_err(|e| problem(key("dialect"), e.to_string()))
+                .ok();
+            let header = match d.header.as_deref().map(hex::decode) {
+                None => Some(Vec::new()),
+                Some(Ok(bytes)) => Some(bytes),
+                Some(Err(e)) => {
+                    problem(key("header"), format!("not hex: {e}"));
+                    None
+                }
+            };
+            if d.links == 0 {
+                problem(key("links"), "must be at least 1".into());
+            }
+            if d.echo_interval_s == 0 {
+                problem(key("echo_interval_s"), "must be more than 0".into());
+            }
+            if d.reconnect_min_ms == 0 || d.reconnect_min_ms > d.reconnect_max_ms {
+                problem(
+                    key("reconnect_min_ms"),
+                    "must be more than 0 and at most reconnect_max_ms".into(),
+                );
+            }
+            if let Some(fallback) = &d.fallback {
+                if !dest_names.contains(fallback) {
+                    problem(
+                        key("fallback"),
+                        format!("no destination named `{fallback}`"),
+                    );
+                } else if *fallback == d.name {
+                    problem(
+                        key("fallback"),
+                        "a destination cannot fall back to itself".into(),
+                    );
+                }
+            }
+            if let (Some(address), Some(dialect), Some(header)) = (address, dialect, header) {
+                destinations.push(DestinationConfig {
+                    name: d.name.clone(),
+                    address,
+                    dialect,
+                    codec: FrameCodec::new(d.framing)
+                        .with_header(header.len())
+                        .with_max_frame(d.max_frame),
+                    header: header.into(),
+                    links: d.links,
+                    timeout: Duration::from_millis(d.timeout_ms.unwrap_or(sw.timeout_ms)),
+                    echo_interval: Duration::from_secs(d.echo_interval_s),
+                    echo_misses: d.echo_misses.max(1),
+                    sign_on: d.sign_on,
+                    fallback: d.fallback.clone(),
+                    reconnect_min: Duration::from_millis(d.reconnect_min_ms),
+                    reconnect_max: Duration::from_millis(d.reconnect_max_ms),
+                });
+            }
+        }
+
+        let base = path.parent().unwrap_or(Path::new("."));
+        let tables = load_tables(&raw, base, &file, &dest_names);
+        let (terminals, routes) = match tables {
+            Ok(t) => t,
+            Err(mut more) => {
+                problems.append(&mut more);
+                (Terminals::default(), RouteTable::default())
+            }
+        };
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems));
+        }
+        Ok(Config {
+            path: path.to_path_buf(),
+            switch: SwitchSettings {
+                acquirer_id: sw.acquirer_id.clone(),
+                forwarding_id: sw.forwarding_id.clone(),
+                timeout: Duration::from_millis(sw.timeout_ms),
+                shutdown_grace: Duration::from_millis(sw.shutdown_grace_ms),
+            },
+            listeners,
+            destinations,
+            terminals,
+            routes,
+        })
+    }
+
+    /// Re-reads only the terminal registry and the routes from the config
+    /// file (for SIGHUP). Destinations must be unchanged for routes to
+    /// validate against them.
+    pub fn reload_tables(&self) -> Result<(Terminals, RouteTable), ConfigError> {
+        let text = read(&self.path)?;
+        let raw: RawConfig = parse(&text, &self.path)?;
+        let file = self.path.display().to_string();
+        let names = self.destinations.iter().map(|d| d.name.clone()).collect();
+        let base = self.path.parent().unwrap_or(Path::new("."));
+        load_tables(&raw, base, &file, &names).map_err(ConfigError::Invalid)
+    }
+}
+
+fn valid_institution(id: &str) -> bool {
+    (1..=11).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Builds the terminal registry and route table from the inline entries and
+/// the named files.
+fn load_tables(
+    raw: &RawConfig,
+    base: &Path,
+    file: &str,
+    destinations: &BTreeSet<String>,
+) -> Result<(Terminals, RouteTable), Vec<String>> {
+    let mut problems = Vec::new();
+    let mut terminal_entries: Vec<(String, TerminalEntry)> = raw
+        .terminals
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (format!("{file}: terminal[{i}]"), t.clone()))
+        .collect();
+    if let Some(name) = &raw.terminals_file {
+        let path = base.join(name);
+        match read(&path).and_then(|t| parse::<TerminalFile>(&t, &path)) {
+            Ok(f) => terminal_entries.extend(
+                f.terminals
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, t)| (format!("{}: terminal[{i}]", path.display()), t)),
+            ),
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    let mut route_entries: Vec<(String, RouteEntry)> = raw
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (format!("{file}: route[{i}]"), r.clone()))
+        .collect();
+    if let Some(name) = &raw.routes_file {
+        let path = base.join(name);
+        match read(&path).and_then(|t| parse::<RouteFile>(&t, &path)) {
+            Ok(f) => route_entries.extend(
+                f.routes
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, r)| (format!("{}: route[{i}]", path.display()), r)),
+            ),
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    let terminals = Terminals::build(terminal_entries).map_err(|mut p| problems.append(&mut p));
+    let routes =
+        RouteTable::build(route_entries, destinations).map_err(|mut p| problems.append(&mut p));
+    match (terminals, routes) {
+        (Ok(t), Ok(r)) if problems.is_empty() => Ok((t, r)),
+        _ => Err(problems),
+    }
+}

@@ -1,0 +1,151 @@
+//! Starting and stopping the daemon: bind listeners, open destination links,
+//! reload tables on request, shut down gracefully.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::adapter::Destination;
+use crate::config::{Config, ConfigError};
+use crate::switch::{Switch, Tables};
+use crate::terminal::listener::{self, ListenerStats};
+
+/// The daemon could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// A listener address could not be bound.
+    #[error("listener `{name}`: cannot bind {address}: {source}")]
+    Bind {
+        /// Listener name.
+        name: String,
+        /// Address.
+        address: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A running switch.
+#[derive(Debug)]
+pub struct Running {
+    config: Config,
+    switch: Arc<Switch>,
+    listeners: Vec<(String, SocketAddr, Arc<ListenerStats>)>,
+    sessions: CancellationToken,
+    links: CancellationToken,
+    listener_tasks: JoinSet<()>,
+    link_tasks: JoinSet<()>,
+}
+
+/// Binds every listener and opens every destination's links.
+pub async fn start(config: Config) -> Result<Running, ServeError> {
+    let sessions = CancellationToken::new();
+    let links = CancellationToken::new();
+    let destinations: Vec<Arc<Destination>> = config
+        .destinations
+        .iter()
+        .map(|d| Destination::new(d.clone()))
+        .collect();
+    let mut link_tasks = JoinSet::new();
+    for destination in &destinations {
+        for handle in destination.start(links.clone()) {
+            link_tasks.spawn(async move {
+                let _ = handle.await;
+            });
+        }
+    }
+    let switch = Arc::new(Switch::new(&config, destinations));
+    let mut listener_tasks = JoinSet::new();
+    let mut bound = Vec::new();
+    for l in &config.listeners {
+        let socket = TcpListener::bind(l.address)
+            .await
+            .map_err(|source| ServeError::Bind {
+                name: l.name.clone(),
+                address: l.address,
+                source,
+            })?;
+        let address = socket.local_addr().unwrap_or(l.address);
+        let stats = Arc::new(ListenerStats::default());
+        info!(listener = %l.name, %address, dialect = l.dialect.name(), "listening");
+        bound.push((l.name.clone(), address, Arc::clone(&stats)));
+        listener_tasks.spawn(listener::run(
+            socket,
+            Arc::new(l.clone()),
+            Arc::clone(&switch),
+            stats,
+            sessions.clone(),
+        ));
+    }
+    Ok(Running {
+        config,
+        switch,
+        listeners: bound,
+        sessions,
+        links,
+        listener_tasks,
+        link_tasks,
+    })
+}
+
+impl Running {
+    /// The address a listener is bound to (useful with port 0).
+    pub fn address(&self, listener: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(name, _, _)| name == listener)
+            .map(|(_, a, _)| *a)
+    }
+
+    /// A listener's counters.
+    pub fn listener_stats(&self, listener: &str) -> Option<&Arc<ListenerStats>> {
+        self.listeners
+            .iter()
+            .find(|(name, _, _)| name == listener)
+            .map(|(_, _, s)| s)
+    }
+
+    /// The switch.
+    pub fn switch(&self) -> &Arc<Switch> {
+        &self.switch
+    }
+
+    /// Re-reads terminals and routes from the config file and swaps them in
+    /// atomically. On any error the old tables stay.
+    pub fn reload(&self) -> Result<(), ConfigError> {
+        let (terminals, routes) = self.config.reload_tables()?;
+        info!(
+            terminals = terminals.len(),
+            routes = routes.len(),
+            "tables reloaded"
+        );
+        self.switch.replace_tables(Tables { terminals, routes });
+        Ok(())
+    }
+
+    /// Graceful shutdown: stop accepting, let requests in flight finish (up
+    /// to the configured grace), then close the destination links.
+    pub async fn shutdown(mut self) {
+        self.sessions.cancel();
+        let grace = self.config.switch.shutdown_grace;
+        let drained = tokio::time::timeout(grace, async {
+            while self.listener_tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            warn!(
+                ?grace,
+                "requests still in flight after the grace period; closing"
+            );
+            self.listener_tasks.abort_all();
+        }
+        self.links.cancel();
+        while self.link_tasks.join_next().await.is_some() {}
+        info!("stopped");
+    }
+}

@@ -1,0 +1,292 @@
+//! The path of one request: checks, routing, forwarding, answer.
+//!
+//! ```text
+//! request ─▶ Txn ─▶ terminal known and allowed? ─▶ Luhn ─▶ route by BIN
+//!        ─▶ [journal: request durable] ─▶ destination (MUX) ─▶ answer ─▶ response
+//! ```
+//!
+//! Every refusal is a [`Refusal`], which maps to one response code. The
+//! terminal's own fields (11, 37, 41 …) are echoed from its request, so the
+//! switch's STAN on the destination never reaches the terminal.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use tracing::info;
+
+use crate::adapter::{Destination, LinkError};
+use crate::card::luhn_valid;
+use crate::clock::UtcTime;
+use crate::config::{Config, SwitchSettings};
+use crate::iso8583::{Message, Mti};
+use crate::registry::Terminals;
+use crate::route::RouteTable;
+use crate::translate::{self, OriginalRef, Outgoing};
+use crate::txn::{Refusal, Txn, TxnKind};
+
+/// Terminal registry and BIN routes: replaced as a whole on reload.
+#[derive(Debug, Default)]
+pub struct Tables {
+    /// Terminal registry.
+    pub terminals: Terminals,
+    /// BIN routes.
+    pub routes: RouteTable,
+}
+
+/// Fields of a terminal's request echoed in the switch's response.
+const ECHOED: [u8; 13] = [2, 3, 4, 7, 11, 12, 13, 32, 37, 41, 42, 49, 90];
+
+/// How many forwarded requests are remembered for matching reversals.
+const ORIGINALS_KEPT: usize = 200_000;
+
+/// Counters of the switch.
+#[derive(Debug, Default)]
+pub struct SwitchStats {
+    /// Requests handled (all outcomes).
+    pub requests: AtomicU64,
+    /// Requests refused by the switch itself.
+    pub refused: AtomicU64,
+    /// Requests forwarded to a destination.
+    pub forwarded: AtomicU64,
+}
+
+/// Recently forwarded requests by (terminal, terminal STAN), for reversals.
+#[derive(Debug, Default)]
+struct Originals {
+    by_key: HashMap<(String, String), OriginalRef>,
+    order: VecDeque<(String, String)>,
+}
+
+impl Originals {
+    fn remember(&mut self, key: (String, String), original: OriginalRef) {
+        if self.by_key.insert(key.clone(), original).is_none() {
+            self.order.push_back(key);
+        }
+        while self.order.len() > ORIGINALS_KEPT {
+            if let Some(old) = self.order.pop_front() {
+                self.by_key.remove(&old);
+            }
+        }
+    }
+}
+
+/// The switch: shared by every terminal session.
+#[derive(Debug)]
+pub struct Switch {
+    settings: SwitchSettings,
+    tables: RwLock<Arc<Tables>>,
+    destinations: HashMap<String, Arc<Destination>>,
+    originals: Mutex<Originals>,
+    stats: SwitchStats,
+}
+
+impl Switch {
+    /// A switch over started (or to-be-started) destinations.
+    pub fn new(config: &Config, destinations: Vec<Arc<Destination>>) -> Switch {
+        Switch {
+            settings: config.switch.clone(),
+            tables: RwLock::new(Arc::new(Tables {
+                terminals: config.terminals.clone(),
+                routes: config.routes.clone(),
+            })),
+            destinations: destinations
+                .into_iter()
+                .map(|d| (d.name().to_string(), d))
+                .collect(),
+            originals: Mutex::new(Originals::default()),
+            stats: SwitchStats::default(),
+        }
+    }
+
+    /// Replaces terminals and routes atomically; requests in flight keep the
+    /// tables they started with.
+    pub fn replace_tables(&self, tables: Tables) {
+        let tables = Arc::new(tables);
+        match self.tables.write() {
+            Ok(mut t) => *t = tables,
+            Err(poisoned) => *poisoned.into_inner() = tables,
+        }
+    }
+
+    fn tables(&self) -> Arc<Tables> {
+        match self.tables.read() {
+            Ok(t) => Arc::clone(&t),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &SwitchStats {
+        &self.stats
+    }
+
+    /// A destination by name.
+    pub fn destination(&self, name: &str) -> Option<&Arc<Destination>> {
+        self.destinations.get(name)
+    }
+
+    /// Handles one decoded terminal request and returns the response to send
+    /// back (in 1987 semantics, to be encoded in the terminal's dialect).
+    pub async fn handle(&self, request: Message) -> Message {
+        let started = Instant::now();
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        if request.mti().as_str() == "0800" {
+            return network_answer(&request);
+        }
+        let outcome = self.process(&request).await;
+        let (code, auth_id, destination) = match &outcome {
+            Ok((answer, dest)) => (
+                answer.code.as_str(),
+                answer.auth_id.as_deref(),
+                Some(dest.as_str()),
+            ),
+            Err(refusal) => {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                (refusal.response_code(), None, None)
+            }
+        };
+        info!(
+            mti = %request.mti(),
+            pan = %request.pan().map(|p| p.to_string()).unwrap_or_default(),
+            stan = request.text(11).unwrap_or_default(),
+            rrn = request.rrn().unwrap_or_default(),
+            terminal = request.terminal_id().unwrap_or_default(),
+            destination = destination.unwrap_or("-"),
+            code,
+            latency_us = started.elapsed().as_micros() as u64,
+            "transaction"
+        );
+        respond(&request, code, auth_id)
+    }
+
+    async fn process(&self, request: &Message) -> Result<(translate::Answer, String), Refusal> {
+        let txn = Txn::from_request(request.clone())?;
+        let tables = self.tables();
+        let terminal = tables
+            .terminals
+            .get(txn.terminal_id())
+            .ok_or(Refusal::UnknownTerminal)?;
+        if !terminal.enabled || !terminal.allowed.contains(&txn.kind) {
+            return Err(Refusal::NotPermitted);
+        }
+        let pan = txn.pan().ok_or(Refusal::Format)?;
+        if !luhn_valid(pan.expose()) {
+            return Err(Refusal::InvalidCard);
+        }
+        let original_key = |stan: &str| (txn.terminal_id().to_string(), stan.to_string());
+        let original = if txn.kind == TxnKind::Reversal {
+            let stan = original_stan(&txn.request).unwrap_or(txn.stan());
+            let found = self
+                .originals
+                .lock()
+                .ok()
+                .and_then(|o| o.by_key.get(&original_key(stan)).cloned());
+            Some(found.ok_or(Refusal::OriginalNotFound)?)
+        } else {
+            None
+        };
+        let routed = match &original {
+            Some(o) => Arc::clone(&o.destination),
+            None => Arc::clone(tables.routes.lookup(pan.expose()).ok_or(Refusal::NoRoute)?),
+        };
+        let destination = self.available(&routed)?;
+        let now = UtcTime::now();
+        let outgoing = Outgoing {
+            txn: &txn,
+            terminal,
+            settings: &self.settings,
+            original: original.as_ref(),
+            now,
+        };
+        let version = destination.config().dialect.version();
+        let message = translate::request_for(version, &outgoing);
+        let sent_transmission = message.text(7).unwrap_or_default().to_string();
+        // The write-ahead journal records the request here, before it leaves.
+        self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+        let exchange = destination.request(message).await.map_err(|e| match e {
+            LinkError::Unavailable | LinkError::Timeout(_) => Refusal::IssuerUnavailable,
+            LinkError::Encode(_) => Refusal::System,
+        })?;
+        let answer = translate::answer_from(version, &exchange.response);
+        if txn.kind != TxnKind::Reversal
+            && let Ok(mut originals) = self.originals.lock()
+        {
+            originals.remember(
+                original_key(txn.stan()),
+                OriginalRef {
+                    destination: Arc::from(destination.name()),
+                    mti: txn.mti(),
+                    switch_stan: exchange.stan,
+                    transmission: sent_transmission,
+                    year: now.yy(),
+                },
+            );
+        }
+        Ok((answer, destination.name().to_string()))
+    }
+
+    /// The routed destination if it has a link up, else its fallback if
+    /// that has one; otherwise "issuer unavailable" at once.
+    fn available(&self, name: &str) -> Result<&Arc<Destination>, Refusal> {
+        let primary = self.destinations.get(name).ok_or(Refusal::NoRoute)?;
+        if primary.links_up() > 0 {
+            return Ok(primary);
+        }
+        primary
+            .config()
+            .fallback
+            .as_deref()
+            .and_then(|f| self.destinations.get(f))
+            .filter(|f| f.links_up() > 0)
+            .ok_or(Refusal::IssuerUnavailable)
+    }
+}
+
+/// The original STAN in field 90 (positions 5..10: after the MTI).
+fn original_stan(request: &Message) -> Option<&str> {
+    request.text(90).and_then(|d| d.get(4..10))
+}
+
+/// The response to a terminal request: the request's echoed fields, the
+/// response code and, on approval, the authorisation id.
+pub fn respond(request: &Message, code: &str, auth_id: Option<&str>) -> Message {
+    let mti = request.mti().response().unwrap_or(request.mti());
+    let mut response = Message::new(mti);
+    for field in ECHOED {
+        if let Some(value) = request.get_bytes(field) {
+            response.set(field, value);
+        }
+    }
+    if let Some(auth) = auth_id.filter(|_| code == "00") {
+        response.set(38, auth.to_string());
+    }
+    response.set(39, code.to_string());
+    response
+}
+
+/// Network management from a terminal, answered by the switch: echo (301),
+/// sign-on (001) and sign-off (002) are accepted, anything else is invalid.
+fn network_answer(request: &Message) -> Message {
+    let code = match request.network_code() {
+        Some("001" | "002" | "301") => "00",
+        _ => "12",
+    };
+    let mut response = Message::new(request.mti().response().unwrap_or(Mti::from_static("0810")));
+    for field in [7, 11, 41, 70] {
+        if let Some(value) = request.get_bytes(field) {
+            response.set(field, value);
+        }
+    }
+    response.set(39, code);
+    response
+}
+
+/// The format-error answer to a frame that could not be decoded but whose
+/// MTI could be read.
+pub fn format_error(mti: Mti) -> Option<Message> {
+    let mut response = Message::new(mti.response()?);
+    response.set(39, Refusal::Format.response_code());
+    Some(response)
+}

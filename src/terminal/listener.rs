@@ -1,0 +1,69 @@
+//! Accepting terminal connections, at most `max_connections` at a time.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::ListenerConfig;
+use crate::switch::Switch;
+use crate::terminal::session;
+
+/// Counters of one listener.
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    /// Connections accepted.
+    pub accepted: AtomicU64,
+    /// Connections refused because the listener was full.
+    pub refused: AtomicU64,
+}
+
+/// Accepts connections until `shutdown`, then waits for every session to
+/// finish its requests in flight.
+pub async fn run(
+    socket: TcpListener,
+    config: Arc<ListenerConfig>,
+    switch: Arc<Switch>,
+    stats: Arc<ListenerStats>,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(config.max_connections));
+    let mut sessions = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = socket.accept() => accepted,
+            _ = shutdown.cancelled() => break,
+        };
+        while sessions.try_join_next().is_some() {}
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors and the like: back off briefly.
+                warn!(listener = %config.name, error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            // Full: close at once rather than queue; the terminal retries.
+            stats.refused.fetch_add(1, Ordering::Relaxed);
+            warn!(listener = %config.name, %peer, "connection refused: listener full");
+            drop(stream);
+            continue;
+        };
+        stats.accepted.fetch_add(1, Ordering::Relaxed);
+        let (switch, config, shutdown) =
+            (Arc::clone(&switch), Arc::clone(&config), shutdown.clone());
+        sessions.spawn(async move {
+            let ended = session::serve(stream, switch, config, shutdown).await;
+            tracing::debug!(%peer, ?ended, "session ended");
+            drop(permit);
+        });
+    }
+    info!(listener = %config.name, "stopped accepting");
+    while sessions.join_next().await.is_some() {}
+}

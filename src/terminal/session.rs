@@ -1,0 +1,138 @@
+//! One terminal connection: a reader and a writer task.
+//!
+//! Requests are pipelined: each is handled in its own task and answered as
+//! soon as its response is ready, in whatever order that is — terminals match
+//! answers by STAN. A frame that cannot be decoded gets the format-error
+//! answer if its MTI can be read; otherwise the connection is closed. Either
+//! way only this connection is affected.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::config::ListenerConfig;
+use crate::iso8583::framing::Frame;
+use crate::iso8583::{Message, Mti};
+use crate::switch::{self, Switch};
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The terminal closed the connection.
+    Closed,
+    /// Nothing arrived within the idle timeout.
+    Idle,
+    /// The byte stream could not be framed or a frame had no readable MTI.
+    Garbage,
+    /// The switch is shutting down.
+    Shutdown,
+}
+
+/// The response header for a request header: a 5-byte NAC TPDU
+/// (`60 DDDD SSSS`) has its destination and source swapped; anything else is
+/// echoed unchanged.
+pub fn response_header(header: &Bytes) -> Bytes {
+    match header.as_ref() {
+        [0x60, d1, d2, s1, s2] => Bytes::from(vec![0x60, *s1, *s2, *d1, *d2]),
+        _ => header.clone(),
+    }
+}
+
+/// Serves one terminal connection until it ends.
+pub async fn serve(
+    stream: TcpStream,
+    switch: Arc<Switch>,
+    listener: Arc<ListenerConfig>,
+    shutdown: CancellationToken,
+) -> Ended {
+    let _ = stream.set_nodelay(true);
+    let (read_half, write_half) = stream.into_split();
+    let mut reader = FramedRead::new(read_half, listener.codec);
+    let mut writer = FramedWrite::new(write_half, listener.codec);
+    let (tx, mut rx) = mpsc::channel::<Frame>(1024);
+    let write_task = tokio::spawn(async move {
+        while let Some(frame) = rx.recv().await {
+            if writer.feed(frame).await.is_err() {
+                return;
+            }
+            while let Ok(more) = rx.try_recv() {
+                if writer.feed(more).await.is_err() {
+                    return;
+                }
+            }
+            if writer.flush().await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut in_flight = JoinSet::new();
+    let dialect = Arc::clone(&listener.dialect);
+    let ended = loop {
+        let next = tokio::select! {
+            next = tokio::time::timeout(listener.idle_timeout, reader.next()) => next,
+            _ = shutdown.cancelled() => break Ended::Shutdown,
+        };
+        // Reap finished request tasks so the set stays small.
+        while in_flight.try_join_next().is_some() {}
+        let frame = match next {
+            Err(_) => break Ended::Idle,
+            Ok(None) => break Ended::Closed,
+            Ok(Some(Err(e))) => {
+                warn!(listener = %listener.name, error = %e, "framing error, closing connection");
+                break Ended::Garbage;
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let header = response_header(&frame.header);
+        match Message::decode(&dialect, frame.message.clone()) {
+            Ok(request) => {
+                let switch = Arc::clone(&switch);
+                let tx = tx.clone();
+                let dialect = Arc::clone(&dialect);
+                in_flight.spawn(async move {
+                    let response = switch.handle(request).await;
+                    send(&tx, &dialect, header, &response).await;
+                });
+            }
+            Err(error) => {
+                match Mti::peek(&dialect, &frame.message).and_then(switch::format_error) {
+                    Some(response) => {
+                        debug!(listener = %listener.name, %error, "format error");
+                        send(&tx, &dialect, header, &response).await;
+                    }
+                    None => {
+                        warn!(listener = %listener.name, %error, "unreadable message, closing connection");
+                        break Ended::Garbage;
+                    }
+                }
+            }
+        }
+    };
+    // Requests already read are finished (the switch bounds each by the
+    // destination timeout) before the writer is let go.
+    while in_flight.join_next().await.is_some() {}
+    drop(tx);
+    let _ = write_task.await;
+    ended
+}
+
+async fn send(
+    tx: &mpsc::Sender<Frame>,
+    dialect: &crate::iso8583::Dialect,
+    header: Bytes,
+    response: &Message,
+) {
+    match response.to_bytes(dialect) {
+        Ok(message) => {
+            let _ = tx.send(Frame { header, message }).await;
+        }
+        Err(e) => warn!(error = %e, "cannot encode response for terminal"),
+    }
+}

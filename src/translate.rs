@@ -1,0 +1,259 @@
+//! Dialect translation at the destination edge: a [`Txn`] becomes the request
+//! a destination understands, and the destination's answer becomes a 1987
+//! response code and authorisation id.
+//!
+//! 1987 destinations get the terminal's fields in the same positions. 1993
+//! destinations get:
+//!
+//! | 1987 | 1993 |
+//! |---|---|
+//! | MTI 0100 / 0200 / 0400 / 0420 | 1100 / 1200 / 1400 / 1420 |
+//! | 12 `hhmmss` + 13 `MMDD` | 12 `YYMMDDhhmmss` (year from the switch clock) |
+//! | 18 MCC | 26 card acceptor business code |
+//! | — | 24 function code: 100 authorisation, 200 financial, 400 reversal |
+//! | 43 name/location (40) | 43 (LL ..99), same text |
+//! | 90 original data (n42) | 56 original data: MTI, STAN, `YYMMDDhhmmss`, LL + acquirer id |
+//! | 39 two-digit response code | 39 three-digit action code ([`crate::codes`]) |
+//! | 22 POS entry mode | not sent (1993 field 22 is a 12-character POS data code) |
+//!
+//! Network management: 0800 with 70 = 001 (sign-on) / 301 (echo), answered
+//! 0810 with 39 = 00; in 1993, 1804 with 24 = 801 / 831, answered 1814 with
+//! 39 = 800.
+
+use std::sync::Arc;
+
+use crate::clock::UtcTime;
+use crate::codes;
+use crate::config::SwitchSettings;
+use crate::iso8583::spec::IsoVersion;
+use crate::iso8583::{Message, Mti};
+use crate::registry::Terminal;
+use crate::txn::{Txn, TxnKind};
+
+/// What the switch remembers of a forwarded request, to build the original
+/// data elements of a later reversal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginalRef {
+    /// Destination that received it.
+    pub destination: Arc<str>,
+    /// Its 1987 MTI.
+    pub mti: Mti,
+    /// The STAN the switch gave it on that destination.
+    pub switch_stan: u32,
+    /// Field 7 as sent (`MMDDhhmmss`).
+    pub transmission: String,
+    /// Two-digit year it was sent in.
+    pub year: String,
+}
+
+/// Everything needed to build one outgoing request.
+#[derive(Debug)]
+pub struct Outgoing<'a> {
+    /// The terminal's transaction.
+    pub txn: &'a Txn,
+    /// The terminal's registry entry.
+    pub terminal: &'a Terminal,
+    /// Switch settings (institution ids).
+    pub settings: &'a SwitchSettings,
+    /// The original, for reversals.
+    pub original: Option<&'a OriginalRef>,
+    /// Now.
+    pub now: UtcTime,
+}
+
+/// Fields copied unchanged from the terminal's request, where present.
+const COPIED: [u8; 12] = [2, 3, 4, 12, 13, 14, 22, 25, 35, 37, 41, 49];
+
+/// Builds the request for a destination speaking `version`. Field 11 is left
+/// to the link MUX, which assigns the switch's own STAN.
+pub fn request_for(version: IsoVersion, out: &Outgoing<'_>) -> Message {
+    let req = &out.txn.request;
+    let mut m = Message::new(req.mti());
+    for field in COPIED {
+        if let Some(value) = req.get_bytes(field) {
+            m.set(field, value);
+        }
+    }
+    if let Some(pin) = req.get_bytes(52) {
+        m.set(52, pin);
+    }
+    if !req.contains(37) {
+        let hh = out.now.hour;
+        m.set(
+            37,
+            format!("{}{hh:02}{:0>6}", out.now.mmdd(), out.txn.stan()),
+        );
+    }
+    m.set(7, out.now.transmission())
+        .set(18, out.terminal.mcc.clone())
+        .set(32, out.settings.acquirer_id.clone())
+        .set(42, out.terminal.merchant_id.clone())
+        .set(43, out.terminal.name_location.clone());
+    if let Some(forwarding) = &out.settings.forwarding_id {
+        m.set(33, forwarding.clone());
+    }
+    if let Some(original) = out.original {
+        m.set(
+            90,
+            format!(
+                "{}{:06}{}{:0>11}{:0>11}",
+                original.mti,
+                original.switch_stan,
+                original.transmission,
+                out.settings.acquirer_id,
+                out.settings.forwarding_id.as_deref().unwrap_or("0"),
+            ),
+        );
+    }
+    match version {
+        IsoVersion::Iso1987 => m,
+        IsoVersion::Iso1993 => to_1993(m, out),
+    }
+}
+
+fn to_1993(mut m: Message, out: &Outgoing<'_>) -> Message {
+    m.set_mti(m.mti().with_version(1));
+    let local_date = m.remove(13);
+    let local_time = m.remove(12);
+    let mmdd = local_date
+        .as_deref()
+        .and_then(|d| std::str::from_utf8(d).ok())
+        .map(String::from)
+        .unwrap_or_else(|| out.now.mmdd());
+    let hhmmss = local_time
+        .as_deref()
+        .and_then(|t| std::str::from_utf8(t).ok())
+        .map(String::from)
+        .unwrap_or_else(|| out.now.hhmmss());
+    m.set(12, format!("{}{mmdd}{hhmmss}", out.now.yy()));
+    if let Some(mcc) = m.remove(18) {
+        m.set(26, mcc);
+    }
+    m.remove(22);
+    m.remove(25);
+    let function = match out.txn.kind {
+        TxnKind::Authorization => "100",
+        TxnKind::Purchase | TxnKind::Refund => "200",
+        TxnKind::Reversal => "400",
+    };
+    m.set(24, function);
+    m.remove(90);
+    if let Some(original) = out.original {
+        let acquirer = &out.settings.acquirer_id;
+        m.set(
+            56,
+            format!(
+                "{}{:06}{}{}{:02}{acquirer}",
+                original.mti.with_version(1),
+                original.switch_stan,
+                original.year,
+                original.transmission,
+                acquirer.len(),
+            ),
+        );
+    }
+    m
+}
+
+/// A destination's answer in 1987 terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// Two-digit response code.
+    pub code: String,
+    /// Authorisation id (field 38), if given and well-formed.
+    pub auth_id: Option<String>,
+}
+
+/// Reads a destination's response.
+pub fn answer_from(version: IsoVersion, response: &Message) -> Answer {
+    let raw = response.response_code().unwrap_or_default();
+    let code = match version {
+        IsoVersion::Iso1987 if raw.len() == 2 => raw.to_string(),
+        IsoVersion::Iso1987 => "96".to_string(),
+        IsoVersion::Iso1993 => codes::from_action_code(raw).to_string(),
+    };
+    let auth_id = response
+        .auth_id()
+        .filter(|a| a.len() == 6)
+        .map(String::from);
+    Answer { code, auth_id }
+}
+
+/// Network management request kinds sent on bank links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// Sign-on (70 = 001; 1993 function code 801).
+    SignOn,
+    /// Echo test (70 = 301; 1993 function code 831).
+    Echo,
+}
+
+/// A network management request. Field 11 is left to the MUX.
+pub fn network_request(version: IsoVersion, kind: Network, now: UtcTime) -> Message {
+    match version {
+        IsoVersion::Iso1987 => {
+            let mut m = Message::new(Mti::from_static("0800"));
+            let code = if kind == Network::SignOn {
+                "001"
+            } else {
+                "301"
+            };
+            m.set(7, now.transmission()).set(70, code);
+            m
+        }
+        IsoVersion::Iso1993 => {
+            let mut m = Message::new(Mti::from_static("1804"));
+            let code = if kind == Network::SignOn {
+                "801"
+            } else {
+                "831"
+            };
+            m.set(7, now.transmission()).set(24, code);
+            m
+        }
+    }
+}
+
+/// Whether a network management response accepts the request.
+pub fn network_accepted(version: IsoVersion, response: &Message) -> bool {
+    match version {
+        IsoVersion::Iso1987 => response.response_code() == Some("00"),
+        IsoVersion::Iso1993 => response
+            .response_code()
+            .is_some_and(|c| c.starts_with('8') || c.starts_with('0')),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::iso8583::Dialect;
+
+    #[test]
+    fn network_requests_encode_in_their_dialects() {
+        let now = UtcTime::from_unix(1_795_624_000);
+        for (name, version) in [
+            ("iso87binary", IsoVersion::Iso1987),
+            ("iso93binary", IsoVersion::Iso1993),
+        ] {
+            let d = Dialect::builtin(name).unwrap().unwrap();
+            let mut m = network_request(version, Network::Echo, now);
+            m.set(11, "000001");
+            m.to_bytes(&d).unwrap();
+        }
+    }
+
+    #[test]
+    fn answers_map_action_codes() {
+        let mut r = Message::new(Mti::from_static("1210"));
+        r.set(39, "116").set(38, "AB12CD");
+        let a = answer_from(IsoVersion::Iso1993, &r);
+        assert_eq!(
+            a,
+            Answer {
+                code: "51".into(),
+                auth_id: Some("AB12CD".into())
+            }
+        );
+    }
+}
