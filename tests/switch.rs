@@ -1,0 +1,511 @@
+//! The switch end to end over real TCP on 127.0.0.1: POS simulator →
+//! switch → bank simulators (iso87binary, iso87ascii, iso93binary) and back.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cardswitch::config::Config;
+use cardswitch::iso8583::framing::{Frame, FrameCodec, LengthPrefix};
+use cardswitch::iso8583::{Dialect, Message, Mti};
+use cardswitch::server::{self, Running};
+use cardswitch::sim::bank::{BankHandle, BankSim};
+use cardswitch::sim::pos::{self, PosConfig};
+use cardswitch::sim::report::PosReport;
+use cardswitch::sim::rules::Rules;
+use cardswitch::sim::scenario::{Scenario, TxnTemplate};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::Framed;
+
+const BIN_A: &str = "476173"; // bank_a, iso87binary
+const BIN_B: &str = "543210"; // bank_b, iso87ascii
+const BIN_C: &str = "455600"; // bank_c, iso87 → iso93binary
+const SLOW_BIN: &str = "476174"; // bank_a, answered after 300 ms
+
+fn dialect(name: &str) -> Arc<Dialect> {
+    Dialect::builtin(name).unwrap().unwrap()
+}
+
+fn rules() -> Rules {
+    Rules::from_toml(
+        r#"
+[[rule]]
+amount = 5100
+decline = "51"
+
+[[rule]]
+amount = 9100
+no_answer = true
+
+[[rule]]
+pan_prefix = "476174"
+delay_ms = 300
+"#,
+        "test-rules.toml",
+    )
+    .unwrap()
+}
+
+async fn bank_on(listener: TcpListener, dialect_name: &str, prefix: LengthPrefix) -> BankHandle {
+    let sim = BankSim::new(dialect(dialect_name), FrameCodec::new(prefix), rules());
+    Arc::new(sim).start(listener).unwrap()
+}
+
+async fn bank(dialect_name: &str, prefix: LengthPrefix) -> BankHandle {
+    bank_on(TcpListener::bind("127.0.0.1:0").await.unwrap(), dialect_name, prefix).await
+}
+
+struct Harness {
+    running: Running,
+    banks: Vec<BankHandle>,
+    dir: std::path::PathBuf,
+}
+
+fn config_text(a: SocketAddr, b: SocketAddr, c: SocketAddr, timeout_ms: u64, extra: &str) -> String {
+    format!(
+        r#"
+routes_file = "routes.toml"
+
+[switch]
+acquirer_id = "4123456"
+timeout_ms = {timeout_ms}
+shutdown_grace_ms = 2000
+
+[[listener]]
+name = "ascii"
+address = "127.0.0.1:0"
+dialect = "iso87ascii"
+framing = "binary2"
+max_connections = 1100
+idle_timeout_s = 30
+
+[[listener]]
+name = "nac"
+address = "127.0.0.1:0"
+dialect = "iso87binary"
+framing = "binary2"
+header = 5
+
+[[destination]]
+name = "bank_a"
+address = "{a}"
+dialect = "iso87binary"
+framing = "binary2"
+links = 2
+echo_interval_s = 1
+reconnect_min_ms = 20
+reconnect_max_ms = 200
+{extra}
+
+[[destination]]
+name = "bank_b"
+address = "{b}"
+dialect = "iso87ascii"
+framing = "ascii4"
+links = 2
+reconnect_min_ms = 20
+reconnect_max_ms = 200
+
+[[destination]]
+name = "bank_c"
+address = "{c}"
+dialect = "iso93binary"
+framing = "binary2"
+links = 1
+reconnect_min_ms = 20
+reconnect_max_ms = 200
+
+[[terminal]]
+id = "DISABLED"
+merchant_id = "M0"
+name_location = "CLOSED"
+mcc = "5999"
+currency = "978"
+enabled = false
+
+[[terminal]]
+id = "ONLYPUR"
+merchant_id = "M1"
+name_location = "PURCHASES ONLY"
+mcc = "5411"
+currency = "978"
+allowed = ["purchase"]
+"#
+    ) + &(0..1000)
+        .map(|i| {
+            format!(
+                "\n[[terminal]]\nid = \"{}\"\nmerchant_id = \"M{i}\"\nname_location = \"SHOP {i}\"\nmcc = \"5411\"\ncurrency = \"978\"\n",
+                pos::default_terminal(i)
+            )
+        })
+        .collect::<String>()
+}
+
+const ROUTES: &str = r#"
+[[route]]
+prefix = "476173"
+destination = "bank_a"
+
+[[route]]
+prefix = "476174"
+destination = "bank_a"
+
+[[route]]
+range = ["543210", "543219"]
+destination = "bank_b"
+
+[[route]]
+prefix = "455600"
+destination = "bank_c"
+"#;
+
+async fn harness(timeout_ms: u64, extra: &str) -> Harness {
+    let a = bank("iso87binary", LengthPrefix::Binary2).await;
+    let b = bank("iso87ascii", LengthPrefix::Ascii4).await;
+    let c = bank("iso93binary", LengthPrefix::Binary2).await;
+    let dir = std::env::temp_dir().join(format!("cardswitch-test-{}-{}", std::process::id(), fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("routes.toml"), ROUTES).unwrap();
+    let path = dir.join("cardswitch.toml");
+    std::fs::write(&path, config_text(a.addr(), b.addr(), c.addr(), timeout_ms, extra)).unwrap();
+    let config = Config::load(&path).unwrap();
+    let running = server::start(config).await.unwrap();
+    let h = Harness {
+        running,
+        banks: vec![a, b, c],
+        dir,
+    };
+    h.wait_links(&["bank_a", "bank_b", "bank_c"]).await;
+    h
+}
+
+impl Harness {
+    async fn wait_links(&self, names: &[&str]) {
+        let since = Instant::now();
+        while names
+            .iter()
+            .any(|n| self.running.switch().destination(n).unwrap().links_up() == 0)
+        {
+            assert!(since.elapsed() < Duration::from_secs(10), "links did not come up");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn addr(&self, listener: &str) -> SocketAddr {
+        self.running.address(listener).unwrap()
+    }
+
+    async fn pos(&self, templates: Vec<TxnTemplate>, count: u64, connections: usize, pipeline: usize) -> PosReport {
+        let mut cfg = PosConfig::new(
+            self.addr("ascii"),
+            dialect("iso87ascii"),
+            FrameCodec::new(LengthPrefix::Binary2),
+            Scenario::new(templates).unwrap(),
+        );
+        cfg.count = count;
+        cfg.connections = connections;
+        cfg.pipeline = pipeline;
+        cfg.timeout = Duration::from_secs(5);
+        pos::run(cfg).await.unwrap()
+    }
+
+    async fn stop(self) {
+        self.running.shutdown().await;
+        for b in self.banks {
+            b.stop().await;
+        }
+        let _ = std::fs::remove_dir_all(self.dir);
+    }
+}
+
+fn assert_all_ok(report: &PosReport) {
+    assert!(
+        report.all_checked_out(),
+        "not all checked out: {}",
+        report.to_json()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_and_declines_through_all_three_bank_dialects() {
+    let h = harness(2000, "").await;
+    let report = h
+        .pos(
+            vec![
+                TxnTemplate::purchase("a ok", BIN_A, 1000),
+                TxnTemplate::purchase("b ok", BIN_B, 1000),
+                TxnTemplate::purchase("c ok (1993)", BIN_C, 1000),
+                TxnTemplate::purchase("a auth", BIN_A, 1000).authorisation(),
+                TxnTemplate::purchase("a 51", BIN_A, 5100).expecting(Some("51")),
+                TxnTemplate::purchase("b 51", BIN_B, 5100).expecting(Some("51")),
+                TxnTemplate::purchase("c 51 (action 116)", BIN_C, 5100).expecting(Some("51")),
+                TxnTemplate::purchase("unknown BIN", "601100", 1000).expecting(Some("15")),
+                TxnTemplate::purchase("bad Luhn", BIN_A, 1000).bad_luhn().expecting(Some("14")),
+            ],
+            900,
+            4,
+            8,
+        )
+        .await;
+    assert_all_ok(&report);
+    assert_eq!(report.ok, 900);
+    for name in ["a ok", "b ok", "c ok (1993)", "c 51 (action 116)", "unknown BIN", "bad Luhn"] {
+        assert!(report.by_template.get(name).is_some_and(|m| !m.is_empty()), "{name} ran");
+    }
+    let seen: Vec<u64> = h.banks.iter().map(|b| b.stats().snapshot().requests).collect();
+    assert!(seen.iter().all(|n| *n > 0), "every bank got traffic: {seen:?}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nac_terminals_with_a_tpdu_in_the_binary_dialect() {
+    let h = harness(2000, "").await;
+    let mut cfg = PosConfig::new(
+        h.addr("nac"),
+        dialect("iso87binary"),
+        FrameCodec::new(LengthPrefix::Binary2).with_header(5),
+        Scenario::new(vec![
+            TxnTemplate::purchase("b via nac", BIN_B, 1000),
+            TxnTemplate::purchase("c via nac", BIN_C, 1000),
+        ])
+        .unwrap(),
+    );
+    cfg.count = 100;
+    cfg.connections = 2;
+    cfg.pipeline = 4;
+    assert_all_ok(&pos::run(cfg).await.unwrap());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminal_checks_are_answered_locally() {
+    let h = harness(2000, "").await;
+    let one = |id: &str, t: TxnTemplate| {
+        let mut cfg = PosConfig::new(
+            h.addr("ascii"),
+            dialect("iso87ascii"),
+            FrameCodec::new(LengthPrefix::Binary2),
+            Scenario::new(vec![t]).unwrap(),
+        );
+        cfg.count = 3;
+        cfg.terminals = vec![id.to_string()];
+        cfg
+    };
+    let cases = [
+        ("NOSUCH01", TxnTemplate::purchase("unknown terminal", BIN_A, 100).expecting(Some("03"))),
+        ("DISABLED", TxnTemplate::purchase("disabled", BIN_A, 100).expecting(Some("58"))),
+        ("ONLYPUR", TxnTemplate::purchase("refund not allowed", BIN_A, 100).refund().expecting(Some("58"))),
+        ("ONLYPUR", TxnTemplate::purchase("purchase allowed", BIN_A, 100)),
+    ];
+    let before = h.banks[0].stats().snapshot().requests;
+    for (id, t) in cases {
+        assert_all_ok(&pos::run(one(id, t)).await.unwrap());
+    }
+    assert_eq!(h.banks[0].stats().snapshot().requests - before, 3, "only the allowed purchases reached the bank");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bank_timeout_is_answered_91_within_the_timeout() {
+    let h = harness(300, "").await;
+    let started = Instant::now();
+    let report = h
+        .pos(vec![TxnTemplate::purchase("silent", BIN_A, 9100).expecting(Some("91"))], 4, 1, 4)
+        .await;
+    assert_all_ok(&report);
+    let max = Duration::from_micros(report.latency.max_us);
+    assert!(max >= Duration::from_millis(300), "waited the timeout: {max:?}");
+    assert!(max < Duration::from_millis(600), "answered within timeout + margin: {max:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bank_killed_and_restarted_fast_91_then_traffic_resumes() {
+    let mut h = harness(2000, "").await;
+    let bank_a = h.banks.remove(0);
+    let address = bank_a.addr();
+    bank_a.stop().await;
+    let since = Instant::now();
+    while h.running.switch().destination("bank_a").unwrap().links_up() > 0 {
+        assert!(since.elapsed() < Duration::from_secs(5), "links noticed the bank is gone");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let down = h
+        .pos(vec![TxnTemplate::purchase("down", BIN_A, 100).expecting(Some("91"))], 20, 2, 4)
+        .await;
+    assert_all_ok(&down);
+    assert!(down.latency.max_us < 200_000, "failed fast, not after the 2 s timeout: {}", down.latency.max_us);
+
+    let listener = TcpListener::bind(address).await.unwrap();
+    h.banks.insert(0, bank_on(listener, "iso87binary", LengthPrefix::Binary2).await);
+    h.wait_links(&["bank_a"]).await;
+    let up = h.pos(vec![TxnTemplate::purchase("back", BIN_A, 100)], 50, 2, 4).await;
+    assert_all_ok(&up);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_links_down_goes_to_the_fallback_destination() {
+    let mut h = harness(2000, "fallback = \"bank_b\"").await;
+    let bank_a = h.banks.remove(0);
+    bank_a.stop().await;
+    let since = Instant::now();
+    while h.running.switch().destination("bank_a").unwrap().links_up() > 0 {
+        assert!(since.elapsed() < Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let before = h.banks[0].stats().snapshot().requests;
+    let report = h.pos(vec![TxnTemplate::purchase("to fallback", BIN_A, 100)], 30, 1, 4).await;
+    assert_all_ok(&report);
+    assert_eq!(h.banks[0].stats().snapshot().requests - before, 30, "bank_b (the fallback) answered");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_answered_out_of_order() {
+    let h = harness(2000, "").await;
+    let report = h
+        .pos(
+            vec![
+                TxnTemplate::purchase("slow", SLOW_BIN, 100).weight(1),
+                TxnTemplate::purchase("fast", BIN_B, 100).weight(7),
+            ],
+            160,
+            1,
+            16,
+        )
+        .await;
+    assert_all_ok(&report);
+    // With 16 in flight on one connection, fast answers overtake slow ones:
+    // the median is far below the 300 ms the slow ones take.
+    assert!(report.latency.max_us >= 300_000, "{}", report.to_json());
+    assert!(report.latency.p50_us < 150_000, "{}", report.to_json());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_terminal_connections() {
+    let h = harness(5000, "").await;
+    let report = h.pos(vec![TxnTemplate::purchase("many", BIN_B, 100)], 2000, 1000, 1).await;
+    assert_all_ok(&report);
+    assert_eq!(report.connections, 1000);
+    h.stop().await;
+}
+
+/// Bad input on some connections; a POS run on others must be unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_affects_only_its_own_connection() {
+    let h = harness(2000, "").await;
+    let addr = h.addr("ascii");
+    let load = {
+        let mut cfg = PosConfig::new(
+            addr,
+            dialect("iso87ascii"),
+            FrameCodec::new(LengthPrefix::Binary2),
+            Scenario::new(vec![TxnTemplate::purchase("steady", BIN_B, 100)]).unwrap(),
+        );
+        cfg.count = 600;
+        cfg.connections = 3;
+        cfg.pipeline = 4;
+        cfg.rate = Some(1500);
+        tokio::spawn(pos::run(cfg))
+    };
+
+    // A readable MTI with a broken bitmap: answered 0210 / 30.
+    let mut framed = Framed::new(TcpStream::connect(addr).await.unwrap(), FrameCodec::default());
+    framed
+        .send(Frame {
+            header: Bytes::new(),
+            message: Bytes::from_static(b"0200ZZZZ"),
+        })
+        .await
+        .unwrap();
+    let answer = framed.next().await.unwrap().unwrap();
+    let answer = Message::decode(&dialect("iso87ascii"), answer.message).unwrap();
+    assert_eq!(answer.mti(), Mti::parse("0210").unwrap());
+    assert_eq!(answer.response_code(), Some("30"));
+
+    // An unsupported MTI: 0300 → 0310 / 12 (invalid transaction).
+    let mut m = Message::new(Mti::parse("0300").unwrap());
+    m.set(11, "000001").set(41, "TERM0001");
+    framed
+        .send(Frame {
+            header: Bytes::new(),
+            message: m.to_bytes(&dialect("iso87ascii")).unwrap(),
+        })
+        .await
+        .unwrap();
+    let answer = Message::decode(&dialect("iso87ascii"), framed.next().await.unwrap().unwrap().message).unwrap();
+    assert_eq!((answer.mti().as_str(), answer.response_code()), ("0310", Some("12")));
+
+    // Garbage with no readable MTI: the connection is closed.
+    let mut garbage = TcpStream::connect(addr).await.unwrap();
+    garbage.write_all(&[0x00, 0x04, 0xFF, 0xFE, 0xFD, 0xFC]).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(2), garbage.read(&mut buf)).await.unwrap().unwrap_or(0);
+    assert_eq!(n, 0, "closed without an answer");
+
+    // An oversized length prefix: closed, never allocated.
+    let mut huge = TcpStream::connect(addr).await.unwrap();
+    huge.write_all(&[0xFF, 0xFF, b'0', b'2']).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(2), huge.read(&mut buf)).await.unwrap().unwrap_or(0);
+    assert_eq!(n, 0);
+
+    // Half-open: a partial frame, then silence; it just holds its own slot.
+    let mut half = TcpStream::connect(addr).await.unwrap();
+    half.write_all(&[0x00, 0x40, b'0', b'2']).await.unwrap();
+
+    let report = load.await.unwrap().unwrap();
+    assert_all_ok(&report);
+    drop(half);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_with_a_broken_file_keeps_the_old_table() {
+    let h = harness(2000, "").await;
+    let routes = h.dir.join("routes.toml");
+    std::fs::write(&routes, "[[route]]\nprefix = \"4x\"\ndestination = \"bank_a\"\n").unwrap();
+    let e = h.running.reload().unwrap_err().to_string();
+    assert!(e.contains("routes.toml: route[0].prefix: must be 1 to 11 digits"), "{e}");
+    let report = h.pos(vec![TxnTemplate::purchase("still routed", BIN_A, 100)], 10, 1, 1).await;
+    assert_all_ok(&report);
+
+    // A good file takes effect: 601100 now routes to bank_b.
+    std::fs::write(&routes, format!("{ROUTES}\n[[route]]\nprefix = \"601100\"\ndestination = \"bank_b\"\n")).unwrap();
+    h.running.reload().unwrap();
+    let report = h.pos(vec![TxnTemplate::purchase("newly routed", "601100", 100)], 10, 1, 1).await;
+    assert_all_ok(&report);
+    h.stop().await;
+}
+
+#[test]
+fn config_check_names_file_key_and_reason() {
+    let bad = std::env::temp_dir().join(format!("cardswitch-bad-{}.toml", std::process::id()));
+    std::fs::write(
+        &bad,
+        "[switch]\nacquirer_id = \"12\"\n[[listener]]\nname = \"x\"\naddress = \"127.0.0.1:0\"\ndialect = \"iso93binary\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cardswitch"))
+        .args(["config", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("listener[0].dialect: terminals must speak a 1987 dialect"), "{err}");
+    let good = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/cardswitch.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cardswitch"))
+        .args(["config", "check"])
+        .arg(good)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_file(bad);
+}
