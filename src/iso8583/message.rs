@@ -272,6 +272,13 @@ impl Message {
         })
     }
 
+    /// Reads only the MTI at the start of `frame` under `dialect`. A message
+    /// that does not decode is still answered with a format error when its
+    /// MTI can be read; `None` means even the MTI is unreadable.
+    pub fn peek_mti(dialect: &Dialect, frame: &Bytes) -> Option<Mti> {
+        read_mti(&mut Cursor::new(frame), dialect.mti_encoding()).ok()
+    }
+
     /// Encodes the message under `dialect`, appending to `out`.
     pub fn encode(&self, dialect: &Dialect, out: &mut BytesMut) -> Result<(), CodecError> {
         let base = out.len();
