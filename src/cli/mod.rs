@@ -1,6 +1,7 @@
 //! Subcommands of the `cardswitch` binary.
 
 mod iso;
+mod sim;
 
 use std::process::ExitCode;
 
@@ -19,6 +20,10 @@ enum Command {
     /// Read and write ISO 8583 messages (captured traffic, test messages).
     #[command(subcommand)]
     Iso(iso::IsoCommand),
+    /// Simulators: a bank host (`sim bank`) and a POS terminal load
+    /// generator (`sim pos`).
+    #[command(subcommand)]
+    Sim(sim::SimCommand),
 }
 
 impl Cli {
@@ -26,6 +31,7 @@ impl Cli {
     pub fn run(self) -> Result<ExitCode, Box<dyn std::error::Error>> {
         match self.command {
             Command::Iso(cmd) => cmd.run(),
+            Command::Sim(cmd) => cmd.run(),
         }
     }
 }
