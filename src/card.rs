@@ -98,32 +98,77 @@ pub fn mask_track2(track: &str) -> String {
     }
 }
 
-/// Whether a string of digits passes the Luhn (mod 10) check. Anything
-/// but 2 to 19 ASCII digits fails.
+/// Whether `digits` passes the Luhn (mod 10) check used for card numbers:
+/// at least two characters, all ASCII digits, the last one the check digit.
 pub fn luhn_valid(digits: &str) -> bool {
-    if !(2..=19).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return false;
+    digits.len() >= 2 && luhn_sum(digits, false) == Some(0)
+}
+
+/// Appends the Luhn check digit to `body` (a PAN without its last digit).
+/// `None` if `body` is empty or holds anything but ASCII digits.
+pub fn luhn_complete(body: &str) -> Option<String> {
+    if body.is_empty() {
+        return None;
     }
-    let sum: u32 = digits
-        .bytes()
-        .rev()
-        .enumerate()
-        .map(|(i, b)| {
-            let d = u32::from(b - b'0');
-            if i % 2 == 1 {
-                let twice = d * 2;
-                if twice > 9 { twice - 9 } else { twice }
-            } else {
-                d
-            }
-        })
-        .sum();
-    sum.is_multiple_of(10)
+    let sum = luhn_sum(body, true)?;
+    let check = (10 - sum) % 10;
+    Some(format!("{body}{check}"))
+}
+
+/// The Luhn sum of `digits` modulo 10. Digits are doubled at every second
+/// position counting from the right, starting with the rightmost one when
+/// `double_rightmost` (the check digit is still to be appended), else with
+/// the one before it.
+fn luhn_sum(digits: &str, double_rightmost: bool) -> Option<u32> {
+    let mut sum = 0u32;
+    for (i, b) in digits.bytes().rev().enumerate() {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        let d = u32::from(b - b'0');
+        let doubled = (i % 2 == 0) == double_rightmost;
+        sum += match (doubled, d * 2) {
+            (true, twice) if twice > 9 => twice - 9,
+            (true, twice) => twice,
+            (false, _) => d,
+        };
+    }
+    Some(sum % 10)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn luhn_known_numbers() {
+        for pan in [
+            "4111111111111111",
+            "371449635398431",
+            "5555555555554444",
+            "6011111111111117",
+            "4761739001010119",
+            "79927398713",
+        ] {
+            assert!(luhn_valid(pan), "{pan}");
+            let (body, _) = pan.split_at(pan.len() - 1);
+            assert_eq!(luhn_complete(body).as_deref(), Some(pan));
+        }
+        for bad in [
+            "4111111111111112",
+            "371449635398430",
+            "79927398710",
+            "",
+            "0",
+            "4111 1111 1111 1111",
+            "41111111111111x1",
+        ] {
+            assert!(!luhn_valid(bad), "{bad:?}");
+        }
+        assert_eq!(luhn_complete(""), None);
+        assert_eq!(luhn_complete("47617x"), None);
+        assert_eq!(luhn_complete("7992739871").as_deref(), Some("79927398713"));
+    }
 
     #[test]
     fn masks_first_six_last_four() {

@@ -58,6 +58,9 @@ pub enum DemoError {
     /// The POS load failed.
     #[error("POS simulator: {0}")]
     Pos(#[from] crate::sim::pos::PosError),
+    /// The demo scenario was refused (a bug).
+    #[error("scenario: {0}")]
+    Scenario(#[from] crate::sim::scenario::ScenarioError),
     /// A built-in dialect failed to load (a bug).
     #[error("dialect: {0}")]
     Dialect(#[from] crate::iso8583::SpecError),
@@ -66,8 +69,10 @@ pub enum DemoError {
 /// What the demo measured.
 #[derive(Debug)]
 pub struct DemoOutcome {
-    /// The POS simulator's report.
+    /// The POS simulator's report on the mixed load.
     pub report: PosReport,
+    /// The report on the disabled terminal's request (declined locally).
+    pub local: PosReport,
     /// Requests each bank received: (name, count).
     pub banks: Vec<(String, u64)>,
 }
@@ -83,13 +88,19 @@ const DEMO_TIMEOUT_MS: u64 = 1000;
 fn dialect(name: &str) -> Result<Arc<Dialect>, DemoError> {
     match Dialect::builtin(name) {
         Some(d) => Ok(d?),
-        None => Err(DemoError::Dialect(crate::iso8583::SpecError::Unknown(name.into()))),
+        None => Err(DemoError::Dialect(crate::iso8583::SpecError::Unknown(
+            name.into(),
+        ))),
     }
 }
 
 async fn bank(dialect_name: &str, prefix: LengthPrefix) -> Result<BankHandle, DemoError> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let sim = BankSim::new(dialect(dialect_name)?, FrameCodec::new(prefix), Rules::builtin_demo());
+    let sim = BankSim::new(
+        dialect(dialect_name)?,
+        FrameCodec::new(prefix),
+        Rules::builtin_demo(),
+    );
     Ok(Arc::new(sim).start(listener)?)
 }
 
@@ -167,12 +178,20 @@ fn scenario() -> Result<Scenario, crate::sim::scenario::ScenarioError> {
         TxnTemplate::purchase("refund bank_b", BANK_B_BIN, 2000)
             .refund()
             .weight(40),
-        TxnTemplate::purchase("insufficient funds", BANK_B_BIN, rules::DEMO_AMOUNT_INSUFFICIENT_FUNDS)
-            .expecting(Some("51"))
-            .weight(60),
-        TxnTemplate::purchase("incorrect PIN", BANK_A_BIN, rules::DEMO_AMOUNT_INCORRECT_PIN)
-            .expecting(Some("55"))
-            .weight(40),
+        TxnTemplate::purchase(
+            "insufficient funds",
+            BANK_B_BIN,
+            rules::DEMO_AMOUNT_INSUFFICIENT_FUNDS,
+        )
+        .expecting(Some("51"))
+        .weight(60),
+        TxnTemplate::purchase(
+            "incorrect PIN",
+            BANK_A_BIN,
+            rules::DEMO_AMOUNT_INCORRECT_PIN,
+        )
+        .expecting(Some("55"))
+        .weight(40),
         TxnTemplate::purchase("unknown BIN", UNKNOWN_BIN, 1000)
             .expecting(Some("15"))
             .weight(40),
@@ -180,9 +199,13 @@ fn scenario() -> Result<Scenario, crate::sim::scenario::ScenarioError> {
             .bad_luhn()
             .expecting(Some("14"))
             .weight(30),
-        TxnTemplate::purchase("bank never answers", BANK_A_BIN, rules::DEMO_AMOUNT_NO_ANSWER)
-            .expecting(Some("91"))
-            .weight(3),
+        TxnTemplate::purchase(
+            "bank never answers",
+            BANK_A_BIN,
+            rules::DEMO_AMOUNT_NO_ANSWER,
+        )
+        .expecting(Some("91"))
+        .weight(3),
     ])
 }
 
@@ -214,14 +237,14 @@ pub async fn run(options: &DemoOptions) -> Result<DemoOutcome, DemoError> {
         address,
         dialect("iso87ascii")?,
         FrameCodec::new(LengthPrefix::Binary2),
-        scenario().map_err(|e| DemoError::Pos(e.into()))?,
+        scenario()?,
     );
     pos.count = options.count;
     pos.connections = options.connections;
     pos.pipeline = options.pipeline;
     pos.progress = options.progress;
     pos.timeout = Duration::from_millis(DEMO_TIMEOUT_MS * 3);
-    let mut report = pos::run(pos).await?;
+    let report = pos::run(pos).await?;
 
     // One request from a disabled terminal, declined by the switch (58).
     let mut disabled = PosConfig::new(
@@ -230,12 +253,11 @@ pub async fn run(options: &DemoOptions) -> Result<DemoOutcome, DemoError> {
         FrameCodec::new(LengthPrefix::Binary2),
         Scenario::new(vec![
             TxnTemplate::purchase("disabled terminal", BANK_A_BIN, 1000).expecting(Some("58")),
-        ])
-        .map_err(|e| DemoError::Pos(e.into()))?,
+        ])?,
     );
     disabled.count = 1;
     disabled.terminals = vec![DISABLED_TERMINAL.to_string()];
-    report.absorb(pos::run(disabled).await?);
+    let local = pos::run(disabled).await?;
 
     let banks = vec![
         ("bank_a".to_string(), bank_a.stats().snapshot().requests),
@@ -244,5 +266,16 @@ pub async fn run(options: &DemoOptions) -> Result<DemoOutcome, DemoError> {
     running.shutdown().await;
     bank_a.stop().await;
     bank_b.stop().await;
-    Ok(DemoOutcome { report, banks })
+    Ok(DemoOutcome {
+        report,
+        local,
+        banks,
+    })
+}
+
+impl DemoOutcome {
+    /// Whether every response carried the code it had to.
+    pub fn all_checked_out(&self) -> bool {
+        self.report.all_checked_out() && self.local.all_checked_out()
+    }
 }

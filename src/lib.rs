@@ -1,8 +1,10 @@
 //! cardswitch — a card-acquiring switch.
 //!
-//! This crate holds the ISO 8583 codec ([`iso8583`]): dialects loaded from data
-//! files, an I/O-free message decoder and encoder, and the wire framings used
-//! on terminal and bank links.
+//! The ISO 8583 codec ([`iso8583`]): dialects loaded from data files, an
+//! I/O-free decoder and encoder, and the wire framings; the switch itself
+//! ([`server`], [`terminal`], [`switch`], [`route`], [`registry`],
+//! [`adapter`], [`translate`]); the response-code tables ([`codes`]); and the
+//! bank and terminal simulators ([`sim`]) with the one-command [`demo`].
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -12,10 +14,12 @@ pub mod card;
 pub mod clock;
 pub mod codes;
 pub mod config;
+pub mod demo;
 pub mod iso8583;
 pub mod registry;
 pub mod route;
 pub mod server;
+pub mod sim;
 pub mod switch;
 pub mod terminal;
 pub mod translate;

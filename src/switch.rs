@@ -18,7 +18,7 @@ use tracing::info;
 
 use crate::adapter::{Destination, LinkError};
 use crate::card::luhn_valid;
-use crate::clock::UtcTime;
+use crate::clock::DateTime;
 use crate::config::{Config, SwitchSettings};
 use crate::iso8583::{Message, Mti};
 use crate::registry::Terminals;
@@ -192,7 +192,7 @@ impl Switch {
             None => Arc::clone(tables.routes.lookup(pan.expose()).ok_or(Refusal::NoRoute)?),
         };
         let destination = self.available(&routed)?;
-        let now = UtcTime::now();
+        let now = DateTime::now();
         let outgoing = Outgoing {
             txn: &txn,
             terminal,

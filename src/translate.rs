@@ -22,7 +22,7 @@
 
 use std::sync::Arc;
 
-use crate::clock::UtcTime;
+use crate::clock::DateTime;
 use crate::codes;
 use crate::config::SwitchSettings;
 use crate::iso8583::spec::IsoVersion;
@@ -58,7 +58,7 @@ pub struct Outgoing<'a> {
     /// The original, for reversals.
     pub original: Option<&'a OriginalRef>,
     /// Now.
-    pub now: UtcTime,
+    pub now: DateTime,
 }
 
 /// Fields copied unchanged from the terminal's request, where present.
@@ -84,7 +84,7 @@ pub fn request_for(version: IsoVersion, out: &Outgoing<'_>) -> Message {
             format!("{}{hh:02}{:0>6}", out.now.mmdd(), out.txn.stan()),
         );
     }
-    m.set(7, out.now.transmission())
+    m.set(7, out.now.mmddhhmmss())
         .set(18, out.terminal.mcc.clone())
         .set(32, out.settings.acquirer_id.clone())
         .set(42, out.terminal.merchant_id.clone())
@@ -189,7 +189,7 @@ pub enum Network {
 }
 
 /// A network management request. Field 11 is left to the MUX.
-pub fn network_request(version: IsoVersion, kind: Network, now: UtcTime) -> Message {
+pub fn network_request(version: IsoVersion, kind: Network, now: DateTime) -> Message {
     match version {
         IsoVersion::Iso1987 => {
             let mut m = Message::new(Mti::from_static("0800"));
@@ -198,7 +198,7 @@ pub fn network_request(version: IsoVersion, kind: Network, now: UtcTime) -> Mess
             } else {
                 "301"
             };
-            m.set(7, now.transmission()).set(70, code);
+            m.set(7, now.mmddhhmmss()).set(70, code);
             m
         }
         IsoVersion::Iso1993 => {
@@ -208,7 +208,7 @@ pub fn network_request(version: IsoVersion, kind: Network, now: UtcTime) -> Mess
             } else {
                 "831"
             };
-            m.set(7, now.transmission()).set(24, code);
+            m.set(7, now.mmddhhmmss()).set(24, code);
             m
         }
     }
@@ -231,7 +231,7 @@ mod tests {
 
     #[test]
     fn network_requests_encode_in_their_dialects() {
-        let now = UtcTime::from_unix(1_795_624_000);
+        let now = DateTime::from_unix(1_795_624_000);
         for (name, version) in [
             ("iso87binary", IsoVersion::Iso1987),
             ("iso93binary", IsoVersion::Iso1993),

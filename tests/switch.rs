@@ -56,7 +56,12 @@ async fn bank_on(listener: TcpListener, dialect_name: &str, prefix: LengthPrefix
 }
 
 async fn bank(dialect_name: &str, prefix: LengthPrefix) -> BankHandle {
-    bank_on(TcpListener::bind("127.0.0.1:0").await.unwrap(), dialect_name, prefix).await
+    bank_on(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        dialect_name,
+        prefix,
+    )
+    .await
 }
 
 struct Harness {
@@ -65,7 +70,13 @@ struct Harness {
     dir: std::path::PathBuf,
 }
 
-fn config_text(a: SocketAddr, b: SocketAddr, c: SocketAddr, timeout_ms: u64, extra: &str) -> String {
+fn config_text(
+    a: SocketAddr,
+    b: SocketAddr,
+    c: SocketAddr,
+    timeout_ms: u64,
+    extra: &str,
+) -> String {
     format!(
         r#"
 routes_file = "routes.toml"
@@ -167,11 +178,19 @@ async fn harness(timeout_ms: u64, extra: &str) -> Harness {
     let a = bank("iso87binary", LengthPrefix::Binary2).await;
     let b = bank("iso87ascii", LengthPrefix::Ascii4).await;
     let c = bank("iso93binary", LengthPrefix::Binary2).await;
-    let dir = std::env::temp_dir().join(format!("cardswitch-test-{}-{}", std::process::id(), fastrand::u64(..)));
+    let dir = std::env::temp_dir().join(format!(
+        "cardswitch-test-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("routes.toml"), ROUTES).unwrap();
     let path = dir.join("cardswitch.toml");
-    std::fs::write(&path, config_text(a.addr(), b.addr(), c.addr(), timeout_ms, extra)).unwrap();
+    std::fs::write(
+        &path,
+        config_text(a.addr(), b.addr(), c.addr(), timeout_ms, extra),
+    )
+    .unwrap();
     let config = Config::load(&path).unwrap();
     let running = server::start(config).await.unwrap();
     let h = Harness {
@@ -190,7 +209,10 @@ impl Harness {
             .iter()
             .any(|n| self.running.switch().destination(n).unwrap().links_up() == 0)
         {
-            assert!(since.elapsed() < Duration::from_secs(10), "links did not come up");
+            assert!(
+                since.elapsed() < Duration::from_secs(10),
+                "links did not come up"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -199,7 +221,13 @@ impl Harness {
         self.running.address(listener).unwrap()
     }
 
-    async fn pos(&self, templates: Vec<TxnTemplate>, count: u64, connections: usize, pipeline: usize) -> PosReport {
+    async fn pos(
+        &self,
+        templates: Vec<TxnTemplate>,
+        count: u64,
+        connections: usize,
+        pipeline: usize,
+    ) -> PosReport {
         let mut cfg = PosConfig::new(
             self.addr("ascii"),
             dialect("iso87ascii"),
@@ -244,7 +272,9 @@ async fn approvals_and_declines_through_all_three_bank_dialects() {
                 TxnTemplate::purchase("b 51", BIN_B, 5100).expecting(Some("51")),
                 TxnTemplate::purchase("c 51 (action 116)", BIN_C, 5100).expecting(Some("51")),
                 TxnTemplate::purchase("unknown BIN", "601100", 1000).expecting(Some("15")),
-                TxnTemplate::purchase("bad Luhn", BIN_A, 1000).bad_luhn().expecting(Some("14")),
+                TxnTemplate::purchase("bad Luhn", BIN_A, 1000)
+                    .bad_luhn()
+                    .expecting(Some("14")),
             ],
             900,
             4,
@@ -253,11 +283,28 @@ async fn approvals_and_declines_through_all_three_bank_dialects() {
         .await;
     assert_all_ok(&report);
     assert_eq!(report.ok, 900);
-    for name in ["a ok", "b ok", "c ok (1993)", "c 51 (action 116)", "unknown BIN", "bad Luhn"] {
-        assert!(report.by_template.get(name).is_some_and(|m| !m.is_empty()), "{name} ran");
+    for name in [
+        "a ok",
+        "b ok",
+        "c ok (1993)",
+        "c 51 (action 116)",
+        "unknown BIN",
+        "bad Luhn",
+    ] {
+        assert!(
+            report.by_template.get(name).is_some_and(|m| !m.is_empty()),
+            "{name} ran"
+        );
     }
-    let seen: Vec<u64> = h.banks.iter().map(|b| b.stats().snapshot().requests).collect();
-    assert!(seen.iter().all(|n| *n > 0), "every bank got traffic: {seen:?}");
+    let seen: Vec<u64> = h
+        .banks
+        .iter()
+        .map(|b| b.stats().snapshot().requests)
+        .collect();
+    assert!(
+        seen.iter().all(|n| *n > 0),
+        "every bank got traffic: {seen:?}"
+    );
     h.stop().await;
 }
 
@@ -296,16 +343,34 @@ async fn terminal_checks_are_answered_locally() {
         cfg
     };
     let cases = [
-        ("NOSUCH01", TxnTemplate::purchase("unknown terminal", BIN_A, 100).expecting(Some("03"))),
-        ("DISABLED", TxnTemplate::purchase("disabled", BIN_A, 100).expecting(Some("58"))),
-        ("ONLYPUR", TxnTemplate::purchase("refund not allowed", BIN_A, 100).refund().expecting(Some("58"))),
-        ("ONLYPUR", TxnTemplate::purchase("purchase allowed", BIN_A, 100)),
+        (
+            "NOSUCH01",
+            TxnTemplate::purchase("unknown terminal", BIN_A, 100).expecting(Some("03")),
+        ),
+        (
+            "DISABLED",
+            TxnTemplate::purchase("disabled", BIN_A, 100).expecting(Some("58")),
+        ),
+        (
+            "ONLYPUR",
+            TxnTemplate::purchase("refund not allowed", BIN_A, 100)
+                .refund()
+                .expecting(Some("58")),
+        ),
+        (
+            "ONLYPUR",
+            TxnTemplate::purchase("purchase allowed", BIN_A, 100),
+        ),
     ];
     let before = h.banks[0].stats().snapshot().requests;
     for (id, t) in cases {
         assert_all_ok(&pos::run(one(id, t)).await.unwrap());
     }
-    assert_eq!(h.banks[0].stats().snapshot().requests - before, 3, "only the allowed purchases reached the bank");
+    assert_eq!(
+        h.banks[0].stats().snapshot().requests - before,
+        3,
+        "only the allowed purchases reached the bank"
+    );
     h.stop().await;
 }
 
@@ -314,12 +379,23 @@ async fn bank_timeout_is_answered_91_within_the_timeout() {
     let h = harness(300, "").await;
     let started = Instant::now();
     let report = h
-        .pos(vec![TxnTemplate::purchase("silent", BIN_A, 9100).expecting(Some("91"))], 4, 1, 4)
+        .pos(
+            vec![TxnTemplate::purchase("silent", BIN_A, 9100).expecting(Some("91"))],
+            4,
+            1,
+            4,
+        )
         .await;
     assert_all_ok(&report);
     let max = Duration::from_micros(report.latency.max_us);
-    assert!(max >= Duration::from_millis(300), "waited the timeout: {max:?}");
-    assert!(max < Duration::from_millis(600), "answered within timeout + margin: {max:?}");
+    assert!(
+        max >= Duration::from_millis(300),
+        "waited the timeout: {max:?}"
+    );
+    assert!(
+        max < Duration::from_millis(600),
+        "answered within timeout + margin: {max:?}"
+    );
     assert!(started.elapsed() < Duration::from_secs(3));
     h.stop().await;
 }
@@ -332,19 +408,36 @@ async fn bank_killed_and_restarted_fast_91_then_traffic_resumes() {
     bank_a.stop().await;
     let since = Instant::now();
     while h.running.switch().destination("bank_a").unwrap().links_up() > 0 {
-        assert!(since.elapsed() < Duration::from_secs(5), "links noticed the bank is gone");
+        assert!(
+            since.elapsed() < Duration::from_secs(5),
+            "links noticed the bank is gone"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let down = h
-        .pos(vec![TxnTemplate::purchase("down", BIN_A, 100).expecting(Some("91"))], 20, 2, 4)
+        .pos(
+            vec![TxnTemplate::purchase("down", BIN_A, 100).expecting(Some("91"))],
+            20,
+            2,
+            4,
+        )
         .await;
     assert_all_ok(&down);
-    assert!(down.latency.max_us < 200_000, "failed fast, not after the 2 s timeout: {}", down.latency.max_us);
+    assert!(
+        down.latency.max_us < 200_000,
+        "failed fast, not after the 2 s timeout: {}",
+        down.latency.max_us
+    );
 
     let listener = TcpListener::bind(address).await.unwrap();
-    h.banks.insert(0, bank_on(listener, "iso87binary", LengthPrefix::Binary2).await);
+    h.banks.insert(
+        0,
+        bank_on(listener, "iso87binary", LengthPrefix::Binary2).await,
+    );
     h.wait_links(&["bank_a"]).await;
-    let up = h.pos(vec![TxnTemplate::purchase("back", BIN_A, 100)], 50, 2, 4).await;
+    let up = h
+        .pos(vec![TxnTemplate::purchase("back", BIN_A, 100)], 50, 2, 4)
+        .await;
     assert_all_ok(&up);
     h.stop().await;
 }
@@ -360,9 +453,20 @@ async fn all_links_down_goes_to_the_fallback_destination() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let before = h.banks[0].stats().snapshot().requests;
-    let report = h.pos(vec![TxnTemplate::purchase("to fallback", BIN_A, 100)], 30, 1, 4).await;
+    let report = h
+        .pos(
+            vec![TxnTemplate::purchase("to fallback", BIN_A, 100)],
+            30,
+            1,
+            4,
+        )
+        .await;
     assert_all_ok(&report);
-    assert_eq!(h.banks[0].stats().snapshot().requests - before, 30, "bank_b (the fallback) answered");
+    assert_eq!(
+        h.banks[0].stats().snapshot().requests - before,
+        30,
+        "bank_b (the fallback) answered"
+    );
     h.stop().await;
 }
 
@@ -391,7 +495,14 @@ async fn pipelined_requests_are_answered_out_of_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_terminal_connections() {
     let h = harness(5000, "").await;
-    let report = h.pos(vec![TxnTemplate::purchase("many", BIN_B, 100)], 2000, 1000, 1).await;
+    let report = h
+        .pos(
+            vec![TxnTemplate::purchase("many", BIN_B, 100)],
+            2000,
+            1000,
+            1,
+        )
+        .await;
     assert_all_ok(&report);
     assert_eq!(report.connections, 1000);
     h.stop().await;
@@ -417,7 +528,10 @@ async fn bad_input_affects_only_its_own_connection() {
     };
 
     // A readable MTI with a broken bitmap: answered 0210 / 30.
-    let mut framed = Framed::new(TcpStream::connect(addr).await.unwrap(), FrameCodec::default());
+    let mut framed = Framed::new(
+        TcpStream::connect(addr).await.unwrap(),
+        FrameCodec::default(),
+    );
     framed
         .send(Frame {
             header: Bytes::new(),
@@ -440,20 +554,36 @@ async fn bad_input_affects_only_its_own_connection() {
         })
         .await
         .unwrap();
-    let answer = Message::decode(&dialect("iso87ascii"), framed.next().await.unwrap().unwrap().message).unwrap();
-    assert_eq!((answer.mti().as_str(), answer.response_code()), ("0310", Some("12")));
+    let answer = Message::decode(
+        &dialect("iso87ascii"),
+        framed.next().await.unwrap().unwrap().message,
+    )
+    .unwrap();
+    assert_eq!(
+        (answer.mti().as_str(), answer.response_code()),
+        ("0310", Some("12"))
+    );
 
     // Garbage with no readable MTI: the connection is closed.
     let mut garbage = TcpStream::connect(addr).await.unwrap();
-    garbage.write_all(&[0x00, 0x04, 0xFF, 0xFE, 0xFD, 0xFC]).await.unwrap();
+    garbage
+        .write_all(&[0x00, 0x04, 0xFF, 0xFE, 0xFD, 0xFC])
+        .await
+        .unwrap();
     let mut buf = [0u8; 16];
-    let n = tokio::time::timeout(Duration::from_secs(2), garbage.read(&mut buf)).await.unwrap().unwrap_or(0);
+    let n = tokio::time::timeout(Duration::from_secs(2), garbage.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
     assert_eq!(n, 0, "closed without an answer");
 
     // An oversized length prefix: closed, never allocated.
     let mut huge = TcpStream::connect(addr).await.unwrap();
     huge.write_all(&[0xFF, 0xFF, b'0', b'2']).await.unwrap();
-    let n = tokio::time::timeout(Duration::from_secs(2), huge.read(&mut buf)).await.unwrap().unwrap_or(0);
+    let n = tokio::time::timeout(Duration::from_secs(2), huge.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
     assert_eq!(n, 0);
 
     // Half-open: a partial frame, then silence; it just holds its own slot.
@@ -470,16 +600,41 @@ async fn bad_input_affects_only_its_own_connection() {
 async fn reload_with_a_broken_file_keeps_the_old_table() {
     let h = harness(2000, "").await;
     let routes = h.dir.join("routes.toml");
-    std::fs::write(&routes, "[[route]]\nprefix = \"4x\"\ndestination = \"bank_a\"\n").unwrap();
+    std::fs::write(
+        &routes,
+        "[[route]]\nprefix = \"4x\"\ndestination = \"bank_a\"\n",
+    )
+    .unwrap();
     let e = h.running.reload().unwrap_err().to_string();
-    assert!(e.contains("routes.toml: route[0].prefix: must be 1 to 11 digits"), "{e}");
-    let report = h.pos(vec![TxnTemplate::purchase("still routed", BIN_A, 100)], 10, 1, 1).await;
+    assert!(
+        e.contains("routes.toml: route[0].prefix: must be 1 to 11 digits"),
+        "{e}"
+    );
+    let report = h
+        .pos(
+            vec![TxnTemplate::purchase("still routed", BIN_A, 100)],
+            10,
+            1,
+            1,
+        )
+        .await;
     assert_all_ok(&report);
 
     // A good file takes effect: 601100 now routes to bank_b.
-    std::fs::write(&routes, format!("{ROUTES}\n[[route]]\nprefix = \"601100\"\ndestination = \"bank_b\"\n")).unwrap();
+    std::fs::write(
+        &routes,
+        format!("{ROUTES}\n[[route]]\nprefix = \"601100\"\ndestination = \"bank_b\"\n"),
+    )
+    .unwrap();
     h.running.reload().unwrap();
-    let report = h.pos(vec![TxnTemplate::purchase("newly routed", "601100", 100)], 10, 1, 1).await;
+    let report = h
+        .pos(
+            vec![TxnTemplate::purchase("newly routed", "601100", 100)],
+            10,
+            1,
+            1,
+        )
+        .await;
     assert_all_ok(&report);
     h.stop().await;
 }
@@ -499,13 +654,20 @@ fn config_check_names_file_key_and_reason() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("listener[0].dialect: terminals must speak a 1987 dialect"), "{err}");
+    assert!(
+        err.contains("listener[0].dialect: terminals must speak a 1987 dialect"),
+        "{err}"
+    );
     let good = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/cardswitch.toml");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_cardswitch"))
         .args(["config", "check"])
         .arg(good)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let _ = std::fs::remove_file(bad);
 }

@@ -29,7 +29,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::clock::UtcTime;
+use crate::clock::DateTime;
 use crate::config::DestinationConfig;
 use crate::iso8583::framing::Frame;
 use crate::iso8583::{Message, Mti};
@@ -337,7 +337,7 @@ impl Destination {
         let version = self.config.dialect.version();
         let manage = async {
             if self.config.sign_on {
-                let sign_on = translate::network_request(version, Network::SignOn, UtcTime::now());
+                let sign_on = translate::network_request(version, Network::SignOn, DateTime::now());
                 match self.request_on(&tx, sign_on).await {
                     Ok(ex) if translate::network_accepted(version, &ex.response) => {}
                     Ok(_) => {
@@ -362,7 +362,7 @@ impl Destination {
             ticker.tick().await;
             loop {
                 ticker.tick().await;
-                let echo = translate::network_request(version, Network::Echo, UtcTime::now());
+                let echo = translate::network_request(version, Network::Echo, DateTime::now());
                 match self.request_on(&tx, echo).await {
                     Ok(_) => misses = 0,
                     Err(_) => {

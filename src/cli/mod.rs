@@ -1,7 +1,9 @@
 //! Subcommands of the `cardswitch` binary.
 
+mod demo;
 mod iso;
 mod serve;
+mod sim;
 
 use std::process::ExitCode;
 
@@ -25,6 +27,13 @@ enum Command {
     /// Work with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Simulators: a bank host (`sim bank`) and a POS terminal load
+    /// generator (`sim pos`).
+    #[command(subcommand)]
+    Sim(sim::SimCommand),
+    /// Run the whole switch on loopback with simulated banks and terminals,
+    /// no configuration needed, and print a summary.
+    Demo(demo::DemoArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -44,6 +53,8 @@ impl Cli {
             Command::Iso(cmd) => cmd.run(),
             Command::Serve(args) => args.run(),
             Command::Config(ConfigCommand::Check { file }) => serve::check(file),
+            Command::Sim(cmd) => cmd.run(),
+            Command::Demo(args) => args.run(),
         }
     }
 }

@@ -74,12 +74,6 @@ impl Mti {
         let [_, c, f, o] = self.0;
         Mti([b'0' + version % 10, c, f, o])
     }
-
-    /// Reads just the MTI at the start of a frame, for answering a frame whose
-    /// remainder cannot be decoded.
-    pub fn peek(dialect: &Dialect, frame: &Bytes) -> Option<Mti> {
-        read_mti(&mut Cursor::new(frame), dialect.mti_encoding()).ok()
-    }
 }
 
 impl fmt::Display for Mti {
@@ -308,6 +302,13 @@ impl Message {
             owned: Vec::new(),
             slots,
         })
+    }
+
+    /// Reads only the MTI at the start of `frame` under `dialect`. A message
+    /// that does not decode is still answered with a format error when its
+    /// MTI can be read; `None` means even the MTI is unreadable.
+    pub fn peek_mti(dialect: &Dialect, frame: &Bytes) -> Option<Mti> {
+        read_mti(&mut Cursor::new(frame), dialect.mti_encoding()).ok()
     }
 
     /// Encodes the message under `dialect`, appending to `out`.

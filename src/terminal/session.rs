@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::config::ListenerConfig;
+use crate::iso8583::Message;
 use crate::iso8583::framing::Frame;
-use crate::iso8583::{Message, Mti};
 use crate::switch::{self, Switch};
 
 /// Why a session ended.
@@ -102,7 +102,7 @@ pub async fn serve(
                 });
             }
             Err(error) => {
-                match Mti::peek(&dialect, &frame.message).and_then(switch::format_error) {
+                match Message::peek_mti(&dialect, &frame.message).and_then(switch::format_error) {
                     Some(response) => {
                         debug!(listener = %listener.name, %error, "format error");
                         send(&tx, &dialect, header, &response).await;

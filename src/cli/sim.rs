@@ -1,0 +1,254 @@
+//! `cardswitch sim bank|pos`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use cardswitch::iso8583::Dialect;
+use cardswitch::iso8583::framing::{FrameCodec, LengthPrefix};
+use cardswitch::sim::{BankSim, PosConfig, Rules, Scenario};
+
+#[derive(Debug, Subcommand)]
+pub enum SimCommand {
+    /// A bank host simulator: approves by default, follows a rules file
+    /// (decline, delay, never answer, close), answers 0800 echo and sign-on.
+    /// Runs until Ctrl-C or SIGTERM.
+    Bank {
+        /// Address to listen on, e.g. 127.0.0.1:9100 (port 0 picks one; the
+        /// address is printed on stderr).
+        #[arg(long)]
+        listen: String,
+        #[command(flatten)]
+        wire: SimWire,
+        /// Rules file (TOML, `[[rule]]` tables); default: approve everything.
+        #[arg(long, conflicts_with = "demo_rules")]
+        rules: Option<PathBuf>,
+        /// Use the demo's built-in rules (51.00 → 51, 55.00 → 55, 91.00 →
+        /// no answer, BIN 455599 → 20 ms delay).
+        #[arg(long)]
+        demo_rules: bool,
+    },
+    /// A POS terminal load generator: pipelined requests on many
+    /// connections, every response verified; prints a summary and a final
+    /// JSON line. Exits 0 only if every response checked out.
+    Pos {
+        /// Address to connect to.
+        #[arg(long)]
+        connect: String,
+        #[command(flatten)]
+        wire: SimWire,
+        /// Transactions to send [default: 1000, or unlimited with --duration].
+        #[arg(long)]
+        count: Option<u64>,
+        /// Connections, one terminal (TERM0001, TERM0002 …) each.
+        #[arg(long, default_value_t = 1)]
+        connections: usize,
+        /// Requests in flight per connection.
+        #[arg(long, default_value_t = 1)]
+        pipeline: usize,
+        /// Total transactions per second, paced over all connections.
+        #[arg(long)]
+        rate: Option<u64>,
+        /// Stop sending after this many seconds.
+        #[arg(long, value_name = "SECONDS")]
+        duration: Option<f64>,
+        /// Card BINs (PAN prefixes), comma-separated; purchases cycle over them.
+        #[arg(long, value_delimiter = ',', default_value = "476173")]
+        bins: Vec<String>,
+        /// Amount of each purchase, in minor units.
+        #[arg(long, default_value_t = 1000)]
+        amount: u64,
+        /// Expected response code (field 39, 1987 form); `any` accepts every code.
+        #[arg(long, default_value = "00")]
+        expect: String,
+        /// Seconds to wait for each response.
+        #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+        timeout: f64,
+        /// Write the report as JSON to this file too.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// No progress bar or progress lines.
+        #[arg(long)]
+        quiet: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SimWire {
+    /// Built-in dialect name (iso87ascii, iso87binary, iso93binary) or a .toml path.
+    #[arg(long, short)]
+    dialect: String,
+    /// Length prefix: binary2, ascii4 or bcd2.
+    #[arg(long, default_value = "binary2")]
+    framing: LengthPrefix,
+    /// Bytes of header (e.g. a 5-byte TPDU) after each length prefix.
+    #[arg(long, default_value_t = 0)]
+    header: usize,
+}
+
+impl SimWire {
+    fn resolve(&self) -> Result<(Arc<Dialect>, FrameCodec), Box<dyn std::error::Error>> {
+        let dialect = Dialect::resolve(&self.dialect)?;
+        Ok((
+            dialect,
+            FrameCodec::new(self.framing).with_header(self.header),
+        ))
+    }
+}
+
+fn seconds(value: f64, what: &str) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("--{what} must be a positive number of seconds"))
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+impl SimCommand {
+    pub fn run(self) -> Result<ExitCode, Box<dyn std::error::Error>> {
+        init_logging();
+        match self {
+            SimCommand::Bank {
+                listen,
+                wire,
+                rules,
+                demo_rules,
+            } => {
+                let (dialect, codec) = wire.resolve()?;
+                let rules = match (rules, demo_rules) {
+                    (Some(path), _) => Rules::load(&path)?,
+                    (None, true) => Rules::builtin_demo(),
+                    (None, false) => Rules::default(),
+                };
+                runtime()?.block_on(bank(listen, dialect, codec, rules))
+            }
+            SimCommand::Pos {
+                connect,
+                wire,
+                count,
+                connections,
+                pipeline,
+                rate,
+                duration,
+                bins,
+                amount,
+                expect,
+                timeout,
+                json,
+                quiet,
+            } => {
+                let (dialect, codec) = wire.resolve()?;
+                let expected = (expect != "any").then_some(expect.as_str());
+                let scenario = Scenario::new(
+                    bins.iter()
+                        .map(|bin| {
+                            cardswitch::sim::TxnTemplate::purchase(
+                                &format!("purchase-{bin}"),
+                                bin,
+                                amount,
+                            )
+                            .expecting(expected)
+                        })
+                        .collect(),
+                )?;
+                let duration = duration.map(|d| seconds(d, "duration")).transpose()?;
+                let timeout = seconds(timeout, "timeout")?;
+                let rt = runtime()?;
+                let addr = rt.block_on(resolve(&connect))?;
+                let mut cfg = PosConfig::new(addr, dialect, codec, scenario);
+                cfg.count = count.unwrap_or(if duration.is_some() { u64::MAX } else { 1000 });
+                cfg.connections = connections;
+                cfg.pipeline = pipeline;
+                cfg.rate = rate;
+                cfg.duration = duration;
+                cfg.timeout = timeout;
+                cfg.progress = !quiet;
+                let report = rt.block_on(cardswitch::sim::run(cfg))?;
+                report.print_summary();
+                let line = report.to_json();
+                if let Some(path) = json {
+                    std::fs::write(&path, format!("{line}\n"))
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                }
+                println!("{line}");
+                Ok(if report.all_checked_out() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                })
+            }
+        }
+    }
+}
+
+async fn resolve(addr: &str) -> Result<SocketAddr, String> {
+    tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| format!("{addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{addr}: no address"))
+}
+
+async fn bank(
+    listen: String,
+    dialect: Arc<Dialect>,
+    codec: FrameCodec,
+    rules: Rules,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let listener = TcpListener::bind(&listen)
+        .await
+        .map_err(|e| format!("{listen}: {e}"))?;
+    let addr = listener.local_addr()?;
+    eprintln!(
+        "cardswitch sim bank: listening on {addr} ({}, {}, {} rules)",
+        dialect.name(),
+        codec.prefix(),
+        rules.len()
+    );
+    let sim = Arc::new(BankSim::new(dialect, codec, rules));
+    let stats = Arc::clone(sim.stats());
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(sim.serve(listener, shutdown.clone()));
+    wait_for_signal().await?;
+    eprintln!("cardswitch sim bank: stopping");
+    shutdown.cancel();
+    server.await?;
+    println!("{}", serde_json::to_string(&stats.snapshot())?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Waits for Ctrl-C (SIGINT) or SIGTERM.
+async fn wait_for_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
+}
