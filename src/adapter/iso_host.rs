@@ -296,7 +296,10 @@ impl Destination {
                 if writer.feed(frame).await.is_err() {
                     return;
                 }
-                while let Ok(more) = rx.try_recv() {
+                // Let the other ready tasks queue their frames first, so that
+            // one write carries many (one syscall instead of one per frame).
+            tokio::task::yield_now().await;
+            while let Ok(more) = rx.try_recv() {
                     if writer.feed(more).await.is_err() {
                         return;
                     }

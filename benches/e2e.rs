@@ -1,0 +1,290 @@
+//! End-to-end benchmark: terminals → switch → simulated bank → back, against
+//! a bare TCP relay with the same framing that forwards frames without
+//! parsing them (the physical limit of two TCP hops), and against the bank
+//! directly.
+//!
+//! Run: `cargo bench --bench e2e` (needs `taskset`, from util-linux).
+//!
+//! The load generator and the bank simulator are pinned to CPU 0, the switch
+//! or the relay to CPU 1, so that what is compared is one core's worth of
+//! switch against one core's worth of relay in the same run. CPU time per
+//! transaction is read from `/proc/PID/stat` of the switch or relay process.
+//!
+//! Environment: `E2E_COUNT` (transactions of the throughput runs, default
+//! 200000), `E2E_SECONDS` (length of the fixed-rate runs, default 5).
+//!
+//! `benches/e2e.rs relay LISTEN UPSTREAM` runs the relay itself (the
+//! benchmark starts it that way).
+
+use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cardswitch::iso8583::framing::{FrameCodec, LengthPrefix};
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cardswitch");
+const CONNECTIONS: usize = 8;
+const PIPELINE: usize = 16;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("relay") {
+        let (Some(listen), Some(upstream)) = (args.get(2), args.get(3)) else {
+            eprintln!("usage: e2e relay LISTEN UPSTREAM");
+            std::process::exit(2);
+        };
+        relay(listen.parse().expect("LISTEN address"), upstream.parse().expect("UPSTREAM address"));
+        return;
+    }
+    if args.iter().any(|a| a == "--list") {
+        // `cargo bench -- --list` and test discovery: nothing to list.
+        return;
+    }
+    run_benchmark();
+}
+
+/// The bare relay: per terminal connection one upstream connection; frames
+/// are cut by the length prefix and forwarded untouched, both ways.
+fn relay(listen: SocketAddr, upstream: SocketAddr) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let listener = TcpListener::bind(listen).await.expect("bind relay");
+        loop {
+            let Ok((down, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                let Ok(up) = TcpStream::connect(upstream).await else { return };
+                let _ = down.set_nodelay(true);
+                let _ = up.set_nodelay(true);
+                let codec = FrameCodec::new(LengthPrefix::Binary2);
+                let (dr, dw) = down.into_split();
+                let (ur, uw) = up.into_split();
+                let a = pump(FramedRead::new(dr, codec), FramedWrite::new(uw, codec));
+                let b = pump(FramedRead::new(ur, codec), FramedWrite::new(dw, codec));
+                tokio::join!(a, b);
+            });
+        }
+    });
+}
+
+async fn pump(
+    mut from: FramedRead<tokio::net::tcp::OwnedReadHalf, FrameCodec>,
+    mut to: FramedWrite<tokio::net::tcp::OwnedWriteHalf, FrameCodec>,
+) {
+    while let Some(Ok(frame)) = from.next().await {
+        if to.feed(frame).await.is_err() {
+            return;
+        }
+        // Forward everything already read in one flush, as the switch does.
+        while let Some(Some(Ok(frame))) = from.next().now_or_never() {
+            if to.feed(frame).await.is_err() {
+                return;
+            }
+        }
+        if to.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+fn free_port() -> SocketAddr {
+    let l = StdListener::bind("127.0.0.1:0").expect("free port");
+    l.local_addr().expect("local addr")
+}
+
+fn wait_listening(addr: SocketAddr) {
+    let since = Instant::now();
+    while StdStream::connect(addr).is_err() {
+        assert!(since.elapsed() < Duration::from_secs(10), "{addr} never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn pinned(cpu: &str, program: &Path, args: &[&str]) -> Child {
+    Command::new("taskset")
+        .arg("-c")
+        .arg(cpu)
+        .arg(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("taskset (util-linux) must be installed")
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i).and_then(|v| v.parse::<f64>().ok()))
+        .sum();
+    ticks / 100.0
+}
+
+#[derive(Debug, Clone, Default)]
+struct Run {
+    throughput: f64,
+    p50: u64,
+    p99: u64,
+    max: u64,
+    ok: bool,
+    count: u64,
+}
+
+fn pos(target: SocketAddr, extra: &[String]) -> Run {
+    let mut args: Vec<String> = [
+        "sim", "pos", "--connect", &target.to_string(), "--dialect", "iso87binary", "--framing", "binary2",
+        "--connections", &CONNECTIONS.to_string(), "--pipeline", &PIPELINE.to_string(), "--bins", "476173",
+        "--quiet",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend_from_slice(extra);
+    let out = Command::new("taskset")
+        .args(["-c", "0", BIN])
+        .args(&args)
+        .output()
+        .expect("run sim pos");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(last).unwrap_or_default();
+    let lat = |k: &str| v["latency"][k].as_u64().unwrap_or_default();
+    Run {
+        throughput: v["throughput"].as_f64().unwrap_or_default(),
+        p50: lat("p50_us"),
+        p99: lat("p99_us"),
+        max: lat("max_us"),
+        ok: out.status.success(),
+        count: v["ok"].as_u64().unwrap_or_default(),
+    }
+}
+
+fn switch_config(dir: &Path, listen: SocketAddr, bank: SocketAddr) -> PathBuf {
+    let mut text = format!(
+        r#"[switch]
+acquirer_id = "4123456"
+[[listener]]
+name = "pos"
+address = "{listen}"
+dialect = "iso87binary"
+framing = "binary2"
+[[destination]]
+name = "bank"
+address = "{bank}"
+dialect = "iso87binary"
+framing = "binary2"
+links = 2
+[[route]]
+prefix = "476173"
+destination = "bank"
+"#
+    );
+    for i in 0..CONNECTIONS {
+        text.push_str(&format!(
+            "[[terminal]]\nid = \"TERM{:04}\"\nmerchant_id = \"M{i}\"\nname_location = \"BENCH\"\nmcc = \"5411\"\ncurrency = \"978\"\n",
+            i + 1
+        ));
+    }
+    let path = dir.join("bench.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+fn run_benchmark() {
+    let count: u64 = std::env::var("E2E_COUNT").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+    let seconds: u64 = std::env::var("E2E_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let dir = std::env::temp_dir().join(format!("cardswitch-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+
+    let bank_addr = free_port();
+    let mut bank = pinned(
+        "0",
+        Path::new(BIN),
+        &["sim", "bank", "--listen", &bank_addr.to_string(), "--dialect", "iso87binary", "--framing", "binary2"],
+    );
+    wait_listening(bank_addr);
+
+    let relay_addr = free_port();
+    let me = std::env::current_exe().expect("bench executable");
+    let mut relay_child = pinned("1", &me, &["relay", &relay_addr.to_string(), &bank_addr.to_string()]);
+    wait_listening(relay_addr);
+
+    let switch_addr = free_port();
+    let config = switch_config(&dir, switch_addr, bank_addr);
+    let mut switch = Command::new("taskset")
+        .args(["-c", "1", BIN, "serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start switch");
+    wait_listening(switch_addr);
+    // Warm up (and wait for the bank links to sign on).
+    let since = Instant::now();
+    while !pos(switch_addr, &["--count".into(), "200".into()]).ok {
+        assert!(since.elapsed() < Duration::from_secs(10), "switch never served");
+    }
+    pos(relay_addr, &["--count".into(), "200".into()]);
+
+    let n = count.to_string();
+    let throughput = |addr: SocketAddr, pid: Option<u32>| {
+        let before = pid.map(cpu_seconds).unwrap_or_default();
+        let run = pos(addr, &["--count".into(), n.clone()]);
+        let cpu = pid.map(|p| (cpu_seconds(p) - before) / run.count.max(1) as f64 * 1e6);
+        (run, cpu)
+    };
+    let (direct, _) = throughput(bank_addr, None);
+    let (relayed, relay_cpu) = throughput(relay_addr, Some(relay_child.id()));
+    let (switched, switch_cpu) = throughput(switch_addr, Some(switch.id()));
+
+    let at_rate = |addr: SocketAddr, rate: u64| {
+        pos(
+            addr,
+            &["--rate".into(), rate.to_string(), "--duration".into(), seconds.to_string(), "--count".into(), "100000000".into()],
+        )
+    };
+    let mut rates = Vec::new();
+    for rate in [5_000u64, 20_000] {
+        rates.push((rate, at_rate(bank_addr, rate), at_rate(relay_addr, rate), at_rate(switch_addr, rate)));
+    }
+
+    for child in [&mut switch, &mut relay_child, &mut bank] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let cpus = format!(
+        "relay {:.2} µs/tx, switch {:.2} µs/tx",
+        relay_cpu.unwrap_or_default(),
+        switch_cpu.unwrap_or_default()
+    );
+    println!("\n## End-to-end ({CONNECTIONS} connections × {PIPELINE} in flight, {count} transactions; pos+bank on CPU 0, switch/relay on CPU 1)\n");
+    println!("| path | throughput (tx/s) | p50 µs | p99 µs | max µs | all checked out |");
+    println!("|---|---:|---:|---:|---:|---|");
+    for (name, r) in [("pos → bank (direct)", &direct), ("pos → relay → bank", &relayed), ("pos → switch → bank", &switched)] {
+        println!("| {name} | {:.0} | {} | {} | {} | {} |", r.throughput, r.p50, r.p99, r.max, r.ok);
+    }
+    println!(
+        "\nswitch / relay throughput: {:.0}%; CPU per transaction: {cpus}\n",
+        100.0 * switched.throughput / relayed.throughput.max(1.0)
+    );
+    println!("| rate | path | p50 µs | p99 µs | max µs | switch-added p99 µs (vs direct) |");
+    println!("|---:|---|---:|---:|---:|---:|");
+    for (rate, d, r, s) in &rates {
+        println!("| {rate}/s | direct | {} | {} | {} | |", d.p50, d.p99, d.max);
+        println!("| {rate}/s | relay | {} | {} | {} | {} |", r.p50, r.p99, r.max, r.p99.saturating_sub(d.p99));
+        println!("| {rate}/s | switch | {} | {} | {} | {} |", s.p50, s.p99, s.max, s.p99.saturating_sub(d.p99));
+    }
+}
