@@ -37,7 +37,10 @@ fn main() {
             eprintln!("usage: e2e relay LISTEN UPSTREAM");
             std::process::exit(2);
         };
-        relay(listen.parse().expect("LISTEN address"), upstream.parse().expect("UPSTREAM address"));
+        relay(
+            listen.parse().expect("LISTEN address"),
+            upstream.parse().expect("UPSTREAM address"),
+        );
         return;
     }
     if args.iter().any(|a| a == "--list") {
@@ -57,9 +60,13 @@ fn relay(listen: SocketAddr, upstream: SocketAddr) {
     runtime.block_on(async move {
         let listener = TcpListener::bind(listen).await.expect("bind relay");
         loop {
-            let Ok((down, _)) = listener.accept().await else { continue };
+            let Ok((down, _)) = listener.accept().await else {
+                continue;
+            };
             tokio::spawn(async move {
-                let Ok(up) = TcpStream::connect(upstream).await else { return };
+                let Ok(up) = TcpStream::connect(upstream).await else {
+                    return;
+                };
                 let _ = down.set_nodelay(true);
                 let _ = up.set_nodelay(true);
                 let codec = FrameCodec::new(LengthPrefix::Binary2);
@@ -101,7 +108,10 @@ fn free_port() -> SocketAddr {
 fn wait_listening(addr: SocketAddr) {
     let since = Instant::now();
     while StdStream::connect(addr).is_err() {
-        assert!(since.elapsed() < Duration::from_secs(10), "{addr} never listened");
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "{addr} never listened"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -142,8 +152,20 @@ struct Run {
 
 fn pos(target: SocketAddr, extra: &[String]) -> Run {
     let mut args: Vec<String> = [
-        "sim", "pos", "--connect", &target.to_string(), "--dialect", "iso87binary", "--framing", "binary2",
-        "--connections", &CONNECTIONS.to_string(), "--pipeline", &PIPELINE.to_string(), "--bins", "476173",
+        "sim",
+        "pos",
+        "--connect",
+        &target.to_string(),
+        "--dialect",
+        "iso87binary",
+        "--framing",
+        "binary2",
+        "--connections",
+        &CONNECTIONS.to_string(),
+        "--pipeline",
+        &PIPELINE.to_string(),
+        "--bins",
+        "476173",
         "--quiet",
     ]
     .iter()
@@ -201,8 +223,14 @@ destination = "bank"
 }
 
 fn run_benchmark() {
-    let count: u64 = std::env::var("E2E_COUNT").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
-    let seconds: u64 = std::env::var("E2E_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let count: u64 = std::env::var("E2E_COUNT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let seconds: u64 = std::env::var("E2E_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
     let dir = std::env::temp_dir().join(format!("cardswitch-e2e-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
 
@@ -210,13 +238,26 @@ fn run_benchmark() {
     let mut bank = pinned(
         "0",
         Path::new(BIN),
-        &["sim", "bank", "--listen", &bank_addr.to_string(), "--dialect", "iso87binary", "--framing", "binary2"],
+        &[
+            "sim",
+            "bank",
+            "--listen",
+            &bank_addr.to_string(),
+            "--dialect",
+            "iso87binary",
+            "--framing",
+            "binary2",
+        ],
     );
     wait_listening(bank_addr);
 
     let relay_addr = free_port();
     let me = std::env::current_exe().expect("bench executable");
-    let mut relay_child = pinned("1", &me, &["relay", &relay_addr.to_string(), &bank_addr.to_string()]);
+    let mut relay_child = pinned(
+        "1",
+        &me,
+        &["relay", &relay_addr.to_string(), &bank_addr.to_string()],
+    );
     wait_listening(relay_addr);
 
     let switch_addr = free_port();
@@ -233,7 +274,10 @@ fn run_benchmark() {
     // Warm up (and wait for the bank links to sign on).
     let since = Instant::now();
     while !pos(switch_addr, &["--count".into(), "200".into()]).ok {
-        assert!(since.elapsed() < Duration::from_secs(10), "switch never served");
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "switch never served"
+        );
     }
     pos(relay_addr, &["--count".into(), "200".into()]);
 
@@ -251,12 +295,24 @@ fn run_benchmark() {
     let at_rate = |addr: SocketAddr, rate: u64| {
         pos(
             addr,
-            &["--rate".into(), rate.to_string(), "--duration".into(), seconds.to_string(), "--count".into(), "100000000".into()],
+            &[
+                "--rate".into(),
+                rate.to_string(),
+                "--duration".into(),
+                seconds.to_string(),
+                "--count".into(),
+                "100000000".into(),
+            ],
         )
     };
     let mut rates = Vec::new();
     for rate in [5_000u64, 20_000] {
-        rates.push((rate, at_rate(bank_addr, rate), at_rate(relay_addr, rate), at_rate(switch_addr, rate)));
+        rates.push((
+            rate,
+            at_rate(bank_addr, rate),
+            at_rate(relay_addr, rate),
+            at_rate(switch_addr, rate),
+        ));
     }
 
     for child in [&mut switch, &mut relay_child, &mut bank] {
@@ -270,11 +326,20 @@ fn run_benchmark() {
         relay_cpu.unwrap_or_default(),
         switch_cpu.unwrap_or_default()
     );
-    println!("\n## End-to-end ({CONNECTIONS} connections × {PIPELINE} in flight, {count} transactions; pos+bank on CPU 0, switch/relay on CPU 1)\n");
+    println!(
+        "\n## End-to-end ({CONNECTIONS} connections × {PIPELINE} in flight, {count} transactions; pos+bank on CPU 0, switch/relay on CPU 1)\n"
+    );
     println!("| path | throughput (tx/s) | p50 µs | p99 µs | max µs | all checked out |");
     println!("|---|---:|---:|---:|---:|---|");
-    for (name, r) in [("pos → bank (direct)", &direct), ("pos → relay → bank", &relayed), ("pos → switch → bank", &switched)] {
-        println!("| {name} | {:.0} | {} | {} | {} | {} |", r.throughput, r.p50, r.p99, r.max, r.ok);
+    for (name, r) in [
+        ("pos → bank (direct)", &direct),
+        ("pos → relay → bank", &relayed),
+        ("pos → switch → bank", &switched),
+    ] {
+        println!(
+            "| {name} | {:.0} | {} | {} | {} | {} |",
+            r.throughput, r.p50, r.p99, r.max, r.ok
+        );
     }
     println!(
         "\nswitch / relay throughput: {:.0}%; CPU per transaction: {cpus}\n",
@@ -283,8 +348,23 @@ fn run_benchmark() {
     println!("| rate | path | p50 µs | p99 µs | max µs | switch-added p99 µs (vs direct) |");
     println!("|---:|---|---:|---:|---:|---:|");
     for (rate, d, r, s) in &rates {
-        println!("| {rate}/s | direct | {} | {} | {} | |", d.p50, d.p99, d.max);
-        println!("| {rate}/s | relay | {} | {} | {} | {} |", r.p50, r.p99, r.max, r.p99.saturating_sub(d.p99));
-        println!("| {rate}/s | switch | {} | {} | {} | {} |", s.p50, s.p99, s.max, s.p99.saturating_sub(d.p99));
+        println!(
+            "| {rate}/s | direct | {} | {} | {} | |",
+            d.p50, d.p99, d.max
+        );
+        println!(
+            "| {rate}/s | relay | {} | {} | {} | {} |",
+            r.p50,
+            r.p99,
+            r.max,
+            r.p99.saturating_sub(d.p99)
+        );
+        println!(
+            "| {rate}/s | switch | {} | {} | {} | {} |",
+            s.p50,
+            s.p99,
+            s.max,
+            s.p99.saturating_sub(d.p99)
+        );
     }
 }

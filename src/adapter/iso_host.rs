@@ -297,9 +297,9 @@ impl Destination {
                     return;
                 }
                 // Let the other ready tasks queue their frames first, so that
-            // one write carries many (one syscall instead of one per frame).
-            tokio::task::yield_now().await;
-            while let Ok(more) = rx.try_recv() {
+                // one write carries many (one syscall instead of one per frame).
+                tokio::task::yield_now().await;
+                while let Ok(more) = rx.try_recv() {
                     if writer.feed(more).await.is_err() {
                         return;
                     }

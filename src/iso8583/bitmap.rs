@@ -45,20 +45,12 @@ impl Bitmaps {
 
     /// Data fields present, ascending: every set bit except 1, and except 65
     /// when it is the tertiary bitmap indicator.
-    pub(crate) fn fields(&self, tertiary: bool) -> impl Iterator<Item = u8> + '_ {
-        self.maps.iter().enumerate().flat_map(move |(index, &map)| {
-            let base = index as u8 * 64;
-            let mut rest = map;
-            std::iter::from_fn(move || {
-                if rest == 0 {
-                    return None;
-                }
-                let offset = rest.leading_zeros() as u8;
-                rest &= !(1u64 << (63 - offset));
-                Some(base + offset + 1)
-            })
-            .filter(move |&bit| bit != 1 && !(tertiary && bit == 65))
-        })
+    pub(crate) fn fields(&self, tertiary: bool) -> SetBits {
+        SetBits {
+            maps: self.maps,
+            index: 0,
+            tertiary,
+        }
     }
 
     /// Reads the bitmaps at the cursor.
@@ -102,6 +94,33 @@ impl Bitmaps {
                         out.put_u8(HEX[(map >> (shift * 4) & 0xF) as usize]);
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Iterator over the data-field bits of [`Bitmaps`], ascending.
+pub(crate) struct SetBits {
+    maps: [u64; 3],
+    index: usize,
+    tertiary: bool,
+}
+
+impl Iterator for SetBits {
+    type Item = u8;
+
+    fn next(&mut self) -> Option<u8> {
+        loop {
+            let map = self.maps.get_mut(self.index)?;
+            if *map == 0 {
+                self.index += 1;
+                continue;
+            }
+            let offset = map.leading_zeros() as u8;
+            *map &= !(1u64 << (63 - offset));
+            let bit = self.index as u8 * 64 + offset + 1;
+            if bit != 1 && !(self.tertiary && bit == 65) {
+                return Some(bit);
             }
         }
     }

@@ -222,15 +222,23 @@ fn hex_value(byte: u8) -> Option<u8> {
 }
 
 fn check_class(class: Class, value: &[u8]) -> Result<(), ErrorKind> {
-    let bad = match class {
-        Class::B => None,
-        Class::N => value.iter().position(|b| !b.is_ascii_digit()),
-        Class::Ans => value.iter().position(|b| b.wrapping_sub(0x20) > 0x5E),
-        _ => value
+    // The common classes are checked branch-free over the whole value (which
+    // the compiler vectorises); the position is only searched for on failure.
+    let valid = match class {
+        Class::B => return Ok(()),
+        Class::N => value.iter().fold(true, |ok, b| ok & b.is_ascii_digit()),
+        Class::Ans => value
             .iter()
-            .enumerate()
-            .position(|(i, b)| !class.allows(i, *b)),
+            .fold(true, |ok, b| ok & (b.wrapping_sub(0x20) <= 0x5E)),
+        _ => false,
     };
+    if valid {
+        return Ok(());
+    }
+    let bad = value
+        .iter()
+        .enumerate()
+        .position(|(i, b)| !class.allows(i, *b));
     match bad.and_then(|index| value.get(index).map(|b| (index, *b))) {
         Some((index, byte)) => Err(ErrorKind::BadContent { class, index, byte }),
         None => Ok(()),
@@ -363,10 +371,13 @@ fn write_prefix(out: &mut BytesMut, digits: u8, encoding: PrefixEncoding, len: u
             } else {
                 0xF0
             };
-            for power in (0..u32::from(digits)).rev() {
-                let d = (len / 10usize.pow(power)) % 10;
-                out.put_u8(zero + d as u8);
-            }
+            let all = [
+                zero + (len / 1000 % 10) as u8,
+                zero + (len / 100 % 10) as u8,
+                zero + (len / 10 % 10) as u8,
+                zero + (len % 10) as u8,
+            ];
+            out.extend_from_slice(all.get(4 - usize::from(digits)..).unwrap_or(&all));
         }
         PrefixEncoding::Bcd => {
             let bcd = |v: usize| (((v / 10 % 10) << 4) | (v % 10)) as u8;

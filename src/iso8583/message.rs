@@ -298,7 +298,7 @@ impl Message {
         Ok(Message {
             mti,
             frame,
-            decoded: Bytes::from(scratch),
+            decoded: into_bytes(scratch),
             owned: Vec::new(),
             slots,
         })
@@ -323,7 +323,7 @@ impl Message {
         write_mti(self.mti, dialect.mti_encoding(), out);
         let mut bitmaps = Bitmaps::default();
         let tertiary = dialect.has_tertiary_bitmap();
-        for (number, _) in self.fields() {
+        for number in self.slots.iter().map(|s| s.number) {
             let structural = number == 1 || (tertiary && number == 65);
             if structural || dialect.field(number).is_none() {
                 return Err(at(
@@ -481,6 +481,13 @@ impl fmt::Debug for Message {
         }
         map.finish()
     }
+}
+
+/// The scratch buffer as `Bytes` without a second allocation: a vector whose
+/// length equals its capacity converts in place (the padding is never read).
+fn into_bytes(mut scratch: Vec<u8>) -> Bytes {
+    scratch.resize(scratch.capacity(), 0);
+    Bytes::from(scratch)
 }
 
 fn read_mti(cur: &mut Cursor<'_>, encoding: MtiEncoding) -> Result<Mti, ErrorKind> {
