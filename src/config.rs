@@ -461,6 +461,35 @@ fn valid_institution(id: &str) -> bool {
     (1..=11).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// Inline entries, then those of the named file, each labelled with where it
+/// was written (`file: terminal[3]`) for error messages.
+fn entries<T: Clone, F: serde::de::DeserializeOwned>(
+    inline: &[T],
+    file: &str,
+    extra: Option<&Path>,
+    kind: &str,
+    from_file: impl Fn(F) -> Vec<T>,
+    problems: &mut Vec<String>,
+) -> Vec<(String, T)> {
+    let mut all: Vec<(String, T)> = inline
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (format!("{file}: {kind}[{i}]"), t.clone()))
+        .collect();
+    if let Some(path) = extra {
+        match read(path).and_then(|t| parse::<F>(&t, path)) {
+            Ok(f) => all.extend(
+                from_file(f)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, t)| (format!("{}: {kind}[{i}]", path.display()), t)),
+            ),
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    all
+}
+
 /// Builds the terminal registry and route table from the inline entries and
 /// the named files.
 fn load_tables(
@@ -470,42 +499,24 @@ fn load_tables(
     destinations: &BTreeSet<String>,
 ) -> Result<(Terminals, RouteTable), Vec<String>> {
     let mut problems = Vec::new();
-    let mut terminal_entries: Vec<(String, TerminalEntry)> = raw
-        .terminals
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (format!("{file}: terminal[{i}]"), t.clone()))
-        .collect();
-    if let Some(name) = &raw.terminals_file {
-        let path = base.join(name);
-        match read(&path).and_then(|t| parse::<TerminalFile>(&t, &path)) {
-            Ok(f) => terminal_entries.extend(
-                f.terminals
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, t)| (format!("{}: terminal[{i}]", path.display()), t)),
-            ),
-            Err(e) => problems.push(e.to_string()),
-        }
-    }
-    let mut route_entries: Vec<(String, RouteEntry)> = raw
-        .routes
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (format!("{file}: route[{i}]"), r.clone()))
-        .collect();
-    if let Some(name) = &raw.routes_file {
-        let path = base.join(name);
-        match read(&path).and_then(|t| parse::<RouteFile>(&t, &path)) {
-            Ok(f) => route_entries.extend(
-                f.routes
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, r)| (format!("{}: route[{i}]", path.display()), r)),
-            ),
-            Err(e) => problems.push(e.to_string()),
-        }
-    }
+    let terminals_path = raw.terminals_file.as_ref().map(|n| base.join(n));
+    let terminal_entries = entries(
+        &raw.terminals,
+        file,
+        terminals_path.as_deref(),
+        "terminal",
+        |f: TerminalFile| f.terminals,
+        &mut problems,
+    );
+    let routes_path = raw.routes_file.as_ref().map(|n| base.join(n));
+    let route_entries = entries(
+        &raw.routes,
+        file,
+        routes_path.as_deref(),
+        "route",
+        |f: RouteFile| f.routes,
+        &mut problems,
+    );
     let terminals = Terminals::build(terminal_entries).map_err(|mut p| problems.append(&mut p));
     let routes =
         RouteTable::build(route_entries, destinations).map_err(|mut p| problems.append(&mut p));

@@ -24,3 +24,4 @@ pub mod switch;
 pub mod terminal;
 pub mod translate;
 pub mod txn;
+pub mod wire;

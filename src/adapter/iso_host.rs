@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite};
@@ -289,26 +289,9 @@ impl Destination {
         let (read_half, write_half) = stream.into_split();
         let codec = self.config.codec;
         let mut reader = FramedRead::new(read_half, codec);
-        let mut writer = FramedWrite::new(write_half, codec);
-        let (tx, mut rx) = mpsc::channel::<Frame>(4096);
-        let write_task = tokio::spawn(async move {
-            while let Some(frame) = rx.recv().await {
-                if writer.feed(frame).await.is_err() {
-                    return;
-                }
-                // Let the other ready tasks queue their frames first, so that
-                // one write carries many (one syscall instead of one per frame).
-                tokio::task::yield_now().await;
-                while let Ok(more) = rx.try_recv() {
-                    if writer.feed(more).await.is_err() {
-                        return;
-                    }
-                }
-                if writer.flush().await.is_err() {
-                    return;
-                }
-            }
-        });
+        let writer = FramedWrite::new(write_half, codec);
+        let (tx, rx) = mpsc::channel::<Frame>(4096);
+        let write_task = tokio::spawn(crate::wire::write_frames(writer, rx));
         let read_task = {
             let tx = tx.clone();
             let header = self.config.header.clone();

@@ -25,7 +25,7 @@ impl DemoArgs {
     /// Runs the demo; exits 0 only if every response checked out.
     pub fn run(self) -> Result<ExitCode, Box<dyn std::error::Error>> {
         if std::env::var_os("RUST_LOG").is_some() {
-            super::serve::init_logging();
+            super::serve::init_logging("info");
         }
         let options = DemoOptions {
             count: self.count,

@@ -18,10 +18,10 @@ pub struct ServeArgs {
     config: PathBuf,
 }
 
-/// Installs the log subscriber: `RUST_LOG` filters, default `info`.
-pub fn init_logging() {
+/// Installs the log subscriber on stderr: `RUST_LOG` filters, else `default`.
+pub fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -32,7 +32,7 @@ impl ServeArgs {
     /// Runs the daemon until SIGTERM or SIGINT; SIGHUP reloads terminals and
     /// routes.
     pub fn run(self) -> Result<ExitCode, Box<dyn std::error::Error>> {
-        init_logging();
+        init_logging("info");
         let config = Config::load(&self.config)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()

@@ -115,18 +115,9 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 impl SimCommand {
     pub fn run(self) -> Result<ExitCode, Box<dyn std::error::Error>> {
-        init_logging();
+        super::serve::init_logging("warn");
         match self {
             SimCommand::Bank {
                 listen,

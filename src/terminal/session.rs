@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -55,26 +55,9 @@ pub async fn serve(
     let _ = stream.set_nodelay(true);
     let (read_half, write_half) = stream.into_split();
     let mut reader = FramedRead::new(read_half, listener.codec);
-    let mut writer = FramedWrite::new(write_half, listener.codec);
-    let (tx, mut rx) = mpsc::channel::<Frame>(1024);
-    let write_task = tokio::spawn(async move {
-        while let Some(frame) = rx.recv().await {
-            if writer.feed(frame).await.is_err() {
-                return;
-            }
-            // Let the other ready tasks queue their frames first, so that
-            // one write carries many (one syscall instead of one per frame).
-            tokio::task::yield_now().await;
-            while let Ok(more) = rx.try_recv() {
-                if writer.feed(more).await.is_err() {
-                    return;
-                }
-            }
-            if writer.flush().await.is_err() {
-                return;
-            }
-        }
-    });
+    let writer = FramedWrite::new(write_half, listener.codec);
+    let (tx, rx) = mpsc::channel::<Frame>(1024);
+    let write_task = tokio::spawn(crate::wire::write_frames(writer, rx));
     let mut in_flight = JoinSet::new();
     let dialect = Arc::clone(&listener.dialect);
     let ended = loop {
