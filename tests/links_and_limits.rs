@@ -1,0 +1,212 @@
+//! Reversals, echo-test failure and reconnection, and listener limits, over
+//! real TCP on 127.0.0.1.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cardswitch::config::Config;
+use cardswitch::iso8583::framing::{Frame, FrameCodec, LengthPrefix};
+use cardswitch::iso8583::{Dialect, Message, Mti};
+use cardswitch::server::{self, Running};
+use cardswitch::sim::bank::{BankHandle, BankSim};
+use cardswitch::sim::rules::Rules;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::Framed;
+
+fn ascii() -> Arc<Dialect> {
+    Dialect::builtin("iso87ascii").unwrap().unwrap()
+}
+
+async fn bank(rules: &str) -> BankHandle {
+    let sim = BankSim::new(
+        Dialect::builtin("iso87binary").unwrap().unwrap(),
+        FrameCodec::new(LengthPrefix::Binary2),
+        Rules::from_toml(rules, "rules.toml").unwrap(),
+    );
+    Arc::new(sim)
+        .start(TcpListener::bind("127.0.0.1:0").await.unwrap())
+        .unwrap()
+}
+
+async fn switch(bank: SocketAddr, destination_extra: &str, listener_extra: &str) -> Running {
+    let text = format!(
+        r#"
+[switch]
+acquirer_id = "4123456"
+timeout_ms = 1000
+[[listener]]
+name = "pos"
+address = "127.0.0.1:0"
+dialect = "iso87ascii"
+{listener_extra}
+[[destination]]
+name = "bank"
+address = "{bank}"
+dialect = "iso87binary"
+links = 1
+reconnect_min_ms = 20
+reconnect_max_ms = 100
+{destination_extra}
+[[route]]
+prefix = "476173"
+destination = "bank"
+[[terminal]]
+id = "TERM0001"
+merchant_id = "M1"
+name_location = "SHOP"
+mcc = "5411"
+currency = "978"
+"#
+    );
+    let running = server::start(Config::from_toml(&text, Path::new("test.toml")).unwrap())
+        .await
+        .unwrap();
+    let since = Instant::now();
+    while running.switch().destination("bank").unwrap().links_up() == 0 {
+        assert!(since.elapsed() < Duration::from_secs(5), "link up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    running
+}
+
+async fn exchange(conn: &mut Framed<TcpStream, FrameCodec>, m: &Message) -> Message {
+    conn.send(Frame {
+        header: Bytes::new(),
+        message: m.to_bytes(&ascii()).unwrap(),
+    })
+    .await
+    .unwrap();
+    let frame = conn.next().await.unwrap().unwrap();
+    Message::decode(&ascii(), frame.message).unwrap()
+}
+
+fn request(mti: &str, stan: &str) -> Message {
+    let mut m = Message::new(Mti::parse(mti).unwrap());
+    m.set(2, "4761739001010119")
+        .set(3, "000000")
+        .set(4, "000000001500")
+        .set(7, "1125120000")
+        .set(11, stan.to_string())
+        .set(37, format!("000000{stan}"))
+        .set(41, "TERM0001")
+        .set(49, "978");
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reversals_reach_the_original_destination_with_the_switch_stan() {
+    let bank = bank("").await;
+    let running = switch(bank.addr(), "", "").await;
+    let mut conn = Framed::new(
+        TcpStream::connect(running.address("pos").unwrap())
+            .await
+            .unwrap(),
+        FrameCodec::default(),
+    );
+    let answer = exchange(&mut conn, &request("0200", "000101")).await;
+    assert_eq!(answer.response_code(), Some("00"));
+
+    // 0400 naming the original (MTI 0200, STAN 000101) in field 90.
+    let mut reversal = request("0400", "000102");
+    reversal.set(90, format!("0200000101{}{:0>22}", "1125120000", "4123456"));
+    let answer = exchange(&mut conn, &reversal).await;
+    assert_eq!(
+        (answer.mti().as_str(), answer.response_code()),
+        ("0410", Some("00"))
+    );
+    assert_eq!(
+        answer.stan(),
+        Some(102),
+        "the terminal's own STAN comes back"
+    );
+
+    // A reversal of something the switch never forwarded: 25.
+    let mut unknown = request("0420", "000103");
+    unknown.set(90, format!("0200999999{}{:0>22}", "1125120000", "4123456"));
+    let answer = exchange(&mut conn, &unknown).await;
+    assert_eq!(
+        (answer.mti().as_str(), answer.response_code()),
+        ("0430", Some("25"))
+    );
+
+    // Network management from the terminal is answered by the switch.
+    let mut echo = Message::new(Mti::parse("0800").unwrap());
+    echo.set(7, "1125120000").set(11, "000104").set(70, "301");
+    let answer = exchange(&mut conn, &echo).await;
+    assert_eq!(
+        (answer.mti().as_str(), answer.response_code()),
+        ("0810", Some("00"))
+    );
+    running.shutdown().await;
+    bank.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_that_misses_its_echoes_is_closed_and_reconnected() {
+    // The host never answers 0800; without sign-on the link comes up anyway,
+    // then its echo test fails.
+    let bank = bank("[[rule]]\nmti = \"0800\"\nno_answer = true\n").await;
+    let running = switch(
+        bank.addr(),
+        "sign_on = false\necho_interval_s = 1\necho_misses = 1\ntimeout_ms = 300",
+        "",
+    )
+    .await;
+    let destination = Arc::clone(running.switch().destination("bank").unwrap());
+    let since = Instant::now();
+    while destination.stats().connects.load(Ordering::Relaxed) < 2 {
+        assert!(
+            since.elapsed() < Duration::from_secs(6),
+            "the link was reconnected"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(destination.stats().timeouts.load(Ordering::Relaxed) >= 1);
+    running.shutdown().await;
+    bank.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn excess_connections_are_refused_and_idle_ones_closed() {
+    let bank = bank("").await;
+    let running = switch(bank.addr(), "", "max_connections = 2\nidle_timeout_s = 1").await;
+    let addr = running.address("pos").unwrap();
+    let mut first = Framed::new(
+        TcpStream::connect(addr).await.unwrap(),
+        FrameCodec::default(),
+    );
+    let answer = exchange(&mut first, &request("0200", "000201")).await;
+    assert_eq!(answer.response_code(), Some("00"));
+    let _second = TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let mut third = TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 8];
+    let n = tokio::time::timeout(Duration::from_millis(500), third.read(&mut buf))
+        .await
+        .expect("refused at once, not left waiting")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert_eq!(
+        running
+            .listener_stats("pos")
+            .unwrap()
+            .refused
+            .load(Ordering::Relaxed),
+        1
+    );
+
+    // Idle for more than a second: closed by the switch.
+    let closed = tokio::time::timeout(Duration::from_secs(3), first.next())
+        .await
+        .unwrap();
+    assert!(closed.is_none(), "idle connection closed");
+    running.shutdown().await;
+    bank.stop().await;
+}
