@@ -106,11 +106,16 @@ currency = "978"
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     let (log_tx, log_rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = log_tx.send(line);
-        }
-    });
+    let all_lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reader = {
+        let all_lines = Arc::clone(&all_lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                all_lines.lock().unwrap().push(line.clone());
+                let _ = log_tx.send(line);
+            }
+        })
+    };
     let wait_log = |needle: &str| {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -168,6 +173,31 @@ currency = "978"
         .unwrap()
         .unwrap();
     assert!(status.success(), "clean exit: {status}");
+
+    // PCI DSS: no full PAN in the log. Every transaction event carries a
+    // masked PAN, and no line holds a run of 13 or more digits.
+    reader.join().unwrap();
+    let lines = all_lines.lock().unwrap();
+    let events: Vec<&String> = lines.iter().filter(|l| l.contains("transaction")).collect();
+    assert!(
+        events.len() >= 13,
+        "one event per transaction: {}",
+        events.len()
+    );
+    for line in lines.iter() {
+        let longest = line
+            .split(|c: char| !c.is_ascii_digit())
+            .map(str::len)
+            .max()
+            .unwrap_or(0);
+        assert!(longest < 13, "possible clear PAN in the log: {line}");
+    }
+    for l in &events {
+        assert!(
+            l.contains("476173******") || l.contains("476174******"),
+            "PAN masked: {l}"
+        );
+    }
     bank.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
