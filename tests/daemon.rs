@@ -177,7 +177,7 @@ currency = "978"
     // PCI DSS: no full PAN in the log. Every transaction event carries a
     // masked PAN, and no line holds a run of 13 or more digits.
     reader.join().unwrap();
-    let lines = all_lines.lock().unwrap();
+    let lines = all_lines.lock().unwrap().clone();
     let events: Vec<&String> = lines.iter().filter(|l| l.contains("transaction")).collect();
     assert!(
         events.len() >= 13,
