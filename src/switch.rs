@@ -284,9 +284,15 @@ fn network_answer(request: &Message) -> Message {
 }
 
 /// The format-error answer to a frame that could not be decoded but whose
-/// MTI could be read.
-pub fn format_error(mti: Mti) -> Option<Message> {
-    let mut response = Message::new(mti.response()?);
+/// MTI could be read: whatever of 11, 37 and 41 was readable is echoed so the
+/// terminal can match it. `None` for an MTI that has no response.
+pub fn format_error(salvaged: &Message) -> Option<Message> {
+    let mut response = Message::new(salvaged.mti().response()?);
+    for field in [11, 37, 41] {
+        if let Some(value) = salvaged.get_bytes(field) {
+            response.set(field, value);
+        }
+    }
     response.set(39, Refusal::Format.response_code());
     Some(response)
 }

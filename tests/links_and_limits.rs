@@ -135,6 +135,29 @@ async fn reversals_reach_the_original_destination_with_the_switch_stan() {
         ("0430", Some("25"))
     );
 
+    // A malformed request (bytes after its last field) is answered 30 with
+    // the terminal's own STAN and terminal id, so the terminal can match it.
+    let mut wire = request("0200", "000105")
+        .to_bytes(&ascii())
+        .unwrap()
+        .to_vec();
+    wire.extend_from_slice(b"XX");
+    conn.send(Frame {
+        header: Bytes::new(),
+        message: Bytes::from(wire),
+    })
+    .await
+    .unwrap();
+    let answer = Message::decode(&ascii(), conn.next().await.unwrap().unwrap().message).unwrap();
+    assert_eq!(
+        (answer.mti().as_str(), answer.response_code()),
+        ("0210", Some("30"))
+    );
+    assert_eq!(
+        (answer.stan(), answer.terminal_id()),
+        (Some(105), Some("TERM0001"))
+    );
+
     // Network management from the terminal is answered by the switch.
     let mut echo = Message::new(Mti::parse("0800").unwrap());
     echo.set(7, "1125120000").set(11, "000104").set(70, "301");

@@ -249,6 +249,29 @@ impl Message {
     /// The whole frame must be consumed: bytes after the last field are an
     /// error ([`ErrorKind::TrailingBytes`]).
     pub fn decode(dialect: &Dialect, frame: Bytes) -> Result<Message, CodecError> {
+        match Message::read(dialect, frame) {
+            (Some(message), None) => Ok(message),
+            (_, Some(error)) => Err(error),
+            (None, None) => Err(CodecError {
+                direction: Direction::Decode,
+                location: Location::Mti,
+                offset: 0,
+                kind: ErrorKind::BadMti,
+            }),
+        }
+    }
+
+    /// What can be read of a malformed frame: the MTI and every field before
+    /// the first error (`None` if not even the MTI can be read). Used to
+    /// answer a malformed request with the terminal's own STAN and terminal
+    /// id, so the terminal can match the format-error response.
+    pub fn salvage(dialect: &Dialect, frame: Bytes) -> Option<Message> {
+        Message::read(dialect, frame).0
+    }
+
+    /// Decodes as far as it can: the message read so far (if the MTI could be
+    /// read) and the first error, if any.
+    fn read(dialect: &Dialect, frame: Bytes) -> (Option<Message>, Option<CodecError>) {
         let mut cur = Cursor::new(&frame);
         let at = |location, offset, kind| CodecError {
             direction: Direction::Decode,
@@ -256,52 +279,62 @@ impl Message {
             offset,
             kind,
         };
-        let mti =
-            read_mti(&mut cur, dialect.mti_encoding()).map_err(|k| at(Location::Mti, 0, k))?;
+        let mti = match read_mti(&mut cur, dialect.mti_encoding()) {
+            Ok(mti) => mti,
+            Err(kind) => return (None, Some(at(Location::Mti, 0, kind))),
+        };
         let start = cur.position();
-        let bitmaps = Bitmaps::decode(
-            &mut cur,
-            dialect.bitmap_encoding(),
-            dialect.has_tertiary_bitmap(),
-        )
-        .map_err(|k| at(Location::Bitmap, start, k))?;
-        let mut slots = Vec::with_capacity(bitmaps.count());
+        let tertiary = dialect.has_tertiary_bitmap();
+        let bitmaps = Bitmaps::decode(&mut cur, dialect.bitmap_encoding(), tertiary)
+            .map_err(|k| at(Location::Bitmap, start, k));
+        let mut slots = Vec::with_capacity(bitmaps.as_ref().map_or(0, Bitmaps::count));
         let mut scratch = Vec::new();
-        for number in bitmaps.fields(dialect.has_tertiary_bitmap()) {
-            let offset = cur.position();
-            let fail = |kind| at(Location::Field(number), offset, kind);
-            let spec = dialect
-                .field(number)
-                .ok_or_else(|| fail(ErrorKind::UndefinedField))?;
-            if scratch.capacity() == 0
-                && !matches!(spec.data, DataEncoding::Ascii | DataEncoding::Binary)
-            {
-                // Decoded values are never more than twice the wire bytes
-                // (BCD), so one buffer sized from the frame serves them all.
-                scratch.reserve_exact(2 * frame.len());
+        let mut error = bitmaps.as_ref().err().cloned();
+        if let Ok(bitmaps) = &bitmaps {
+            for number in bitmaps.fields(tertiary) {
+                let offset = cur.position();
+                let Some(spec) = dialect.field(number) else {
+                    error = Some(at(
+                        Location::Field(number),
+                        offset,
+                        ErrorKind::UndefinedField,
+                    ));
+                    break;
+                };
+                if scratch.capacity() == 0
+                    && !matches!(spec.data, DataEncoding::Ascii | DataEncoding::Binary)
+                {
+                    // Decoded values are never more than twice the wire bytes
+                    // (BCD), so one buffer sized from the frame serves them all.
+                    scratch.reserve_exact(2 * frame.len());
+                }
+                let value = match field::decode(spec, &mut cur, &mut scratch) {
+                    Ok(Decoded::Frame(start, end)) => Value::Frame(start, end),
+                    Ok(Decoded::Scratch(start, end)) => Value::Decoded(start, end),
+                    Err(kind) => {
+                        error = Some(at(Location::Field(number), offset, kind));
+                        break;
+                    }
+                };
+                slots.push(Slot { number, value });
             }
-            let value = match field::decode(spec, &mut cur, &mut scratch).map_err(fail)? {
-                Decoded::Frame(start, end) => Value::Frame(start, end),
-                Decoded::Scratch(start, end) => Value::Decoded(start, end),
-            };
-            slots.push(Slot { number, value });
         }
-        if cur.remaining() > 0 {
-            return Err(at(
+        if error.is_none() && cur.remaining() > 0 {
+            let count = cur.remaining();
+            error = Some(at(
                 Location::End,
                 cur.position(),
-                ErrorKind::TrailingBytes {
-                    count: cur.remaining(),
-                },
+                ErrorKind::TrailingBytes { count },
             ));
         }
-        Ok(Message {
+        let message = Message {
             mti,
             frame,
             decoded: into_bytes(scratch),
             owned: Vec::new(),
             slots,
-        })
+        };
+        (Some(message), error)
     }
 
     /// Reads only the MTI at the start of `frame` under `dialect`. A message

@@ -88,7 +88,10 @@ pub async fn serve(
                 });
             }
             Err(error) => {
-                match Message::peek_mti(&dialect, &frame.message).and_then(switch::format_error) {
+                match Message::salvage(&dialect, frame.message.clone())
+                    .as_ref()
+                    .and_then(switch::format_error)
+                {
                     Some(response) => {
                         debug!(listener = %listener.name, %error, "format error");
                         send(&tx, &dialect, header, &response).await;
