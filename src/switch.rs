@@ -52,16 +52,27 @@ pub struct SwitchStats {
     pub forwarded: AtomicU64,
 }
 
+/// Terminal id (field 41, space-padded) and the terminal's STAN.
+type OriginalKey = ([u8; 8], u32);
+
+fn original_key(terminal: &str, stan: &str) -> Option<OriginalKey> {
+    let mut id = [b' '; 8];
+    for (slot, byte) in id.iter_mut().zip(terminal.bytes()) {
+        *slot = byte;
+    }
+    Some((id, stan.parse().ok()?))
+}
+
 /// Recently forwarded requests by (terminal, terminal STAN), for reversals.
 #[derive(Debug, Default)]
 struct Originals {
-    by_key: HashMap<(String, String), OriginalRef>,
-    order: VecDeque<(String, String)>,
+    by_key: HashMap<OriginalKey, OriginalRef>,
+    order: VecDeque<OriginalKey>,
 }
 
 impl Originals {
-    fn remember(&mut self, key: (String, String), original: OriginalRef) {
-        if self.by_key.insert(key.clone(), original).is_none() {
+    fn remember(&mut self, key: OriginalKey, original: OriginalRef) {
+        if self.by_key.insert(key, original).is_none() {
             self.order.push_back(key);
         }
         while self.order.len() > ORIGINALS_KEPT {
@@ -175,14 +186,13 @@ impl Switch {
         if !luhn_valid(pan.expose()) {
             return Err(Refusal::InvalidCard);
         }
-        let original_key = |stan: &str| (txn.terminal_id().to_string(), stan.to_string());
         let original = if txn.kind == TxnKind::Reversal {
             let stan = original_stan(&txn.request).unwrap_or(txn.stan());
-            let found = self
-                .originals
-                .lock()
-                .ok()
-                .and_then(|o| o.by_key.get(&original_key(stan)).cloned());
+            let found = self.originals.lock().ok().and_then(|o| {
+                o.by_key
+                    .get(&original_key(txn.terminal_id(), stan)?)
+                    .cloned()
+            });
             Some(found.ok_or(Refusal::OriginalNotFound)?)
         } else {
             None
@@ -211,10 +221,11 @@ impl Switch {
         })?;
         let answer = translate::answer_from(version, &exchange.response);
         if txn.kind != TxnKind::Reversal
+            && let Some(key) = original_key(txn.terminal_id(), txn.stan())
             && let Ok(mut originals) = self.originals.lock()
         {
             originals.remember(
-                original_key(txn.stan()),
+                key,
                 OriginalRef {
                     destination: Arc::from(destination.name()),
                     mti: txn.mti(),

@@ -136,12 +136,14 @@ impl Eq for Message {}
 impl Message {
     /// An empty message of type `mti`.
     pub fn new(mti: Mti) -> Message {
+        // Room for a typical request without growing the vectors field by field.
+        const TYPICAL_FIELDS: usize = 20;
         Message {
             mti,
             frame: Bytes::new(),
             decoded: Bytes::new(),
-            owned: Vec::new(),
-            slots: Vec::new(),
+            owned: Vec::with_capacity(TYPICAL_FIELDS),
+            slots: Vec::with_capacity(TYPICAL_FIELDS),
         }
     }
 
