@@ -277,6 +277,7 @@ impl Config {
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let raw: RawConfig = parse(text, path)?;
         let file = path.display().to_string();
+        let base = path.parent().unwrap_or(Path::new("."));
         let mut problems = Vec::new();
         let mut problem =
             |key: String, reason: String| problems.push(format!("{file}: {key}: {reason}"));
@@ -311,7 +312,7 @@ impl Config {
                 .parse::<SocketAddr>()
                 .map_err(|e| problem(key("address"), format!("`{}`: {e}", l.address)))
                 .ok();
-            let dialect = Dialect::resolve(&l.dialect)
+            let dialect = resolve_dialect(&l.dialect, base)
                 .map_err(|e| problem(key("dialect"), e.to_string()))
                 .ok();
             if dialect
@@ -320,8 +321,17 @@ impl Config {
             {
                 problem(key("dialect"), "terminals must speak a 1987 dialect".into());
             }
-            if l.max_connections == 0 {
-                problem(key("max_connections"), "must be more than 0".into());
+            if !(1..=MAX_CONNECTIONS).contains(&l.max_connections) {
+                problem(
+                    key("max_connections"),
+                    format!("must be between 1 and {MAX_CONNECTIONS}"),
+                );
+            }
+            if l.max_frame < MIN_FRAME || l.header >= l.max_frame {
+                problem(
+                    key("max_frame"),
+                    format!("must be at least {MIN_FRAME} and more than `header`"),
+                );
             }
             if l.idle_timeout_s == 0 {
                 problem(key("idle_timeout_s"), "must be more than 0".into());
@@ -360,7 +370,7 @@ impl Config {
                 .parse::<SocketAddr>()
                 .map_err(|e| problem(key("address"), format!("`{}`: {e}", d.address)))
                 .ok();
-            let dialect = Dialect::resolve(&d.dialect)
+            let dialect = resolve_dialect(&d.dialect, base)
                 .map_err(|e| problem(key("dialect"), e.to_string()))
                 .ok();
             let header = match d.header.as_deref().map(hex::decode) {
@@ -371,11 +381,20 @@ impl Config {
                     None
                 }
             };
-            if d.links == 0 {
-                problem(key("links"), "must be at least 1".into());
+            if !(1..=MAX_LINKS).contains(&d.links) {
+                problem(key("links"), format!("must be between 1 and {MAX_LINKS}"));
             }
-            if d.echo_interval_s == 0 {
-                problem(key("echo_interval_s"), "must be more than 0".into());
+            if !(1..=86_400).contains(&d.echo_interval_s) {
+                problem(key("echo_interval_s"), "must be between 1 and 86400".into());
+            }
+            if d.echo_misses == 0 {
+                problem(key("echo_misses"), "must be at least 1".into());
+            }
+            if d.timeout_ms == Some(0) {
+                problem(key("timeout_ms"), "must be more than 0".into());
+            }
+            if d.max_frame < MIN_FRAME {
+                problem(key("max_frame"), format!("must be at least {MIN_FRAME}"));
             }
             if d.reconnect_min_ms == 0 || d.reconnect_min_ms > d.reconnect_max_ms {
                 problem(
@@ -408,7 +427,7 @@ impl Config {
                     links: d.links,
                     timeout: Duration::from_millis(d.timeout_ms.unwrap_or(sw.timeout_ms)),
                     echo_interval: Duration::from_secs(d.echo_interval_s),
-                    echo_misses: d.echo_misses.max(1),
+                    echo_misses: d.echo_misses,
                     sign_on: d.sign_on,
                     fallback: d.fallback.clone(),
                     reconnect_min: Duration::from_millis(d.reconnect_min_ms),
@@ -417,7 +436,6 @@ impl Config {
             }
         }
 
-        let base = path.parent().unwrap_or(Path::new("."));
         let tables = load_tables(&raw, base, &file, &dest_names);
         let (terminals, routes) = match tables {
             Ok(t) => t,
@@ -455,6 +473,21 @@ impl Config {
         let base = self.path.parent().unwrap_or(Path::new("."));
         load_tables(&raw, base, &file, &names).map_err(ConfigError::Invalid)
     }
+}
+
+/// Largest `max_connections` of a listener.
+const MAX_CONNECTIONS: usize = 1_000_000;
+/// Largest `links` of a destination.
+const MAX_LINKS: usize = 64;
+/// Smallest `max_frame`: room for an MTI, a bitmap and a few fields.
+const MIN_FRAME: usize = 64;
+
+/// A built-in dialect name, or a dialect file relative to the config file.
+fn resolve_dialect(name: &str, base: &Path) -> Result<Arc<Dialect>, crate::iso8583::SpecError> {
+    if Dialect::builtin(name).is_some() || Path::new(name).is_absolute() {
+        return Dialect::resolve(name);
+    }
+    Dialect::resolve(&base.join(name).to_string_lossy())
 }
 
 fn valid_institution(id: &str) -> bool {

@@ -1,6 +1,7 @@
 //! `cardswitch` command line.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod cli;
 

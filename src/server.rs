@@ -53,11 +53,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         .collect();
     let mut link_tasks = JoinSet::new();
     for destination in &destinations {
-        for handle in destination.start(links.clone()) {
-            link_tasks.spawn(async move {
-                let _ = handle.await;
-            });
-        }
+        destination.start(&mut link_tasks, &links);
     }
     let switch = Arc::new(Switch::new(&config, destinations));
     let mut listener_tasks = JoinSet::new();
@@ -91,6 +87,15 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         listener_tasks,
         link_tasks,
     })
+}
+
+impl Drop for Running {
+    /// A switch dropped without [`Running::shutdown`] still stops: listeners,
+    /// sessions and links all watch these tokens.
+    fn drop(&mut self) {
+        self.sessions.cancel();
+        self.links.cancel();
+    }
 }
 
 impl Running {

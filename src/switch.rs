@@ -90,6 +90,7 @@ pub struct Switch {
     tables: RwLock<Arc<Tables>>,
     destinations: HashMap<String, Arc<Destination>>,
     originals: Mutex<Originals>,
+    rrn_counter: AtomicU64,
     stats: SwitchStats,
 }
 
@@ -107,6 +108,7 @@ impl Switch {
                 .map(|d| (d.name().to_string(), d))
                 .collect(),
             originals: Mutex::new(Originals::default()),
+            rrn_counter: AtomicU64::new(0),
             stats: SwitchStats::default(),
         }
     }
@@ -160,7 +162,11 @@ impl Switch {
         };
         info!(
             mti = %request.mti(),
-            pan = %request.pan().map(|p| p.to_string()).unwrap_or_default(),
+            pan = %request
+                .pan()
+                .or_else(|| request.track2().map(|t| t.pan()))
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
             stan = request.text(11).unwrap_or_default(),
             rrn = request.rrn().unwrap_or_default(),
             terminal = request.terminal_id().unwrap_or_default(),
@@ -197,45 +203,71 @@ impl Switch {
         } else {
             None
         };
-        let routed = match &original {
-            Some(o) => Arc::clone(&o.destination),
-            None => Arc::clone(tables.routes.lookup(pan.expose()).ok_or(Refusal::NoRoute)?),
+        // A reversal goes where its original went, never to a fallback that
+        // did not see the original.
+        let destination = match &original {
+            Some(o) => self
+                .destinations
+                .get(&*o.destination)
+                .filter(|d| d.links_up() > 0)
+                .ok_or(Refusal::IssuerUnavailable)?,
+            None => self.available(tables.routes.lookup(pan.expose()).ok_or(Refusal::NoRoute)?)?,
         };
-        let destination = self.available(&routed)?;
         let now = DateTime::now();
+        let rrn = (!txn.request.contains(37)).then(|| self.next_rrn(now));
         let outgoing = Outgoing {
             txn: &txn,
             terminal,
             settings: &self.settings,
             original: original.as_ref(),
+            rrn,
             now,
         };
-        let version = destination.config().dialect.version();
-        let message = translate::request_for(version, &outgoing);
-        let sent_transmission = message.text(7).unwrap_or_default().to_string();
+        let dialect = &destination.config().dialect;
+        let version = dialect.version();
+        let message = translate::request_for(dialect, &outgoing);
+        let remembered = OriginalRef {
+            destination: Arc::from(destination.name()),
+            mti: txn.mti(),
+            switch_stan: 0,
+            transmission: message.text(7).unwrap_or_default().to_string(),
+            local_93: message.text(12).filter(|t| t.len() == 12).map(String::from),
+        };
         // The write-ahead journal records the request here, before it leaves.
         self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
-        let exchange = destination.request(message).await.map_err(|e| match e {
-            LinkError::Unavailable | LinkError::Timeout(_) => Refusal::IssuerUnavailable,
-            LinkError::Encode(_) => Refusal::System,
-        })?;
+        let record = |stan: u32| {
+            // Remembered before the request leaves, so that a reversal can
+            // name it even when no answer ever comes (timeout, crash of the
+            // link): that is when reversals matter most.
+            if txn.kind != TxnKind::Reversal
+                && let Some(key) = original_key(txn.terminal_id(), txn.stan())
+                && let Ok(mut originals) = self.originals.lock()
+            {
+                originals.remember(
+                    key,
+                    OriginalRef {
+                        switch_stan: stan,
+                        ..remembered
+                    },
+                );
+            }
+        };
+        let exchange = destination
+            .request(message, record)
+            .await
+            .map_err(|e| match e {
+                LinkError::Unavailable | LinkError::Timeout(_) => Refusal::IssuerUnavailable,
+                LinkError::Encode(_) => Refusal::System,
+            })?;
         let answer = translate::answer_from(version, &exchange.response);
-        if txn.kind != TxnKind::Reversal
-            && let Some(key) = original_key(txn.terminal_id(), txn.stan())
-            && let Ok(mut originals) = self.originals.lock()
-        {
-            originals.remember(
-                key,
-                OriginalRef {
-                    destination: Arc::from(destination.name()),
-                    mti: txn.mti(),
-                    switch_stan: exchange.stan,
-                    transmission: sent_transmission,
-                    year: now.yy(),
-                },
-            );
-        }
         Ok((answer, destination.name().to_string()))
+    }
+
+    /// A retrieval reference number for a terminal that sent none: `MMDDhh`
+    /// and a six-digit counter unique across the switch.
+    fn next_rrn(&self, now: DateTime) -> String {
+        let n = self.rrn_counter.fetch_add(1, Ordering::Relaxed) % 1_000_000;
+        format!("{}{:02}{n:06}", now.mmdd(), now.hour)
     }
 
     /// The routed destination if it has a link up, else its fallback if

@@ -26,7 +26,9 @@ use crate::clock::DateTime;
 use crate::codes;
 use crate::config::SwitchSettings;
 use crate::iso8583::spec::IsoVersion;
-use crate::iso8583::{Message, Mti};
+use bytes::Bytes;
+
+use crate::iso8583::{Dialect, Message, Mti};
 use crate::registry::Terminal;
 use crate::txn::{Txn, TxnKind};
 
@@ -42,8 +44,9 @@ pub struct OriginalRef {
     pub switch_stan: u32,
     /// Field 7 as sent (`MMDDhhmmss`).
     pub transmission: String,
-    /// Two-digit year it was sent in.
-    pub year: String,
+    /// For a 1993 destination, field 12 as sent (`YYMMDDhhmmss`), which its
+    /// reversal names in field 56.
+    pub local_93: Option<String>,
 }
 
 /// Everything needed to build one outgoing request.
@@ -57,32 +60,42 @@ pub struct Outgoing<'a> {
     pub settings: &'a SwitchSettings,
     /// The original, for reversals.
     pub original: Option<&'a OriginalRef>,
+    /// The RRN to send when the terminal sent none (unique across the switch).
+    pub rrn: Option<String>,
     /// Now.
     pub now: DateTime,
 }
 
-/// Fields copied unchanged from the terminal's request, where present.
-const COPIED: [u8; 12] = [2, 3, 4, 12, 13, 14, 22, 25, 35, 37, 41, 49];
+/// Fields the switch sets itself (or drops) rather than copying from the
+/// terminal: 7 transmission time, 11 STAN (the MUX), 18 MCC, 32/33
+/// institutions, 42/43 merchant, 64/128 MAC (the terminal's MAC does not
+/// cover the new message), 90 original data (rebuilt).
+const NOT_COPIED: [u8; 10] = [7, 11, 18, 32, 33, 42, 43, 64, 90, 128];
 
-/// Builds the request for a destination speaking `version`. Field 11 is left
-/// to the link MUX, which assigns the switch's own STAN.
-pub fn request_for(version: IsoVersion, out: &Outgoing<'_>) -> Message {
+/// Fields a 1993 destination gets from a 1987 request in the same position
+/// (same meaning and compatible layout); the rest is mapped in `to_1993`.
+const SAME_IN_1993: [u8; 11] = [2, 3, 4, 12, 13, 14, 35, 37, 41, 49, 52];
+
+/// Builds the request for `destination`'s dialect. Field 11 is left to the
+/// link MUX, which assigns the switch's own STAN.
+pub fn request_for(destination: &Dialect, out: &Outgoing<'_>) -> Message {
     let req = &out.txn.request;
     let mut m = Message::new(req.mti());
-    for field in COPIED {
-        if let Some(value) = req.get_bytes(field) {
-            m.set(field, value);
+    let version = destination.version();
+    for (field, value) in req.fields() {
+        let wanted = match version {
+            IsoVersion::Iso1987 => !NOT_COPIED.contains(&field),
+            IsoVersion::Iso1993 => SAME_IN_1993.contains(&field),
+        };
+        if wanted && destination.field(field).is_some() {
+            m.set(field, Bytes::copy_from_slice(value));
         }
     }
-    if let Some(pin) = req.get_bytes(52) {
-        m.set(52, pin);
+    if let Some(rrn) = &out.rrn {
+        m.set(37, rrn.clone());
     }
-    if !req.contains(37) {
-        let hh = out.now.hour;
-        m.set(
-            37,
-            format!("{}{hh:02}{:0>6}", out.now.mmdd(), out.txn.stan()),
-        );
+    if !req.contains(49) {
+        m.set(49, out.terminal.currency.clone());
     }
     m.set(7, out.now.mmddhhmmss())
         .set(18, out.terminal.mcc.clone())
@@ -143,11 +156,14 @@ fn to_1993(mut m: Message, out: &Outgoing<'_>) -> Message {
         m.set(
             56,
             format!(
-                "{}{:06}{}{}{:02}{acquirer}",
+                "{}{:06}{}{:02}{acquirer}",
                 original.mti.with_version(1),
                 original.switch_stan,
-                original.year,
-                original.transmission,
+                original.local_93.clone().unwrap_or_else(|| format!(
+                    "{}{}",
+                    out.now.yy(),
+                    original.transmission
+                )),
                 acquirer.len(),
             ),
         );
@@ -227,7 +243,6 @@ pub fn network_accepted(version: IsoVersion, response: &Message) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::iso8583::Dialect;
 
     #[test]
     fn network_requests_encode_in_their_dialects() {

@@ -153,11 +153,6 @@ impl Txn {
         self.request.text(11).unwrap_or_default()
     }
 
-    /// Amount in minor units (field 4).
-    pub fn amount(&self) -> u64 {
-        self.request.amount().unwrap_or_default()
-    }
-
     /// The request MTI.
     pub fn mti(&self) -> Mti {
         self.request.mti()

@@ -101,7 +101,7 @@ fn request(mti: &str, stan: &str) -> Message {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reversals_reach_the_original_destination_with_the_switch_stan() {
-    let bank = bank("").await;
+    let bank = bank("[[rule]]\nmti = \"0200\"\namount = 9100\nno_answer = true\n").await;
     let running = switch(bank.addr(), "", "").await;
     let mut conn = Framed::new(
         TcpStream::connect(running.address("pos").unwrap())
@@ -124,6 +124,21 @@ async fn reversals_reach_the_original_destination_with_the_switch_stan() {
         answer.stan(),
         Some(102),
         "the terminal's own STAN comes back"
+    );
+
+    // The bank never answers this purchase: the terminal gets 91 and its
+    // reversal still reaches the bank (that is when reversals matter most).
+    let mut silent = request("0200", "000110");
+    silent.set(4, "000000009100");
+    let answer = exchange(&mut conn, &silent).await;
+    assert_eq!(answer.response_code(), Some("91"));
+    let mut reversal = request("0400", "000111");
+    reversal.set(4, "000000009100");
+    reversal.set(90, format!("0200000110{}{:0>22}", "1125120000", "4123456"));
+    let answer = exchange(&mut conn, &reversal).await;
+    assert_eq!(
+        (answer.mti().as_str(), answer.response_code()),
+        ("0410", Some("00"))
     );
 
     // A reversal of something the switch never forwarded: 25.

@@ -25,6 +25,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -62,6 +63,12 @@ pub struct Exchange {
 /// (class+function without the response bit, field 41, field 11).
 type Key = ([u8; 2], [u8; 8], u32);
 
+/// STANs run from 1 to this.
+const MAX_STAN: u32 = 999_999;
+
+/// A link must stay up this long for its reconnect backoff to start over.
+const STABLE_LINK: Duration = Duration::from_secs(5);
+
 /// Counters of one destination.
 #[derive(Debug, Default)]
 pub struct DestinationStats {
@@ -83,7 +90,8 @@ pub struct Destination {
     config: DestinationConfig,
     /// The writer queue of each link while it is up.
     links: Vec<Mutex<Option<mpsc::Sender<Frame>>>>,
-    pending: Mutex<HashMap<Key, oneshot::Sender<Message>>>,
+    /// Waiting requests: the link each went out on, and where to deliver.
+    pending: Mutex<HashMap<Key, (usize, oneshot::Sender<Message>)>>,
     next_stan: AtomicU32,
     next_link: AtomicUsize,
     up: AtomicUsize,
@@ -130,14 +138,12 @@ impl Destination {
         })
     }
 
-    /// Starts one task per link; they run until `shutdown` is cancelled.
-    pub fn start(
-        self: &Arc<Self>,
-        shutdown: CancellationToken,
-    ) -> Vec<tokio::task::JoinHandle<()>> {
-        (0..self.links.len())
-            .map(|index| tokio::spawn(Arc::clone(self).run_link(index, shutdown.clone())))
-            .collect()
+    /// Starts one task per link in `tasks`; they run until `shutdown` is
+    /// cancelled.
+    pub fn start(self: &Arc<Self>, tasks: &mut JoinSet<()>, shutdown: &CancellationToken) {
+        for index in 0..self.links.len() {
+            tasks.spawn(Arc::clone(self).run_link(index, shutdown.clone()));
+        }
     }
 
     /// The destination's name.
@@ -161,43 +167,61 @@ impl Destination {
     }
 
     /// Sends a request on the next link that is up and waits for its answer.
-    /// Field 11 is replaced by the switch's own STAN.
-    pub async fn request(&self, message: Message) -> Result<Exchange, LinkError> {
-        let link = self.pick_link().ok_or(LinkError::Unavailable)?;
-        self.request_on(&link, message).await
+    /// Field 11 is replaced by the switch's own STAN; `on_send` learns that
+    /// STAN before the request leaves, so the caller can record it first (a
+    /// later reversal must name it even if no answer ever comes).
+    pub async fn request(
+        &self,
+        message: Message,
+        on_send: impl FnOnce(u32),
+    ) -> Result<Exchange, LinkError> {
+        let (index, link) = self.pick_link().ok_or(LinkError::Unavailable)?;
+        self.request_on(index, &link, message, on_send).await
     }
 
-    fn pick_link(&self) -> Option<mpsc::Sender<Frame>> {
+    fn pick_link(&self) -> Option<(usize, mpsc::Sender<Frame>)> {
         let count = self.links.len();
         let start = self.next_link.fetch_add(1, Ordering::Relaxed);
         (0..count).find_map(|offset| {
-            let slot = self.links.get((start + offset) % count)?;
-            slot.lock().ok()?.clone()
+            let index = (start + offset) % count;
+            let slot = self.links.get(index)?;
+            slot.lock().ok()?.clone().map(|tx| (index, tx))
         })
     }
 
-    fn register(&self, message: &Message) -> (Key, u32, oneshot::Receiver<Message>) {
+    /// Reserves a STAN unique among the requests in flight and registers the
+    /// waiter; `None` if every STAN is taken.
+    fn register(
+        &self,
+        link: usize,
+        message: &Message,
+    ) -> Option<(Key, u32, oneshot::Receiver<Message>)> {
         let (tx, rx) = oneshot::channel();
         let mut pending = match self.pending.lock() {
             Ok(p) => p,
             Err(poisoned) => poisoned.into_inner(),
         };
-        loop {
-            let stan = self.next_stan.fetch_add(1, Ordering::Relaxed) % 999_999 + 1;
+        for _ in 0..MAX_STAN {
+            let stan = self.next_stan.fetch_add(1, Ordering::Relaxed) % MAX_STAN + 1;
             let key = key_of(message, stan);
             if let std::collections::hash_map::Entry::Vacant(slot) = pending.entry(key) {
-                slot.insert(tx);
-                return (key, stan, rx);
+                slot.insert((link, tx));
+                return Some((key, stan, rx));
             }
         }
+        None
     }
 
     async fn request_on(
         &self,
+        index: usize,
         link: &mpsc::Sender<Frame>,
         mut message: Message,
+        on_send: impl FnOnce(u32),
     ) -> Result<Exchange, LinkError> {
-        let (key, stan, rx) = self.register(&message);
+        let (key, stan, rx) = self
+            .register(index, &message)
+            .ok_or(LinkError::Unavailable)?;
         let _guard = PendingGuard {
             destination: self,
             key,
@@ -210,15 +234,29 @@ impl Destination {
             header: self.config.header.clone(),
             message: bytes,
         };
-        link.send(frame).await.map_err(|_| LinkError::Unavailable)?;
-        self.stats.sent.fetch_add(1, Ordering::Relaxed);
-        match tokio::time::timeout(self.config.timeout, rx).await {
+        on_send(stan);
+        // One deadline for queueing and answer: a host that stops reading
+        // (a full queue) times out like one that stops answering.
+        let exchange = async {
+            link.send(frame).await.map_err(|_| LinkError::Unavailable)?;
+            self.stats.sent.fetch_add(1, Ordering::Relaxed);
+            rx.await.map_err(|_| LinkError::Unavailable)
+        };
+        match tokio::time::timeout(self.config.timeout, exchange).await {
             Ok(Ok(response)) => Ok(Exchange { response, stan }),
-            Ok(Err(_)) => Err(LinkError::Unavailable),
+            Ok(Err(e)) => Err(e),
             Err(_) => {
                 self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
                 Err(LinkError::Timeout(self.config.timeout))
             }
+        }
+    }
+
+    /// Fails every request waiting on link `index` (it went down): their
+    /// senders are dropped, so they see [`LinkError::Unavailable`] at once.
+    fn fail_pending(&self, index: usize) {
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.retain(|_, (link, _)| *link != index);
         }
     }
 
@@ -228,7 +266,7 @@ impl Destination {
         let key = key_of(&response, stan);
         let waiter = self.pending.lock().ok().and_then(|mut p| p.remove(&key));
         match waiter {
-            Some(tx) => {
+            Some((_, tx)) => {
                 self.stats.matched.fetch_add(1, Ordering::Relaxed);
                 // The requester may have timed out meanwhile: nothing to do.
                 let _ = tx.send(response);
@@ -254,8 +292,11 @@ impl Destination {
             match connected {
                 Ok(Ok(stream)) => {
                     self.stats.connects.fetch_add(1, Ordering::Relaxed);
-                    let signed_on = self.serve_link(index, stream, &shutdown).await;
-                    if signed_on {
+                    let since = tokio::time::Instant::now();
+                    let was_up = self.serve_link(index, stream, &shutdown).await;
+                    // Start over only after a link that held: a host that
+                    // accepts and drops at once keeps backing off.
+                    if was_up && since.elapsed() >= STABLE_LINK {
                         backoff = self.config.reconnect_min;
                     }
                 }
@@ -266,8 +307,9 @@ impl Destination {
                     debug!(destination = %self.config.name, link = index, "connect timed out")
                 }
             }
-            // Capped exponential backoff with full jitter: a bank outage
-            // must not turn into a synchronised reconnection storm.
+            // Capped exponential backoff with jitter (a random 50-100% of the
+            // delay): a bank outage must not turn into a synchronised
+            // reconnection storm.
             let wait = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
             backoff = (backoff * 2).min(self.config.reconnect_max);
             tokio::select! {
@@ -291,7 +333,8 @@ impl Destination {
         let mut reader = FramedRead::new(read_half, codec);
         let writer = FramedWrite::new(write_half, codec);
         let (tx, rx) = mpsc::channel::<Frame>(4096);
-        let write_task = tokio::spawn(crate::wire::write_frames(writer, rx));
+        let mut write_task = tokio::spawn(crate::wire::write_frames(writer, rx));
+        let name = &self.config.name;
         let read_task = {
             let tx = tx.clone();
             let header = self.config.header.clone();
@@ -299,7 +342,13 @@ impl Destination {
             let deliver = |m: Message| self.deliver(m);
             async move {
                 while let Some(item) = reader.next().await {
-                    let Ok(frame) = item else { break };
+                    let frame = match item {
+                        Ok(frame) => frame,
+                        Err(e) => {
+                            warn!(destination = %name, link = index, error = %e, "framing error from host, closing link");
+                            break;
+                        }
+                    };
                     match Message::decode(&dialect, frame.message) {
                         Ok(m) if m.mti().is_request() => {
                             // The host's own network management: answer it.
@@ -315,7 +364,9 @@ impl Destination {
                             }
                         }
                         Ok(m) => deliver(m),
-                        Err(e) => warn!(error = %e, "undecodable frame from host"),
+                        Err(e) => {
+                            warn!(destination = %name, link = index, error = %e, "undecodable frame from host")
+                        }
                     }
                 }
             }
@@ -324,7 +375,7 @@ impl Destination {
         let manage = async {
             if self.config.sign_on {
                 let sign_on = translate::network_request(version, Network::SignOn, DateTime::now());
-                match self.request_on(&tx, sign_on).await {
+                match self.request_on(index, &tx, sign_on, |_| {}).await {
                     Ok(ex) if translate::network_accepted(version, &ex.response) => {}
                     Ok(_) => {
                         warn!(destination = %self.config.name, link = index, "sign-on refused");
@@ -349,9 +400,9 @@ impl Destination {
             loop {
                 ticker.tick().await;
                 let echo = translate::network_request(version, Network::Echo, DateTime::now());
-                match self.request_on(&tx, echo).await {
-                    Ok(_) => misses = 0,
-                    Err(_) => {
+                match self.request_on(index, &tx, echo, |_| {}).await {
+                    Ok(ex) if translate::network_accepted(version, &ex.response) => misses = 0,
+                    _ => {
                         misses += 1;
                         if misses >= self.config.echo_misses {
                             warn!(destination = %self.config.name, link = index, misses, "echo tests missed, closing link");
@@ -364,10 +415,12 @@ impl Destination {
         let was_up = tokio::select! {
             up = manage => up,
             _ = read_task => true,
+            _ = &mut write_task => true,
             _ = shutdown.cancelled() => true,
         };
         let was_up = was_up && self.mark_down(index);
         write_task.abort();
+        self.fail_pending(index);
         if was_up {
             info!(destination = %self.config.name, link = index, "link down");
         }

@@ -13,6 +13,7 @@ use cardswitch::iso8583::json::{JsonMessage, Reveal, field_text};
 use cardswitch::iso8583::spec::Length;
 use cardswitch::iso8583::{Dialect, Message};
 
+/// `cardswitch iso …`: tools for ISO 8583 messages.
 #[derive(Debug, Subcommand)]
 pub enum IsoCommand {
     /// Decode hex (an argument, a file holding hex, or `-` for stdin) and
@@ -50,6 +51,7 @@ pub enum IsoCommand {
     },
 }
 
+/// Dialect and framing of the bytes read or written.
 #[derive(Debug, Args)]
 pub struct Wire {
     /// Built-in dialect name or path to a dialect .toml file.
@@ -97,6 +99,7 @@ fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
 }
 
 impl IsoCommand {
+    /// Runs the subcommand.
     pub fn run(self) -> Result<ExitCode, Box<dyn std::error::Error>> {
         match self {
             IsoCommand::Decode {

@@ -14,6 +14,7 @@ use cardswitch::iso8583::Dialect;
 use cardswitch::iso8583::framing::{FrameCodec, LengthPrefix};
 use cardswitch::sim::{BankSim, PosConfig, Rules, Scenario};
 
+/// `cardswitch sim …`: the bank and POS simulators.
 #[derive(Debug, Subcommand)]
 pub enum SimCommand {
     /// A bank host simulator: approves by default, follows a rules file
@@ -79,6 +80,7 @@ pub enum SimCommand {
     },
 }
 
+/// Dialect and framing a simulator speaks.
 #[derive(Debug, Args)]
 pub struct SimWire {
     /// Built-in dialect name (iso87ascii, iso87binary, iso93binary) or a .toml path.
@@ -116,6 +118,7 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 impl SimCommand {
+    /// Runs the subcommand.
     pub fn run(self) -> Result<ExitCode, Box<dyn std::error::Error>> {
         super::serve::init_logging("warn");
         match self {

@@ -59,7 +59,9 @@ pub fn masked(number: u8, text: &str) -> Option<String> {
     match number {
         2 | 34 => Some(card::mask_pan(text)),
         35 => Some(card::mask_track2(text)),
-        36 | 45 | 52 => Some("*".repeat(text.len())),
+        // Track 3, track 1, PIN block, and chip data (which carries the PAN
+        // and track 2 equivalent data in tags 5A and 57).
+        36 | 45 | 52 | 55 => Some("*".repeat(text.len())),
         _ => None,
     }
 }

@@ -499,7 +499,7 @@ impl Message {
 }
 
 /// Fields whose values are card data and are masked in `Debug`.
-pub const SENSITIVE_FIELDS: [u8; 6] = [2, 34, 35, 36, 45, 52];
+pub const SENSITIVE_FIELDS: [u8; 7] = [2, 34, 35, 36, 45, 52, 55];
 
 impl fmt::Debug for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -71,16 +71,6 @@ pub enum IsoVersion {
     Iso1993,
 }
 
-impl IsoVersion {
-    /// The MTI's version digit.
-    pub fn mti_digit(self) -> u8 {
-        match self {
-            IsoVersion::Iso1987 => 0,
-            IsoVersion::Iso1993 => 1,
-        }
-    }
-}
-
 impl TryFrom<u16> for IsoVersion {
     type Error = String;
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
@@ -21,6 +21,10 @@ use crate::config::ListenerConfig;
 use crate::iso8583::Message;
 use crate::iso8583::framing::Frame;
 use crate::switch::{self, Switch};
+
+/// Requests one connection may have in flight before the session stops
+/// reading from it.
+pub const MAX_IN_FLIGHT: usize = 256;
 
 /// Why a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +63,7 @@ pub async fn serve(
     let (tx, rx) = mpsc::channel::<Frame>(1024);
     let write_task = tokio::spawn(crate::wire::write_frames(writer, rx));
     let mut in_flight = JoinSet::new();
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let dialect = Arc::clone(&listener.dialect);
     let ended = loop {
         let next = tokio::select! {
@@ -79,12 +84,23 @@ pub async fn serve(
         let header = response_header(&frame.header);
         match Message::decode(&dialect, frame.message.clone()) {
             Ok(request) => {
+                // At most MAX_IN_FLIGHT requests per connection: beyond that
+                // the session stops reading, and TCP pushes back on the
+                // terminal, instead of tasks piling up without bound.
+                let permit = tokio::select! {
+                    permit = Arc::clone(&slots).acquire_owned() => permit,
+                    _ = shutdown.cancelled() => break Ended::Shutdown,
+                };
+                let Ok(permit) = permit else {
+                    break Ended::Shutdown;
+                };
                 let switch = Arc::clone(&switch);
                 let tx = tx.clone();
                 let dialect = Arc::clone(&dialect);
                 in_flight.spawn(async move {
                     let response = switch.handle(request).await;
                     send(&tx, &dialect, header, &response).await;
+                    drop(permit);
                 });
             }
             Err(error) => {
