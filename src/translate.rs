@@ -26,8 +26,6 @@ use crate::clock::DateTime;
 use crate::codes;
 use crate::config::SwitchSettings;
 use crate::iso8583::spec::IsoVersion;
-use bytes::Bytes;
-
 use crate::iso8583::{Dialect, Message, Mti};
 use crate::registry::Terminal;
 use crate::txn::{Txn, TxnKind};
@@ -82,13 +80,16 @@ pub fn request_for(destination: &Dialect, out: &Outgoing<'_>) -> Message {
     let req = &out.txn.request;
     let mut m = Message::new(req.mti());
     let version = destination.version();
-    for (field, value) in req.fields() {
+    for (field, _) in req.fields() {
         let wanted = match version {
             IsoVersion::Iso1987 => !NOT_COPIED.contains(&field),
             IsoVersion::Iso1993 => SAME_IN_1993.contains(&field),
         };
-        if wanted && destination.field(field).is_some() {
-            m.set(field, Bytes::copy_from_slice(value));
+        if wanted
+            && destination.field(field).is_some()
+            && let Some(value) = req.get_bytes(field)
+        {
+            m.set(field, value);
         }
     }
     if let Some(rrn) = &out.rrn {
