@@ -55,6 +55,9 @@ pub enum DemoError {
     /// The bank links did not come up.
     #[error("bank links did not come up within {0:?}")]
     LinksDown(Duration),
+    /// The switch's terminal listener is missing (a bug).
+    #[error("the demo switch has no terminal listener")]
+    NoListener,
     /// The POS load failed.
     #[error("POS simulator: {0}")]
     Pos(#[from] crate::sim::pos::PosError),
@@ -230,9 +233,7 @@ pub async fn run(options: &DemoOptions) -> Result<DemoOutcome, DemoError> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
-    let address = running
-        .address("pos")
-        .ok_or(DemoError::LinksDown(Duration::ZERO))?;
+    let address = running.address("pos").ok_or(DemoError::NoListener)?;
     let mut pos = PosConfig::new(
         address,
         dialect("iso87ascii")?,
