@@ -148,7 +148,15 @@ impl Switch {
         if request.mti().as_str() == "0800" {
             return network_answer(&request);
         }
-        let outcome = self.process(&request).await;
+        // The request moves into the transaction and back out, not copied.
+        let (request, outcome) = match Txn::classify(&request) {
+            Ok(kind) => {
+                let txn = Txn { kind, request };
+                let outcome = self.process(&txn).await;
+                (txn.request, outcome)
+            }
+            Err(refusal) => (request, Err(refusal)),
+        };
         let (code, auth_id, destination) = match &outcome {
             Ok((answer, dest)) => (
                 answer.code.as_str(),
@@ -178,8 +186,7 @@ impl Switch {
         respond(&request, code, auth_id)
     }
 
-    async fn process(&self, request: &Message) -> Result<(translate::Answer, String), Refusal> {
-        let txn = Txn::from_request(request.clone())?;
+    async fn process(&self, txn: &Txn) -> Result<(translate::Answer, String), Refusal> {
         let tables = self.tables();
         let terminal = tables
             .terminals
@@ -216,7 +223,7 @@ impl Switch {
         let now = DateTime::now();
         let rrn = (!txn.request.contains(37)).then(|| self.next_rrn(now));
         let outgoing = Outgoing {
-            txn: &txn,
+            txn,
             terminal,
             settings: &self.settings,
             original: original.as_ref(),

@@ -114,9 +114,9 @@ pub struct Txn {
 }
 
 impl Txn {
-    /// Lifts a decoded terminal request. Refuses what the switch does not
-    /// handle, and requests that miss the fields every kind needs.
-    pub fn from_request(request: Message) -> Result<Txn, Refusal> {
+    /// What a decoded terminal request asks for. Refuses what the switch
+    /// does not handle, and requests that miss the fields every kind needs.
+    pub fn classify(request: &Message) -> Result<TxnKind, Refusal> {
         let kind = match (request.mti().as_str(), request.processing_code()) {
             ("0100", Some(_)) => TxnKind::Authorization,
             ("0200", Some(pc)) if pc.starts_with("00") => TxnKind::Purchase,
@@ -125,15 +125,12 @@ impl Txn {
             ("0100" | "0200", None) => return Err(Refusal::Format),
             _ => return Err(Refusal::InvalidTransaction),
         };
-        for field in [4, 11, 41] {
-            if !request.contains(field) {
-                return Err(Refusal::Format);
-            }
-        }
-        if !request.contains(2) && !request.contains(35) {
+        if [4, 11, 41].iter().any(|f| !request.contains(*f))
+            || (!request.contains(2) && !request.contains(35))
+        {
             return Err(Refusal::Format);
         }
-        Ok(Txn { kind, request })
+        Ok(kind)
     }
 
     /// The PAN: field 2, or the PAN part of track 2.
