@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use crate::iso8583::Dialect;
 use crate::iso8583::framing::{FrameCodec, LengthPrefix};
+use crate::journal::{Durability, JournalConfig};
 use crate::registry::{TerminalEntry, Terminals};
 use crate::route::{RouteEntry, RouteTable};
 
@@ -49,6 +50,7 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     switch: RawSwitch,
+    journal: RawJournal,
     #[serde(default, rename = "listener")]
     listeners: Vec<RawListener>,
     #[serde(default, rename = "destination")]
@@ -73,6 +75,43 @@ struct RawSwitch {
     timeout_ms: u64,
     #[serde(default = "default_grace_ms")]
     shutdown_grace_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJournal {
+    dir: PathBuf,
+    data_key_file: PathBuf,
+    #[serde(default)]
+    durability: Durability,
+    #[serde(default = "default_segment_mb")]
+    segment_mb: u64,
+    #[serde(default = "default_cutover")]
+    cutover: String,
+    #[serde(default = "default_saf_retry_min_ms")]
+    saf_retry_min_ms: u64,
+    #[serde(default = "default_saf_retry_max_ms")]
+    saf_retry_max_ms: u64,
+}
+
+fn default_segment_mb() -> u64 {
+    64
+}
+fn default_cutover() -> String {
+    "00:00".into()
+}
+fn default_saf_retry_min_ms() -> u64 {
+    500
+}
+fn default_saf_retry_max_ms() -> u64 {
+    30_000
+}
+
+/// `HH:MM` as seconds after midnight.
+fn parse_cutover(text: &str) -> Option<u32> {
+    let (h, m) = text.split_once(':')?;
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60 && text.len() == 5).then_some(h * 3600 + m * 60)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -225,6 +264,8 @@ pub struct Config {
     pub path: PathBuf,
     /// Switch-wide settings.
     pub switch: SwitchSettings,
+    /// The write-ahead journal.
+    pub journal: JournalConfig,
     /// Terminal listeners.
     pub listeners: Vec<ListenerConfig>,
     /// Destinations by name, in file order.
@@ -299,6 +340,36 @@ impl Config {
         if sw.timeout_ms == 0 {
             problem("switch.timeout_ms".into(), "must be more than 0".into());
         }
+
+        let j = &raw.journal;
+        let cutover_secs = parse_cutover(&j.cutover).unwrap_or_else(|| {
+            problem(
+                "journal.cutover".into(),
+                format!("`{}` is not HH:MM", j.cutover),
+            );
+            0
+        });
+        if !(1..=1024).contains(&j.segment_mb) {
+            problem(
+                "journal.segment_mb".into(),
+                "must be between 1 and 1024".into(),
+            );
+        }
+        if j.saf_retry_min_ms == 0 || j.saf_retry_max_ms < j.saf_retry_min_ms {
+            problem(
+                "journal.saf_retry_min_ms".into(),
+                "must be more than 0 and at most saf_retry_max_ms".into(),
+            );
+        }
+        let journal = JournalConfig {
+            dir: base.join(&j.dir),
+            durability: j.durability,
+            segment_bytes: j.segment_mb << 20,
+            cutover_secs,
+            data_key_file: base.join(&j.data_key_file),
+            saf_retry_min: Duration::from_millis(j.saf_retry_min_ms),
+            saf_retry_max: Duration::from_millis(j.saf_retry_max_ms),
+        };
 
         let mut listeners = Vec::new();
         let mut names = BTreeSet::new();
@@ -455,6 +526,7 @@ impl Config {
                 timeout: Duration::from_millis(sw.timeout_ms),
                 shutdown_grace: Duration::from_millis(sw.shutdown_grace_ms),
             },
+            journal,
             listeners,
             destinations,
             terminals,

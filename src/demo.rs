@@ -67,6 +67,9 @@ pub enum DemoError {
     /// A built-in dialect failed to load (a bug).
     #[error("dialect: {0}")]
     Dialect(#[from] crate::iso8583::SpecError),
+    /// The demo's journal could not be set up.
+    #[error("journal: {0}")]
+    Journal(#[from] crate::journal::JournalError),
 }
 
 /// What the demo measured.
@@ -107,9 +110,14 @@ async fn bank(dialect_name: &str, prefix: LengthPrefix) -> Result<BankHandle, De
     Ok(Arc::new(sim).start(listener)?)
 }
 
-fn config_text(bank_a: SocketAddr, bank_b: SocketAddr, connections: usize) -> String {
+fn config_text(bank_a: SocketAddr, bank_b: SocketAddr, connections: usize, dir: &Path) -> String {
     let mut text = format!(
         r#"
+[journal]
+dir = "{journal}"
+data_key_file = "{key}"
+saf_retry_min_ms = 100
+
 [switch]
 acquirer_id = "4123456"
 timeout_ms = {DEMO_TIMEOUT_MS}
@@ -157,6 +165,8 @@ currency = "826"
 enabled = false
 "#,
         max = connections + 16,
+        journal = dir.join("journal").display(),
+        key = dir.join("data.key").display(),
         slow = rules::DEMO_SLOW_BIN,
     );
     for i in 0..connections {
@@ -216,7 +226,11 @@ fn scenario() -> Result<Scenario, crate::sim::scenario::ScenarioError> {
 pub async fn run(options: &DemoOptions) -> Result<DemoOutcome, DemoError> {
     let bank_a = bank("iso87binary", LengthPrefix::Binary2).await?;
     let bank_b = bank("iso87ascii", LengthPrefix::Ascii4).await?;
-    let text = config_text(bank_a.addr(), bank_b.addr(), options.connections);
+    let dir = std::env::temp_dir().join(format!("cardswitch-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    crate::journal::generate_data_key(&dir.join("data.key"))?;
+    let text = config_text(bank_a.addr(), bank_b.addr(), options.connections, &dir);
     let config = Config::from_toml(&text, Path::new("<demo>"))?;
     let running = server::start(config).await?;
     let switch = Arc::clone(running.switch());

@@ -16,6 +16,7 @@ pub mod codes;
 pub mod config;
 pub mod demo;
 pub mod iso8583;
+pub mod journal;
 pub mod registry;
 pub mod route;
 pub mod server;

@@ -11,6 +11,8 @@ use tracing::{info, warn};
 
 use crate::adapter::Destination;
 use crate::config::{Config, ConfigError};
+use crate::journal::saf::{self, SafContext};
+use crate::journal::{Journal, JournalError, recovery};
 use crate::switch::{Switch, Tables};
 use crate::terminal::listener::{self, ListenerStats};
 
@@ -28,6 +30,9 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
+    /// The journal could not be opened or recovered.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
 }
 
 /// A running switch.
@@ -37,14 +42,21 @@ pub struct Running {
     switch: Arc<Switch>,
     listeners: Vec<(String, SocketAddr, Arc<ListenerStats>)>,
     sessions: CancellationToken,
+    saf: CancellationToken,
     links: CancellationToken,
     listener_tasks: JoinSet<()>,
+    saf_tasks: JoinSet<()>,
     link_tasks: JoinSet<()>,
 }
 
-/// Binds every listener and opens every destination's links.
+/// Opens the journal and settles what a crash left open, binds every
+/// listener, opens every destination's links and starts store-and-forward.
 pub async fn start(config: Config) -> Result<Running, ServeError> {
+    let (journal, _) = Journal::open(config.journal.clone())?;
+    let journal = Arc::new(journal);
+    let recovered = recovery::recover(&journal).await?;
     let sessions = CancellationToken::new();
+    let saf_token = CancellationToken::new();
     let links = CancellationToken::new();
     let destinations: Vec<Arc<Destination>> = config
         .destinations
@@ -55,7 +67,21 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     for destination in &destinations {
         destination.start(&mut link_tasks, &links);
     }
-    let switch = Arc::new(Switch::new(&config, destinations));
+    let mut saf_tasks = JoinSet::new();
+    let context = SafContext {
+        journal: Arc::clone(&journal),
+        settings: config.switch.clone(),
+        retry_min: config.journal.saf_retry_min,
+        retry_max: config.journal.saf_retry_max,
+    };
+    let saf = saf::start(
+        &context,
+        &destinations,
+        recovered.saf,
+        &mut saf_tasks,
+        &saf_token,
+    );
+    let switch = Arc::new(Switch::new(&config, destinations, journal, saf));
     let mut listener_tasks = JoinSet::new();
     let mut bound = Vec::new();
     for l in &config.listeners {
@@ -83,8 +109,10 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         switch,
         listeners: bound,
         sessions,
+        saf: saf_token,
         links,
         listener_tasks,
+        saf_tasks,
         link_tasks,
     })
 }
@@ -94,6 +122,7 @@ impl Drop for Running {
     /// sessions and links all watch these tokens.
     fn drop(&mut self) {
         self.sessions.cancel();
+        self.saf.cancel();
         self.links.cancel();
     }
 }
@@ -134,7 +163,9 @@ impl Running {
     }
 
     /// Graceful shutdown: stop accepting, let requests in flight finish (up
-    /// to the configured grace), then close the destination links.
+    /// to the configured grace), stop store-and-forward (what it still owes
+    /// stays queued in the journal), then close the destination links. The
+    /// journal closes when the last task holding it ends.
     pub async fn shutdown(mut self) {
         self.sessions.cancel();
         let grace = self.config.switch.shutdown_grace;
@@ -149,6 +180,8 @@ impl Running {
             );
             self.listener_tasks.abort_all();
         }
+        self.saf.cancel();
+        while self.saf_tasks.join_next().await.is_some() {}
         self.links.cancel();
         while self.link_tasks.join_next().await.is_some() {}
         info!("stopped");

@@ -1,6 +1,7 @@
 //! The real `cardswitch serve` process: SIGHUP reloads routes (a broken file
 //! keeps the old table), SIGTERM lets a request in flight finish.
 
+mod common;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -73,6 +74,7 @@ async fn serve_reloads_on_sighup_and_drains_on_sigterm() {
         &config,
         format!(
             r#"routes_file = "routes.toml"
+{journal}
 [switch]
 acquirer_id = "4123456"
 timeout_ms = 2000
@@ -92,7 +94,8 @@ name_location = "SHOP"
 mcc = "5411"
 currency = "978"
 "#,
-            bank.addr()
+            bank.addr(),
+            journal = common::journal_section(&dir)
         ),
     )
     .unwrap();

@@ -1,6 +1,7 @@
 //! Reversals, echo-test failure and reconnection, and listener limits, over
 //! real TCP on 127.0.0.1.
 
+mod common;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -35,8 +36,10 @@ async fn bank(rules: &str) -> BankHandle {
 }
 
 async fn switch(bank: SocketAddr, destination_extra: &str, listener_extra: &str) -> Running {
+    let dir = tempfile::tempdir().unwrap().keep();
     let text = format!(
         r#"
+{journal}
 [switch]
 acquirer_id = "4123456"
 timeout_ms = 1000
@@ -62,7 +65,8 @@ merchant_id = "M1"
 name_location = "SHOP"
 mcc = "5411"
 currency = "978"
-"#
+"#,
+        journal = common::journal_section(&dir)
     );
     let running = server::start(Config::from_toml(&text, Path::new("test.toml")).unwrap())
         .await
@@ -141,14 +145,37 @@ async fn reversals_reach_the_original_destination_with_the_switch_stan() {
         ("0410", Some("00"))
     );
 
-    // A reversal of something the switch never forwarded: 25.
+    // A reversal of something the switch never forwarded: accepted (00) so
+    // the terminal stops repeating it, and nothing is sent to the bank.
     let mut unknown = request("0420", "000103");
     unknown.set(90, format!("0200999999{}{:0>22}", "1125120000", "4123456"));
     let answer = exchange(&mut conn, &unknown).await;
     assert_eq!(
         (answer.mti().as_str(), answer.response_code()),
-        ("0430", Some("25"))
+        ("0430", Some("00"))
     );
+
+    // Store-and-forward delivers the reversals: the approved purchase is
+    // reversed once at the bank under the switch's STAN; the purchase that
+    // timed out gets exactly one reversal although the terminal also sent
+    // one (the bank never approved it, so it matches nothing there).
+    let ledger = Arc::clone(bank.ledger());
+    let since = Instant::now();
+    while ledger.unmatched_reversals() < 1
+        || ledger.approvals().first().is_none_or(|a| a.reversals < 1)
+    {
+        assert!(
+            since.elapsed() < Duration::from_secs(5),
+            "reversals delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let approvals = ledger.approvals();
+    assert_eq!(approvals.len(), 1);
+    assert_eq!((approvals[0].reversals, approvals[0].repeats), (1, 0));
+    assert_ne!(approvals[0].stan, "000101", "the switch's own STAN");
+    assert_eq!(ledger.unmatched_reversals(), 1);
 
     // A malformed request (bytes after its last field) is answered 30 with
     // the terminal's own STAN and terminal id, so the terminal can match it.

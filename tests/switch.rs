@@ -1,6 +1,7 @@
 //! The switch end to end over real TCP on 127.0.0.1: POS simulator →
 //! switch → bank simulators (iso87binary, iso87ascii, iso93binary) and back.
 
+mod common;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -80,7 +81,7 @@ fn config_text(
     format!(
         r#"
 routes_file = "routes.toml"
-
+{{journal}}
 [switch]
 acquirer_id = "4123456"
 timeout_ms = {timeout_ms}
@@ -186,9 +187,10 @@ async fn harness(timeout_ms: u64, extra: &str) -> Harness {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("routes.toml"), ROUTES).unwrap();
     let path = dir.join("cardswitch.toml");
+    let journal = common::journal_section(&dir);
     std::fs::write(
         &path,
-        config_text(a.addr(), b.addr(), c.addr(), timeout_ms, extra),
+        config_text(a.addr(), b.addr(), c.addr(), timeout_ms, extra).replace("{journal}", &journal),
     )
     .unwrap();
     let config = Config::load(&path).unwrap();
@@ -644,7 +646,7 @@ fn config_check_names_file_key_and_reason() {
     let bad = std::env::temp_dir().join(format!("cardswitch-bad-{}.toml", std::process::id()));
     std::fs::write(
         &bad,
-        "[switch]\nacquirer_id = \"12\"\n[[listener]]\nname = \"x\"\naddress = \"127.0.0.1:0\"\ndialect = \"iso93binary\"\n",
+        "[journal]\ndir = \"j\"\ndata_key_file = \"k\"\ncutover = \"25:00\"\n[switch]\nacquirer_id = \"12\"\n[[listener]]\nname = \"x\"\naddress = \"127.0.0.1:0\"\ndialect = \"iso93binary\"\n",
     )
     .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_cardswitch"))
@@ -656,6 +658,10 @@ fn config_check_names_file_key_and_reason() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("listener[0].dialect: terminals must speak a 1987 dialect"),
+        "{err}"
+    );
+    assert!(
+        err.contains("journal.cutover: `25:00` is not HH:MM"),
         "{err}"
     );
     let good = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/cardswitch.toml");

@@ -43,9 +43,17 @@ pub enum LinkError {
     /// No link is up, or the link went down before the answer came.
     #[error("destination unavailable")]
     Unavailable,
-    /// No answer within the destination's timeout.
+    /// The request was sent and no answer came within the destination's
+    /// timeout.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    /// The request was sent and its link went down before the answer.
+    #[error("link lost after the request was sent")]
+    Lost,
+    /// The caller could not record the request (the journal failed), so it
+    /// was not sent.
+    #[error("request not journaled; not sent")]
+    NotJournaled,
     /// The request could not be encoded in the destination's dialect.
     #[error("cannot encode for the destination: {0}")]
     Encode(String),
@@ -168,12 +176,13 @@ impl Destination {
 
     /// Sends a request on the next link that is up and waits for its answer.
     /// Field 11 is replaced by the switch's own STAN; `on_send` learns that
-    /// STAN before the request leaves, so the caller can record it first (a
-    /// later reversal must name it even if no answer ever comes).
-    pub async fn request(
+    /// STAN before the request leaves and must return `true` once the caller
+    /// has recorded it (the journal: a later reversal must name it even if no
+    /// answer ever comes); `false` cancels the request.
+    pub async fn request<F: Future<Output = bool>>(
         &self,
         message: Message,
-        on_send: impl FnOnce(u32),
+        on_send: impl FnOnce(u32) -> F,
     ) -> Result<Exchange, LinkError> {
         let (index, link) = self.pick_link().ok_or(LinkError::Unavailable)?;
         self.request_on(index, &link, message, on_send).await
@@ -212,12 +221,12 @@ impl Destination {
         None
     }
 
-    async fn request_on(
+    async fn request_on<F: Future<Output = bool>>(
         &self,
         index: usize,
         link: &mpsc::Sender<Frame>,
         mut message: Message,
-        on_send: impl FnOnce(u32),
+        on_send: impl FnOnce(u32) -> F,
     ) -> Result<Exchange, LinkError> {
         let (key, stan, rx) = self
             .register(index, &message)
@@ -234,17 +243,24 @@ impl Destination {
             header: self.config.header.clone(),
             message: bytes,
         };
-        on_send(stan);
+        if !on_send(stan).await {
+            return Err(LinkError::NotJournaled);
+        }
         // One deadline for queueing and answer: a host that stops reading
-        // (a full queue) times out like one that stops answering.
+        // (a full queue) times out like one that stops answering. Whether the
+        // request got into the link's queue decides between "never sent"
+        // and "sent, fate unknown" (which needs a reversal).
+        let sent = std::sync::atomic::AtomicBool::new(false);
         let exchange = async {
             link.send(frame).await.map_err(|_| LinkError::Unavailable)?;
+            sent.store(true, Ordering::Relaxed);
             self.stats.sent.fetch_add(1, Ordering::Relaxed);
-            rx.await.map_err(|_| LinkError::Unavailable)
+            rx.await.map_err(|_| LinkError::Lost)
         };
         match tokio::time::timeout(self.config.timeout, exchange).await {
             Ok(Ok(response)) => Ok(Exchange { response, stan }),
             Ok(Err(e)) => Err(e),
+            Err(_) if !sent.load(Ordering::Relaxed) => Err(LinkError::Unavailable),
             Err(_) => {
                 self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
                 Err(LinkError::Timeout(self.config.timeout))
@@ -273,7 +289,7 @@ impl Destination {
             }
             None => {
                 self.stats.unmatched.fetch_add(1, Ordering::Relaxed);
-                warn!(destination = %self.config.name, mti = %response.mti(), stan, "response matches no pending request");
+                warn!(destination = %self.config.name, mti = %response.mti(), stan, "late or unmatched response: no request waits for it (a timed-out request has its reversal queued)");
             }
         }
     }
@@ -375,7 +391,10 @@ impl Destination {
         let manage = async {
             if self.config.sign_on {
                 let sign_on = translate::network_request(version, Network::SignOn, DateTime::now());
-                match self.request_on(index, &tx, sign_on, |_| {}).await {
+                match self
+                    .request_on(index, &tx, sign_on, |_| std::future::ready(true))
+                    .await
+                {
                     Ok(ex) if translate::network_accepted(version, &ex.response) => {}
                     Ok(_) => {
                         warn!(destination = %self.config.name, link = index, "sign-on refused");
@@ -400,7 +419,10 @@ impl Destination {
             loop {
                 ticker.tick().await;
                 let echo = translate::network_request(version, Network::Echo, DateTime::now());
-                match self.request_on(index, &tx, echo, |_| {}).await {
+                match self
+                    .request_on(index, &tx, echo, |_| std::future::ready(true))
+                    .await
+                {
                     Ok(ex) if translate::network_accepted(version, &ex.response) => misses = 0,
                     _ => {
                         misses += 1;

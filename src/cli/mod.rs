@@ -2,6 +2,7 @@
 
 mod demo;
 mod iso;
+mod journal;
 mod serve;
 mod sim;
 
@@ -31,6 +32,9 @@ enum Command {
     /// generator (`sim pos`).
     #[command(subcommand)]
     Sim(sim::SimCommand),
+    /// The write-ahead journal: show, tail, stats, verify, export, saf,
+    /// reindex, backup, keygen.
+    Journal(journal::JournalArgs),
     /// Run the whole switch on loopback with simulated banks and terminals,
     /// no configuration needed, and print a summary.
     Demo(demo::DemoArgs),
@@ -55,6 +59,7 @@ impl Cli {
             Command::Config(ConfigCommand::Check { file }) => serve::check(file),
             Command::Sim(cmd) => cmd.run(),
             Command::Demo(args) => args.run(),
+            Command::Journal(args) => args.run(),
         }
     }
 }

@@ -33,6 +33,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::ledger::Ledger;
 use super::rules::{Action, Rules};
 use crate::codes;
 use crate::iso8583::framing::{Frame, FrameCodec};
@@ -151,6 +152,7 @@ pub struct BankSim {
     codec: FrameCodec,
     rules: Rules,
     stats: Arc<BankStats>,
+    ledger: Arc<Ledger>,
     action_codes: bool,
 }
 
@@ -164,7 +166,13 @@ impl BankSim {
             codec,
             rules,
             stats: Arc::default(),
+            ledger: Arc::default(),
         }
+    }
+
+    /// What the simulator approved and what was reversed.
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
     }
 
     /// The simulator's counters.
@@ -211,10 +219,12 @@ impl BankSim {
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let stats = Arc::clone(&self.stats);
+        let ledger = Arc::clone(&self.ledger);
         let task = tokio::spawn(self.serve(listener, shutdown.clone()));
         Ok(BankHandle {
             addr,
             stats,
+            ledger,
             shutdown,
             task,
         })
@@ -318,6 +328,7 @@ impl BankSim {
             }
             None => {
                 bump(&self.stats.approved);
+                self.ledger.record(&request);
                 self.approval_code(class)
             }
         };
@@ -456,6 +467,7 @@ async fn write_answers(
 pub struct BankHandle {
     addr: SocketAddr,
     stats: Arc<BankStats>,
+    ledger: Arc<Ledger>,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -469,6 +481,11 @@ impl BankHandle {
     /// The simulator's counters.
     pub fn stats(&self) -> &Arc<BankStats> {
         &self.stats
+    }
+
+    /// What the simulator approved and what was reversed.
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
     }
 
     /// A token that stops the simulator when cancelled.

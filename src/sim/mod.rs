@@ -4,6 +4,7 @@
 //! * [`bank`] — [`BankSim`]: approves by default, follows [`Rules`] keyed on
 //!   amount, PAN prefix, terminal or MTI (decline, delay, never answer,
 //!   close the link), answers network management.
+//! * [`ledger`] — [`Ledger`]: what the bank approved and what was reversed.
 //! * [`rules`] — the rules file format and [`Rules::builtin_demo`].
 //! * [`pos`] — [`run`] a [`PosConfig`]: pipelined requests on
 //!   many connections, Luhn-valid PANs on configurable BINs, verification,
@@ -16,12 +17,14 @@
 //! codes ([`codes`](crate::codes)).
 
 pub mod bank;
+pub mod ledger;
 pub mod pos;
 pub mod report;
 pub mod rules;
 pub mod scenario;
 
 pub use bank::{BankHandle, BankSim, BankStats, BankStatsSnapshot};
+pub use ledger::{Approval, Ledger};
 pub use pos::{PosConfig, PosError, run};
 pub use report::{Latency, PosReport};
 pub use rules::{Action, Match, Rule, Rules, RulesError};

@@ -582,7 +582,10 @@ impl Terminal {
             id_bytes: Bytes::from(id.clone()),
             id,
             merchant: Bytes::from(format!("MERCH{:010}", index + 1)),
-            next_stan: 1,
+            // A fresh starting point each run, like a terminal that keeps
+            // its STAN counter: two runs in the same second must not look
+            // like retransmissions to the switch.
+            next_stan: fastrand::u32(1..=999_999),
             rng: fastrand::Rng::with_seed(cfg.seed.wrapping_add(index as u64)),
         }
     }

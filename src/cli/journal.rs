@@ -1,0 +1,362 @@
+//! `cardswitch journal …`: look into the write-ahead journal, check it,
+//! export it, back it up, rebuild its index.
+//!
+//! Everything except `reindex` reads the log files directly, so it works
+//! while the daemon runs (the daemon holds the sled index). No output ever
+//! shows a clear PAN.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use cardswitch::config::Config;
+use cardswitch::journal::view::{self, CSV_HEADER, TxnView};
+use cardswitch::journal::{Index, JournalConfig, wal};
+
+/// Arguments of `journal`.
+#[derive(Debug, Args)]
+pub struct JournalArgs {
+    /// Configuration file naming the journal (its `[journal]` section).
+    #[arg(long, short, global = true, default_value = "cardswitch.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: JournalCommand,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    Jsonl,
+    Csv,
+}
+
+#[derive(Debug, Subcommand)]
+enum JournalCommand {
+    /// One transaction (with its reversal state), by RRN or journal id.
+    Show {
+        /// Retrieval reference number.
+        #[arg(long, conflicts_with = "txn", required_unless_present = "txn")]
+        rrn: Option<String>,
+        /// Journal id.
+        #[arg(long)]
+        txn: Option<u64>,
+    },
+    /// The last records of the log.
+    Tail {
+        /// How many.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: usize,
+        /// Keep printing new records as they are written.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Counts by business date and state, records by kind, reversals owed.
+    Stats,
+    /// Checks the CRC of every record of every segment.
+    Verify,
+    /// Transactions of a business date, with masked PANs.
+    Export {
+        /// Business date, YYYY-MM-DD.
+        #[arg(long)]
+        date: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: Format,
+        /// Output file (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Reversals queued and not yet acknowledged.
+    Saf,
+    /// Rebuilds the index from the log (the daemon must be stopped).
+    Reindex,
+    /// Copies the log to DIR consistently, even while the daemon runs.
+    Backup {
+        /// Target directory (created if missing).
+        dir: PathBuf,
+    },
+    /// Writes a new random data key file (mode 0600).
+    Keygen {
+        /// The file to create.
+        file: PathBuf,
+    },
+}
+
+impl JournalArgs {
+    /// Runs the command.
+    pub fn run(self) -> Result<ExitCode, Box<dyn std::error::Error>> {
+        if let JournalCommand::Keygen { file } = &self.command {
+            cardswitch::journal::generate_data_key(file)?;
+            println!("{}: new data key written (mode 0600)", file.display());
+            return Ok(ExitCode::SUCCESS);
+        }
+        let config = Config::load(&self.config)?.journal;
+        let dir = config.dir.clone();
+        match self.command {
+            JournalCommand::Show { rrn, txn } => show(&config, rrn.as_deref(), txn),
+            JournalCommand::Tail { lines, follow } => tail(&dir, lines, follow),
+            JournalCommand::Stats => stats(&config),
+            JournalCommand::Verify => verify(&dir),
+            JournalCommand::Export { date, format, out } => export(&config, &date, format, out),
+            JournalCommand::Saf => saf(&config),
+            JournalCommand::Reindex => reindex(&config),
+            JournalCommand::Backup { dir: target } => backup(&dir, &target),
+            JournalCommand::Keygen { .. } => Ok(ExitCode::SUCCESS),
+        }
+    }
+}
+
+fn show(
+    config: &JournalConfig,
+    rrn: Option<&str>,
+    txn: Option<u64>,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let states = view::replay(&config.dir, config.cutover_secs)?;
+    let found: Vec<TxnView> = states
+        .values()
+        .filter(|s| match (rrn, txn) {
+            (Some(rrn), _) => s.request.rrn == rrn,
+            (None, Some(id)) => s.id == id,
+            (None, None) => false,
+        })
+        .map(TxnView::from)
+        .collect();
+    if found.is_empty() {
+        eprintln!("no such transaction");
+        return Ok(ExitCode::FAILURE);
+    }
+    for view in found {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe(entry: &wal::Entry<'_>) -> String {
+    let record = entry
+        .record()
+        .map(|r| {
+            let mut text = format!("{r:?}");
+            text.truncate(200);
+            text
+        })
+        .unwrap_or_else(|| "(undecodable)".into());
+    let secs = entry.ts / 1_000_000;
+    let t = cardswitch::clock::DateTime::from_unix(secs);
+    format!(
+        "{:>10} {:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z {:<22} {record}",
+        entry.seq,
+        t.year,
+        t.month,
+        t.day,
+        t.hour,
+        t.minute,
+        t.second,
+        entry.ts % 1_000_000,
+        entry.kind.name()
+    )
+}
+
+fn tail(dir: &Path, lines: usize, follow: bool) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let mut last: Vec<String> = Vec::new();
+    let mut next = 0;
+    wal::scan(dir, 0, |_, e| {
+        last.push(describe(e));
+        if last.len() > lines {
+            last.remove(0);
+        }
+        next = e.seq + 1;
+        Ok(())
+    })?;
+    for line in &last {
+        println!("{line}");
+    }
+    if !follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let mut out = std::io::stdout().lock();
+        wal::scan(dir, next, |_, e| {
+            let _ = writeln!(out, "{}", describe(e));
+            next = e.seq + 1;
+            Ok(())
+        })?;
+        out.flush()?;
+    }
+}
+
+fn stats(config: &JournalConfig) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let states = view::replay(&config.dir, config.cutover_secs)?;
+    let mut by_date: std::collections::BTreeMap<(String, &str), u64> = Default::default();
+    let mut owed = 0;
+    for s in states.values() {
+        *by_date.entry((s.date.clone(), s.phase.name())).or_default() += 1;
+        owed += u64::from(s.reversal_pending());
+    }
+    println!("{:<10} {:<14} {:>10}", "date", "state", "count");
+    for ((date, state), count) in by_date {
+        println!("{date:<10} {state:<14} {count:>10}");
+    }
+    println!();
+    println!("{:<22} {:>10}", "record kind", "count");
+    for (kind, count) in view::record_counts(&config.dir)? {
+        println!("{:<22} {count:>10}", kind.name());
+    }
+    println!();
+    println!("transactions: {}", states.len());
+    println!("reversals owed (store-and-forward): {owed}");
+    println!("segments: {}", wal::segments(&config.dir)?.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(dir: &Path) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let segments = wal::segments(dir)?;
+    let mut failed = false;
+    let mut total = 0;
+    for (i, segment) in segments.iter().enumerate() {
+        let data = std::fs::read(&segment.path)?;
+        let name = segment.path.display().to_string();
+        let last = i + 1 == segments.len();
+        match wal::scan_bytes(&data, &name, last, |e| {
+            if e.record().is_none() {
+                return Err(wal::WalError::Corrupt {
+                    segment: name.clone(),
+                    offset: e.offset,
+                    reason: format!("record {} passes its CRC but does not decode", e.seq),
+                });
+            }
+            Ok(())
+        }) {
+            Ok(scan) => {
+                total += scan.records;
+                let tail = if scan.tail > 0 {
+                    format!(", {} bytes being written or torn at the end", scan.tail)
+                } else {
+                    String::new()
+                };
+                println!("{name}: ok, {} records{tail}", scan.records);
+            }
+            Err(e) => {
+                failed = true;
+                println!("{e}");
+            }
+        }
+    }
+    println!(
+        "{} segments, {total} records, {}",
+        segments.len(),
+        if failed { "CORRUPT" } else { "all CRCs good" }
+    );
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn export(
+    config: &JournalConfig,
+    date: &str,
+    format: Format,
+    out: Option<PathBuf>,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let compact: String = date.chars().filter(|c| *c != '-').collect();
+    if compact.len() != 8 || !compact.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("--date {date}: expected YYYY-MM-DD").into());
+    }
+    let states = view::replay(&config.dir, config.cutover_secs)?;
+    let mut text = String::new();
+    if matches!(format, Format::Csv) {
+        text.push_str(CSV_HEADER);
+        text.push('\n');
+    }
+    let mut count = 0;
+    for s in states.values().filter(|s| s.date == compact) {
+        let view = TxnView::from(s);
+        match format {
+            Format::Jsonl => text.push_str(&serde_json::to_string(&view)?),
+            Format::Csv => text.push_str(&view.csv()),
+        }
+        text.push('\n');
+        count += 1;
+    }
+    match out {
+        Some(path) => {
+            cardswitch::journal::write_atomically(&path, text.as_bytes())?;
+            eprintln!("{}: {count} transactions", path.display());
+        }
+        None => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn saf(config: &JournalConfig) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let states = view::replay(&config.dir, config.cutover_secs)?;
+    println!(
+        "{:>10} {:<12} {:<9} {:>8} {:>12} {:<8} {:<19} {:<12}",
+        "txn", "destination", "reason", "attempts", "amount", "currency", "pan", "rrn"
+    );
+    let mut pending: Vec<_> = states.values().filter(|s| s.reversal_pending()).collect();
+    pending.sort_by_key(|s| s.reversal.as_ref().map_or(0, |r| r.queued_seq));
+    for s in &pending {
+        let v = TxnView::from(*s);
+        println!(
+            "{:>10} {:<12} {:<9} {:>8} {:>12} {:<8} {:<19} {:<12}",
+            v.id,
+            v.destination.unwrap_or_default(),
+            v.reversal_reason.unwrap_or_default(),
+            v.reversal_attempts.unwrap_or_default(),
+            v.amount,
+            v.currency,
+            v.pan,
+            v.rrn
+        );
+    }
+    println!("{} reversals owed", pending.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn reindex(config: &JournalConfig) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let total: u64 = view::record_counts(&config.dir)?.values().sum();
+    let index = Index::open(&config.index_dir(), config.cutover_secs)?;
+    let bar = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(total)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let applied = index.rebuild(&config.dir, |n| bar.set_position(n))?;
+    bar.finish_and_clear();
+    println!(
+        "index rebuilt from {applied} records ({})",
+        config.index_dir().display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn backup(dir: &Path, target: &Path) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    std::fs::create_dir_all(target)?;
+    let segments = wal::segments(dir)?;
+    let mut records = 0;
+    for (i, segment) in segments.iter().enumerate() {
+        let data = std::fs::read(&segment.path)?;
+        let name = segment.path.display().to_string();
+        // The active segment may end in a record being written: the copy
+        // stops after the last whole record, a consistent prefix of the log.
+        let scan = wal::scan_bytes(&data, &name, i + 1 == segments.len(), |_| Ok(()))?;
+        records += scan.records;
+        let file_name = segment.path.file_name().ok_or("segment without a name")?;
+        let end = usize::try_from(scan.end)?;
+        cardswitch::journal::write_atomically(
+            &target.join(file_name),
+            data.get(..end).unwrap_or_default(),
+        )?;
+    }
+    println!(
+        "{} segments, {records} records copied to {} (the index is rebuilt from them; back up the data key separately)",
+        segments.len(),
+        target.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,482 @@
+//! The index: derived state in sled, rebuilt from the log whenever needed.
+//!
+//! One sled tree, keys prefixed by what they index:
+//!
+//! | prefix | key | value |
+//! |---|---|---|
+//! | `t` | txn id (u64 BE) | [`TxnState`] (postcard) |
+//! | `k` | terminal (8) ‖ STAN (6) ‖ field 7 (10) ‖ id | — |
+//! | `r` | RRN (12) ‖ id | — |
+//! | `d` | business date (8) ‖ id | — |
+//! | `i` | id (in flight: received, no end yet) | — |
+//! | `s` | destination ‖ 0 ‖ queued seq ‖ id (store-and-forward queue) | — |
+//! | `m` | `applied` | last log sequence applied (u64 BE) |
+//!
+//! Each group of records is applied as one atomic sled batch together with
+//! the `applied` mark, and applying a record twice gives the same state, so
+//! replaying the log from the mark after any crash is always right. The log
+//! is the truth: deleting the sled directory loses nothing
+//! ([`Index::rebuild`]).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::record::{Forwarded, Received, Record, ReversalReason, Source, TxnId};
+use super::wal::{self, WalError, business_date};
+
+/// The index could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IndexError {
+    /// sled failed (or the directory is held by a running daemon).
+    #[error("journal index {path}: {reason}")]
+    Store {
+        /// The sled directory.
+        path: String,
+        /// sled's message.
+        reason: String,
+    },
+    /// Reading the log failed.
+    #[error(transparent)]
+    Wal(#[from] WalError),
+}
+
+/// Where a transaction stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    /// Received, not yet forwarded nor answered.
+    Received,
+    /// Forwarded, no answer yet.
+    Forwarded,
+    /// Answered to the terminal.
+    Answered,
+    /// The destination did not answer in time.
+    TimedOut,
+    /// Never forwarded before a crash.
+    NotProcessed,
+}
+
+impl Phase {
+    /// Whether the transaction has ended (as far as the terminal goes).
+    pub fn ended(self) -> bool {
+        matches!(
+            self,
+            Phase::Answered | Phase::TimedOut | Phase::NotProcessed
+        )
+    }
+
+    /// Name for listings.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Received => "received",
+            Phase::Forwarded => "forwarded",
+            Phase::Answered => "answered",
+            Phase::TimedOut => "timed_out",
+            Phase::NotProcessed => "not_processed",
+        }
+    }
+}
+
+/// A reversal owed for a transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReversalState {
+    /// Why.
+    pub reason: ReversalReason,
+    /// Amount that stands after a partial reversal.
+    pub replacement: Option<u64>,
+    /// Sequence of the `ReversalQueued` record (its place in the queue).
+    pub queued_seq: u64,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// The destination's code once acknowledged.
+    pub acknowledged: Option<String>,
+}
+
+/// Everything known of one transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnState {
+    /// Id (sequence of its `Received` record).
+    pub id: TxnId,
+    /// When received (µs since the epoch).
+    pub received_at: u64,
+    /// Business date (`YYYYMMDD`).
+    pub date: String,
+    /// The request.
+    pub request: Received,
+    /// Where it went.
+    pub forwarded: Option<Forwarded>,
+    /// Where it stands.
+    pub phase: Phase,
+    /// Response code given to the terminal.
+    pub code: Option<String>,
+    /// Authorisation id given to the terminal.
+    pub auth_id: Option<String>,
+    /// Who decided the response.
+    pub source: Option<Source>,
+    /// A reversal owed or done.
+    pub reversal: Option<ReversalState>,
+}
+
+impl TxnState {
+    /// A new state from a `Received` record.
+    pub fn new(id: TxnId, ts: u64, cutover_secs: u32, request: Received) -> TxnState {
+        TxnState {
+            id,
+            received_at: ts,
+            date: business_date(ts, cutover_secs),
+            request,
+            forwarded: None,
+            phase: Phase::Received,
+            code: None,
+            auth_id: None,
+            source: None,
+            reversal: None,
+        }
+    }
+
+    /// Applies one later record (idempotent).
+    pub fn apply(&mut self, seq: u64, record: &Record) {
+        match record {
+            Record::Received(_) => {}
+            Record::Forwarded { to, .. } => {
+                self.forwarded = Some(to.clone());
+                if self.phase == Phase::Received {
+                    self.phase = Phase::Forwarded;
+                }
+            }
+            Record::Responded {
+                code,
+                auth_id,
+                source,
+                ..
+            } => {
+                self.phase = Phase::Answered;
+                self.code = Some(code.clone());
+                self.auth_id = auth_id.clone();
+                self.source = Some(*source);
+            }
+            Record::TimedOut { .. } => {
+                self.phase = Phase::TimedOut;
+                self.code = Some("91".into());
+                self.source = Some(Source::Switch);
+            }
+            Record::NotProcessed { .. } => self.phase = Phase::NotProcessed,
+            Record::ReversalQueued {
+                reason,
+                replacement,
+                ..
+            } => {
+                if self.reversal.is_none() {
+                    self.reversal = Some(ReversalState {
+                        reason: *reason,
+                        replacement: *replacement,
+                        queued_seq: seq,
+                        attempts: 0,
+                        acknowledged: None,
+                    });
+                }
+            }
+            Record::ReversalSent { attempt, .. } => {
+                if let Some(r) = &mut self.reversal {
+                    r.attempts = r.attempts.max(*attempt);
+                }
+            }
+            Record::ReversalAcknowledged { code, .. } => {
+                if let Some(r) = &mut self.reversal {
+                    r.acknowledged = Some(code.clone());
+                }
+            }
+        }
+    }
+
+    /// Whether a reversal is queued and not yet acknowledged.
+    pub fn reversal_pending(&self) -> bool {
+        self.reversal
+            .as_ref()
+            .is_some_and(|r| r.acknowledged.is_none())
+    }
+}
+
+/// A (terminal, STAN, transmission) key, padded to fixed widths.
+pub fn request_key(terminal: &str, stan: &str, transmission: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + 8 + 6 + 10 + 8);
+    key.push(b'k');
+    key.extend_from_slice(format!("{terminal:<8.8}{stan:0>6.6}").as_bytes());
+    key.extend_from_slice(format!("{transmission:0>10.10}").as_bytes());
+    key
+}
+
+fn id_key(prefix: u8, id: TxnId) -> [u8; 9] {
+    let mut key = [prefix; 9];
+    key[1..].copy_from_slice(&id.to_be_bytes());
+    key
+}
+
+fn saf_key(destination: &str, queued: u64, id: TxnId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(destination.len() + 18);
+    key.push(b's');
+    key.extend_from_slice(destination.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&queued.to_be_bytes());
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+fn tail_id(key: &[u8]) -> Option<TxnId> {
+    let bytes: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+const APPLIED: &[u8] = b"mapplied";
+
+/// A raw key and value of the index.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// The sled index.
+#[derive(Debug, Clone)]
+pub struct Index {
+    db: sled::Db,
+    path: String,
+    cutover_secs: u32,
+}
+
+impl Index {
+    /// Opens (or creates) the index in `dir`.
+    pub fn open(dir: &Path, cutover_secs: u32) -> Result<Index, IndexError> {
+        let path = dir.display().to_string();
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(64 << 20)
+            .open()
+            .map_err(|e| IndexError::Store {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(Index {
+            db,
+            path,
+            cutover_secs,
+        })
+    }
+
+    fn store<T>(&self, result: sled::Result<T>) -> Result<T, IndexError> {
+        result.map_err(|e| IndexError::Store {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// The last log sequence applied (0 for none).
+    pub fn applied(&self) -> Result<u64, IndexError> {
+        let value = self.store(self.db.get(APPLIED))?;
+        Ok(value
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
+    /// A transaction by id.
+    pub fn txn(&self, id: TxnId) -> Result<Option<TxnState>, IndexError> {
+        let value = self.store(self.db.get(id_key(b't', id)))?;
+        Ok(value.and_then(|v| postcard::from_bytes(&v).ok()))
+    }
+
+    fn ids_with_prefix(&self, prefix: &[u8]) -> Result<Vec<TxnId>, IndexError> {
+        let mut ids = Vec::new();
+        for item in self.db.scan_prefix(prefix) {
+            let (key, _) = self.store(item)?;
+            ids.extend(tail_id(&key));
+        }
+        Ok(ids)
+    }
+
+    fn states(&self, ids: Vec<TxnId>) -> Result<Vec<TxnState>, IndexError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.extend(self.txn(id)?);
+        }
+        Ok(out)
+    }
+
+    /// Transactions of a terminal with a STAN (and, when given, a field 7).
+    pub fn by_request(
+        &self,
+        terminal: &str,
+        stan: &str,
+        transmission: Option<&str>,
+    ) -> Result<Vec<TxnState>, IndexError> {
+        let mut prefix = request_key(terminal, stan, transmission.unwrap_or(""));
+        if transmission.is_none() {
+            prefix.truncate(1 + 8 + 6);
+        }
+        let ids = self.ids_with_prefix(&prefix)?;
+        self.states(ids)
+    }
+
+    /// Transactions with an RRN.
+    pub fn by_rrn(&self, rrn: &str) -> Result<Vec<TxnState>, IndexError> {
+        let ids = self.ids_with_prefix(format!("r{rrn:<12.12}").as_bytes())?;
+        self.states(ids)
+    }
+
+    /// Transactions of a business date (`YYYYMMDD`), in id order.
+    pub fn by_date(&self, date: &str) -> Result<Vec<TxnState>, IndexError> {
+        let ids = self.ids_with_prefix(format!("d{date}").as_bytes())?;
+        self.states(ids)
+    }
+
+    /// Transactions received and not yet ended.
+    pub fn in_flight(&self) -> Result<Vec<TxnState>, IndexError> {
+        let ids = self.ids_with_prefix(b"i")?;
+        self.states(ids)
+    }
+
+    /// The store-and-forward queue of a destination, oldest first.
+    pub fn saf(&self, destination: &str) -> Result<Vec<TxnState>, IndexError> {
+        let mut prefix = vec![b's'];
+        prefix.extend_from_slice(destination.as_bytes());
+        prefix.push(0);
+        let ids = self.ids_with_prefix(&prefix)?;
+        self.states(ids)
+    }
+
+    /// Every reversal queued and not yet acknowledged, any destination.
+    pub fn saf_all(&self) -> Result<Vec<TxnState>, IndexError> {
+        let ids = self.ids_with_prefix(b"s")?;
+        self.states(ids)
+    }
+
+    /// Applies a group of log frames (as the writer committed them).
+    pub fn apply_group(&self, group: &[u8]) -> Result<(), IndexError> {
+        let mut entries = Vec::new();
+        let mut bytes = Vec::with_capacity(group.len() + wal::MAGIC.len());
+        bytes.extend_from_slice(wal::MAGIC);
+        bytes.extend_from_slice(group);
+        wal::scan_bytes(&bytes, "group", false, |e| {
+            if let Some(record) = e.record() {
+                entries.push((e.seq, e.ts, record));
+            }
+            Ok(())
+        })?;
+        self.apply(entries)
+    }
+
+    /// Applies records in log order as one atomic batch.
+    pub fn apply(&self, entries: Vec<(u64, u64, Record)>) -> Result<(), IndexError> {
+        let Some(last) = entries.last().map(|(seq, _, _)| *seq) else {
+            return Ok(());
+        };
+        let mut batch = sled::Batch::default();
+        let mut touched: BTreeMap<TxnId, TxnState> = BTreeMap::new();
+        for (seq, ts, record) in entries {
+            let id = record.txn(seq);
+            if let Record::Received(request) = &record {
+                let state = TxnState::new(id, ts, self.cutover_secs, (**request).clone());
+                let mut key = request_key(
+                    &state.request.terminal,
+                    &state.request.stan,
+                    &state.request.transmission,
+                );
+                key.extend_from_slice(&id.to_be_bytes());
+                batch.insert(key, &[]);
+                let mut rrn = format!("r{:<12.12}", state.request.rrn).into_bytes();
+                rrn.extend_from_slice(&id.to_be_bytes());
+                batch.insert(rrn, &[]);
+                let mut date = format!("d{}", state.date).into_bytes();
+                date.extend_from_slice(&id.to_be_bytes());
+                batch.insert(date, &[]);
+                touched.insert(id, state);
+                continue;
+            }
+            let state = match touched.entry(id) {
+                std::collections::btree_map::Entry::Occupied(slot) => slot.into_mut(),
+                std::collections::btree_map::Entry::Vacant(slot) => match self.txn(id)? {
+                    Some(state) => slot.insert(state),
+                    None => {
+                        tracing::warn!(
+                            txn = id,
+                            seq,
+                            "journal index: record for an unknown transaction"
+                        );
+                        continue;
+                    }
+                },
+            };
+            let was_pending = state.reversal_pending();
+            state.apply(seq, &record);
+            if let (Some(r), Some(f)) = (&state.reversal, &state.forwarded) {
+                let key = saf_key(&f.destination, r.queued_seq, id);
+                if state.reversal_pending() {
+                    batch.insert(key, &[]);
+                } else if was_pending {
+                    batch.remove(key);
+                }
+            }
+        }
+        for (id, state) in touched {
+            if state.phase.ended() {
+                batch.remove(&id_key(b'i', id));
+            } else {
+                batch.insert(&id_key(b'i', id), &[]);
+            }
+            batch.insert(
+                &id_key(b't', id),
+                postcard::to_stdvec(&state).unwrap_or_default(),
+            );
+        }
+        batch.insert(APPLIED, &last.to_be_bytes());
+        self.store(self.db.apply_batch(batch))
+    }
+
+    /// Applies the log from the record after [`Index::applied`]; returns how
+    /// many records were applied.
+    pub fn catch_up(&self, log: &Path, mut progress: impl FnMut(u64)) -> Result<u64, IndexError> {
+        let from = self.applied()? + 1;
+        let mut chunk = Vec::new();
+        let mut applied = 0;
+        let mut failure = None;
+        wal::scan(log, from, |_, e| {
+            if let Some(record) = e.record() {
+                chunk.push((e.seq, e.ts, record));
+            }
+            if chunk.len() >= 4096 {
+                applied += chunk.len() as u64;
+                if let Err(err) = self.apply(std::mem::take(&mut chunk)) {
+                    failure = Some(err);
+                }
+                progress(applied);
+            }
+            Ok(())
+        })?;
+        if let Some(err) = failure {
+            return Err(err);
+        }
+        applied += chunk.len() as u64;
+        self.apply(chunk)?;
+        progress(applied);
+        self.store(self.db.flush().map(|_| ()))?;
+        Ok(applied)
+    }
+
+    /// Empties the index and rebuilds it from the whole log.
+    pub fn rebuild(&self, log: &Path, progress: impl FnMut(u64)) -> Result<u64, IndexError> {
+        self.store(self.db.clear())?;
+        self.catch_up(log, progress)
+    }
+
+    /// Every key and value, for comparing two indexes.
+    pub fn dump(&self) -> Result<Vec<KeyValue>, IndexError> {
+        let mut out = Vec::new();
+        for item in self.db.iter() {
+            let (k, v) = self.store(item)?;
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Makes sled write what it holds.
+    pub fn flush(&self) -> Result<(), IndexError> {
+        self.store(self.db.flush().map(|_| ()))
+    }
+}

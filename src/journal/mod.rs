@@ -1,0 +1,315 @@
+//! The write-ahead journal: every transaction is recorded before it leaves
+//! the switch, and everything owed after a timeout or a crash (reversals) is
+//! kept until the destination acknowledges it.
+//!
+//! - [`wal`]: the log itself, append-only segments with group commit. It is
+//!   the truth.
+//! - [`index`]: sled state derived from the log (by id, by terminal+STAN, by
+//!   RRN, by date, in flight, store-and-forward queue). A cache: it is
+//!   replayed from the log at start and can be rebuilt from scratch.
+//! - [`vault`]: PANs sealed at rest.
+//! - [`saf`]: store-and-forward of reversals to destinations.
+//! - [`recovery`]: what a restart does with transactions a crash left open.
+//!
+//! See README → Durability for the contract as operators read it.
+
+pub mod index;
+pub mod record;
+pub mod recovery;
+pub mod saf;
+pub mod vault;
+pub mod view;
+pub mod wal;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use tracing::{error, info, warn};
+
+pub use index::{Index, IndexError, Phase, TxnState};
+pub use record::{Record, TxnId};
+pub use vault::Vault;
+pub use wal::{Durability, Wal, WalConfig, WalError};
+
+/// The journal could not be opened or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JournalError {
+    /// The log failed.
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    /// The index failed.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    /// The data key could not be read.
+    #[error("journal data key {path}: {reason}")]
+    DataKey {
+        /// The key file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Journal settings (`[journal]` in the config file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalConfig {
+    /// Directory of the log segments; the index lives in `DIR/index`.
+    pub dir: PathBuf,
+    /// When an append counts as done.
+    pub durability: Durability,
+    /// Size at which a segment is closed.
+    pub segment_bytes: u64,
+    /// Business-day cutover, seconds after 00:00 UTC.
+    pub cutover_secs: u32,
+    /// File holding the 256-bit data key as 64 hex characters.
+    pub data_key_file: PathBuf,
+    /// First delay before a store-and-forward retry.
+    pub saf_retry_min: std::time::Duration,
+    /// Longest delay between store-and-forward retries.
+    pub saf_retry_max: std::time::Duration,
+}
+
+impl JournalConfig {
+    /// The log's own settings.
+    pub fn wal(&self) -> WalConfig {
+        WalConfig {
+            dir: self.dir.clone(),
+            segment_bytes: self.segment_bytes,
+            durability: self.durability,
+            cutover_secs: self.cutover_secs,
+        }
+    }
+
+    /// Where the index lives.
+    pub fn index_dir(&self) -> PathBuf {
+        self.dir.join("index")
+    }
+}
+
+/// Reads the data key file: 64 hex characters, not readable by group or
+/// others.
+pub fn read_data_key(path: &Path) -> Result<Vault, JournalError> {
+    let failure = |reason: String| JournalError::DataKey {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path).map_err(|e| failure(format!("cannot read: {e}")))?,
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| failure(format!("cannot read: {e}")))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(failure(format!(
+                "permissions {:o} let others read it; chmod 600",
+                mode & 0o777
+            )));
+        }
+    }
+    Vault::from_hex(&text).map_err(|e| failure(e.to_string()))
+}
+
+/// Writes a new random 256-bit data key (64 hex characters) to `path`,
+/// readable by its owner only. Refuses to overwrite an existing key: the
+/// journal's PANs can only be opened with the key they were sealed under.
+pub fn generate_data_key(path: &Path) -> Result<(), JournalError> {
+    use aes_gcm::Aes256Gcm;
+    use aes_gcm::aead::{Generate, Key};
+    let failure = |reason: String| JournalError::DataKey {
+        path: path.display().to_string(),
+        reason,
+    };
+    let key = Key::<Aes256Gcm>::generate();
+    let text = zeroize::Zeroizing::new(format!("{}\n", hex::encode(key.as_slice())));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .map_err(|e| failure(format!("cannot create: {e}")))?;
+    std::io::Write::write_all(&mut file, text.as_bytes())
+        .and_then(|_| file.sync_all())
+        .map_err(|e| failure(format!("cannot write: {e}")))
+}
+
+/// Writes a file atomically: a temporary file beside it, fsync, rename,
+/// fsync of the directory. Readers see the old file or the new one, never
+/// a part.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp{}", std::process::id()));
+    let temp = dir.join(name);
+    let mut file = std::fs::File::create(&temp)?;
+    std::io::Write::write_all(&mut file, bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&temp, path)?;
+    std::fs::File::open(&dir)?.sync_all()
+}
+
+/// What opening the journal found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenReport {
+    /// Next log sequence.
+    pub next_seq: u64,
+    /// A torn record dropped from the end of the log.
+    pub torn: Option<(String, u64, u64)>,
+    /// Records replayed into the index.
+    pub replayed: u64,
+}
+
+/// The open journal: log, index and vault.
+#[derive(Debug)]
+pub struct Journal {
+    wal: Option<Wal>,
+    index: Index,
+    vault: Vault,
+    config: JournalConfig,
+    indexer: Option<JoinHandle<()>>,
+}
+
+impl Journal {
+    /// Opens the log (dropping a torn tail), replays it into the index and
+    /// starts the writer and the indexer.
+    pub fn open(config: JournalConfig) -> Result<(Journal, OpenReport), JournalError> {
+        let vault = read_data_key(&config.data_key_file)?;
+        Journal::open_with(config, vault)
+    }
+
+    /// [`Journal::open`] with a vault already at hand.
+    pub fn open_with(
+        config: JournalConfig,
+        vault: Vault,
+    ) -> Result<(Journal, OpenReport), JournalError> {
+        if config.durability == Durability::None {
+            warn!(
+                "JOURNAL DURABILITY IS OFF (durability = \"none\"): records are not synced; a machine crash loses them. For benchmarks only."
+            );
+        }
+        let (groups, receive) = mpsc::channel::<Vec<u8>>();
+        let (wal, opened) = Wal::open(
+            config.wal(),
+            Box::new(move |g| {
+                let _ = groups.send(g);
+            }),
+        )?;
+        let index = Index::open(&config.index_dir(), config.cutover_secs)?;
+        let replayed = index.catch_up(&config.dir, |_| {})?;
+        let indexer = {
+            let index = index.clone();
+            std::thread::Builder::new()
+                .name("journal-index".into())
+                .spawn(move || run_indexer(&index, &receive))
+                .map_err(|e| WalError::Io {
+                    path: String::new(),
+                    action: "start the indexer thread",
+                    reason: e.to_string(),
+                })?
+        };
+        info!(dir = %config.dir.display(), next_seq = opened.next_seq, replayed, "journal open");
+        Ok((
+            Journal {
+                wal: Some(wal),
+                index,
+                vault,
+                config,
+                indexer: Some(indexer),
+            },
+            OpenReport {
+                next_seq: opened.next_seq,
+                torn: opened.torn,
+                replayed,
+            },
+        ))
+    }
+
+    fn wal(&self) -> Result<&Wal, WalError> {
+        self.wal.as_ref().ok_or(WalError::Closed)
+    }
+
+    /// Appends a record without waiting for it to be durable.
+    pub fn append(&self, record: &Record) -> Result<u64, WalError> {
+        self.wal()?.append(record)
+    }
+
+    /// Appends a record and waits until it is durable.
+    pub async fn commit(&self, record: &Record) -> Result<u64, WalError> {
+        let (seq, durable) = self.wal()?.append_durable(record)?;
+        durable.wait().await?;
+        Ok(seq)
+    }
+
+    /// The index.
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// The vault sealing PANs.
+    pub fn vault(&self) -> &Vault {
+        &self.vault
+    }
+
+    /// Settings.
+    pub fn config(&self) -> &JournalConfig {
+        &self.config
+    }
+
+    /// Writer counters.
+    pub fn stats(&self) -> wal::WalStats {
+        self.wal.as_ref().map(Wal::stats).unwrap_or_default()
+    }
+
+    /// Writes what is pending, lets the index catch up and closes.
+    pub fn close(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(wal) = self.wal.take() {
+            wal.close();
+        }
+        if let Some(indexer) = self.indexer.take()
+            && indexer.join().is_err()
+        {
+            error!("journal indexer thread panicked");
+        }
+        if let Err(e) = self.index.flush() {
+            warn!(error = %e, "journal index flush failed (it is rebuilt from the log at next start)");
+        }
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Applies committed groups to the index, several at a time when they queue
+/// up. Ends when the writer is gone.
+fn run_indexer(index: &Index, groups: &mpsc::Receiver<Vec<u8>>) {
+    while let Ok(mut bytes) = groups.recv() {
+        while bytes.len() < (4 << 20)
+            && let Ok(more) = groups.try_recv()
+        {
+            bytes.extend_from_slice(&more);
+        }
+        if let Err(e) = index.apply_group(&bytes) {
+            error!(error = %e, "journal index update failed; it is replayed from the log at next start");
+        }
+    }
+}

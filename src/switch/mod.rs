@@ -1,0 +1,672 @@
+//! The path of one request: checks, routing, forwarding, answer.
+//!
+//! ```text
+//! request ─▶ Txn ─▶ terminal known and allowed? ─▶ Luhn ─▶ route by BIN
+//!        ─▶ [journal: request durable] ─▶ destination (MUX) ─▶ answer ─▶ response
+//! ```
+//!
+//! Every refusal is a [`Refusal`], which maps to one response code. The
+//! terminal's own fields (11, 37, 41 …) are echoed from its request, so the
+//! switch's STAN on the destination never reaches the terminal.
+
+mod recent;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use tracing::{error, info, warn};
+
+use crate::adapter::{Destination, LinkError};
+use crate::card::luhn_valid;
+use crate::clock::DateTime;
+use crate::config::{Config, SwitchSettings};
+use crate::iso8583::{Message, Mti};
+use crate::journal::record::{Forwarded, Merchant, Received, Record, ReversalReason, Source};
+use crate::journal::saf::Saf;
+use crate::journal::{Journal, TxnState};
+use crate::registry::{Terminal, Terminals};
+use crate::route::RouteTable;
+use crate::translate::{self, Outgoing};
+use crate::txn::{Refusal, Txn, TxnKind};
+use recent::{Live, Outcome, Recent};
+
+/// Terminal registry and BIN routes: replaced as a whole on reload.
+#[derive(Debug, Default)]
+pub struct Tables {
+    /// Terminal registry.
+    pub terminals: Terminals,
+    /// BIN routes.
+    pub routes: RouteTable,
+}
+
+/// Fields of a terminal's request echoed in the switch's response.
+const ECHOED: [u8; 13] = [2, 3, 4, 7, 11, 12, 13, 32, 37, 41, 42, 49, 90];
+
+/// After a start, retransmissions not found in memory are looked up in the
+/// journal index for this long (they come within a terminal's timeout).
+const INDEX_DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
+
+/// Counters of the switch.
+#[derive(Debug, Default)]
+pub struct SwitchStats {
+    /// Requests handled (all outcomes).
+    pub requests: AtomicU64,
+    /// Requests refused by the switch itself.
+    pub refused: AtomicU64,
+    /// Requests forwarded to a destination.
+    pub forwarded: AtomicU64,
+    /// Retransmissions answered with the original's response.
+    pub duplicates: AtomicU64,
+    /// Reversals queued for store-and-forward.
+    pub reversals_queued: AtomicU64,
+}
+
+/// What the switch answers a transaction.
+struct Answer {
+    code: String,
+    auth_id: Option<String>,
+    destination: Option<String>,
+    /// The transaction's RRN (given to a terminal that sent none).
+    rrn: Option<String>,
+}
+
+impl Answer {
+    fn refused(refusal: Refusal) -> Answer {
+        Answer {
+            code: refusal.response_code().to_string(),
+            auth_id: None,
+            destination: None,
+            rrn: None,
+        }
+    }
+}
+
+/// The switch: shared by every terminal session.
+#[derive(Debug)]
+pub struct Switch {
+    settings: SwitchSettings,
+    tables: RwLock<Arc<Tables>>,
+    destinations: HashMap<String, Arc<Destination>>,
+    journal: Arc<Journal>,
+    saf: Saf,
+    recent: Recent,
+    started: Instant,
+    rrn_counter: AtomicU64,
+    stats: SwitchStats,
+}
+
+impl Switch {
+    /// A switch over started (or to-be-started) destinations, journaling in
+    /// `journal` and queueing reversals in `saf`.
+    pub fn new(
+        config: &Config,
+        destinations: Vec<Arc<Destination>>,
+        journal: Arc<Journal>,
+        saf: Saf,
+    ) -> Switch {
+        Switch {
+            settings: config.switch.clone(),
+            tables: RwLock::new(Arc::new(Tables {
+                terminals: config.terminals.clone(),
+                routes: config.routes.clone(),
+            })),
+            destinations: destinations
+                .into_iter()
+                .map(|d| (d.name().to_string(), d))
+                .collect(),
+            journal,
+            saf,
+            recent: Recent::default(),
+            started: Instant::now(),
+            rrn_counter: AtomicU64::new(u64::from(fastrand::u32(..))),
+            stats: SwitchStats::default(),
+        }
+    }
+
+    /// Replaces terminals and routes atomically; requests in flight keep the
+    /// tables they started with.
+    pub fn replace_tables(&self, tables: Tables) {
+        let tables = Arc::new(tables);
+        match self.tables.write() {
+            Ok(mut t) => *t = tables,
+            Err(poisoned) => *poisoned.into_inner() = tables,
+        }
+    }
+
+    fn tables(&self) -> Arc<Tables> {
+        match self.tables.read() {
+            Ok(t) => Arc::clone(&t),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &SwitchStats {
+        &self.stats
+    }
+
+    /// The store-and-forward queues.
+    pub fn saf(&self) -> &Saf {
+        &self.saf
+    }
+
+    /// A destination by name.
+    pub fn destination(&self, name: &str) -> Option<&Arc<Destination>> {
+        self.destinations.get(name)
+    }
+
+    /// Handles one decoded terminal request and returns the response to send
+    /// back (in 1987 semantics, to be encoded in the terminal's dialect).
+    pub async fn handle(&self, request: Message) -> Message {
+        let started = Instant::now();
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        if request.mti().as_str() == "0800" {
+            return network_answer(&request);
+        }
+        // The request moves into the transaction and back out, not copied.
+        let (request, answer) = match Txn::classify(&request) {
+            Ok(kind) => {
+                let txn = Txn { kind, request };
+                let answer = self.process(&txn).await;
+                (txn.request, answer)
+            }
+            Err(refusal) => {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                (request, Answer::refused(refusal))
+            }
+        };
+        info!(
+            mti = %request.mti(),
+            pan = %request
+                .pan()
+                .or_else(|| request.track2().map(|t| t.pan()))
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+            stan = request.text(11).unwrap_or_default(),
+            rrn = request.rrn().unwrap_or_default(),
+            terminal = request.terminal_id().unwrap_or_default(),
+            destination = answer.destination.as_deref().unwrap_or("-"),
+            code = answer.code,
+            latency_us = started.elapsed().as_micros() as u64,
+            "transaction"
+        );
+        let mut response = respond(&request, &answer.code, answer.auth_id.as_deref());
+        if !request.contains(37)
+            && let Some(rrn) = answer.rrn
+        {
+            response.set(37, rrn);
+        }
+        response
+    }
+
+    async fn process(&self, txn: &Txn) -> Answer {
+        let Some(pan) = txn.pan() else {
+            return Answer::refused(Refusal::Format);
+        };
+        let Some(key) = recent::key(txn.terminal_id(), txn.stan()) else {
+            return Answer::refused(Refusal::Format);
+        };
+        let class = txn.mti().class_key();
+        let transmission = txn.request.text(7).unwrap_or_default();
+        let amount: u64 = txn
+            .request
+            .text(4)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(0);
+        if let Some(original) = self.retransmitted(key, class, transmission, amount) {
+            return self.replay(&original).await;
+        }
+        let tables = self.tables();
+        let terminal = tables.terminals.get(txn.terminal_id());
+        let now = DateTime::now();
+        let rrn = match txn.request.rrn() {
+            Some(rrn) => rrn.to_string(),
+            None => self.next_rrn(now),
+        };
+        let original = match txn.kind {
+            TxnKind::Reversal => self.original_of(txn).await,
+            _ => None,
+        };
+        let replacement = (txn.kind == TxnKind::Reversal)
+            .then(|| txn.request.text(95).and_then(|r| r.get(..12)?.parse().ok()))
+            .flatten();
+        let received = Arc::new(self.received(
+            txn,
+            pan.expose(),
+            terminal,
+            amount,
+            rrn,
+            &original,
+            replacement,
+        ));
+        let id = match self
+            .journal
+            .append(&Record::Received(Box::new((*received).clone())))
+        {
+            Ok(id) => id,
+            Err(e) => {
+                error!(error = %e, "journal unavailable: refusing the request");
+                return Answer::refused(Refusal::System);
+            }
+        };
+        let live = Arc::new(Live::new(id, class, received));
+        self.recent.insert(key, Arc::clone(&live));
+        let answer = match self
+            .decide(txn, &tables, &live, original, replacement, now)
+            .await
+        {
+            Ok(answer) => answer,
+            Err(refusal) => {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                let answer = Answer::refused(refusal);
+                self.local_answer(&live, &answer.code);
+                answer
+            }
+        };
+        answer.with_rrn(&live)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn received(
+        &self,
+        txn: &Txn,
+        pan: &str,
+        terminal: Option<&Arc<Terminal>>,
+        amount: u64,
+        rrn: String,
+        original: &Option<Arc<Live>>,
+        replacement: Option<u64>,
+    ) -> Received {
+        let text = |field: u8| txn.request.text(field).map(String::from);
+        Received {
+            kind: txn.kind,
+            mti: txn.mti().as_str().to_string(),
+            processing_code: text(3).unwrap_or_default(),
+            amount,
+            currency: text(49)
+                .or_else(|| terminal.map(|t| t.currency.clone()))
+                .unwrap_or_default(),
+            pan: self.journal.vault().seal(pan),
+            terminal: txn.terminal_id().to_string(),
+            merchant: terminal.map(|t| Merchant {
+                id: t.merchant_id.clone(),
+                mcc: t.mcc.clone(),
+                name_location: t.name_location.clone(),
+            }),
+            stan: txn.stan().to_string(),
+            transmission: text(7).unwrap_or_default(),
+            local_time: text(12),
+            local_date: text(13),
+            entry_mode: text(22),
+            condition: text(25),
+            rrn,
+            original: original.as_ref().map(|o| o.id),
+            replacement,
+        }
+    }
+
+    /// Checks, routes and forwards a journaled transaction.
+    async fn decide(
+        &self,
+        txn: &Txn,
+        tables: &Tables,
+        live: &Arc<Live>,
+        original: Option<Arc<Live>>,
+        replacement: Option<u64>,
+        now: DateTime,
+    ) -> Result<Answer, Refusal> {
+        let terminal = tables
+            .terminals
+            .get(txn.terminal_id())
+            .ok_or(Refusal::UnknownTerminal)?;
+        if !terminal.enabled || !terminal.allowed.contains(&txn.kind) {
+            return Err(Refusal::NotPermitted);
+        }
+        let pan = txn.pan().ok_or(Refusal::Format)?;
+        if !luhn_valid(pan.expose()) {
+            return Err(Refusal::InvalidCard);
+        }
+        if txn.kind == TxnKind::Reversal {
+            return Ok(self.reverse(live, original, replacement).await);
+        }
+        let destination =
+            self.available(tables.routes.lookup(pan.expose()).ok_or(Refusal::NoRoute)?)?;
+        let outgoing = Outgoing {
+            txn,
+            terminal,
+            settings: &self.settings,
+            original: None,
+            rrn: (!txn.request.contains(37)).then(|| live.request.rrn.clone()),
+            now,
+        };
+        let dialect = &destination.config().dialect;
+        let version = dialect.version();
+        let message = translate::request_for(dialect, &outgoing);
+        let transmission = message.text(7).unwrap_or_default().to_string();
+        let local_93 = message.text(12).filter(|t| t.len() == 12).map(String::from);
+        self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+        // Durable before it leaves: the Forwarded record names the switch
+        // STAN a reversal will need even if no answer ever comes.
+        let journal_first = |stan: u32| async move {
+            let to = Forwarded {
+                destination: destination.name().to_string(),
+                switch_stan: stan,
+                transmission,
+                local_93,
+            };
+            live.set_forwarded(to.clone());
+            let record = Record::Forwarded { txn: live.id, to };
+            match self.journal.commit(&record).await {
+                Ok(_) => true,
+                Err(e) => {
+                    error!(error = %e, "journal unavailable: request not forwarded");
+                    false
+                }
+            }
+        };
+        let result = destination.request(message, journal_first).await;
+        let name = Some(destination.name().to_string());
+        match result {
+            Ok(exchange) => {
+                let answer = translate::answer_from(version, &exchange.response);
+                let outcome = Outcome {
+                    code: answer.code,
+                    auth_id: answer.auth_id,
+                    source: Source::Destination,
+                };
+                let record = Record::Responded {
+                    txn: live.id,
+                    code: outcome.code.clone(),
+                    auth_id: outcome.auth_id.clone(),
+                    source: Source::Destination,
+                };
+                // The terminal hears an approval only once the journal holds it.
+                if let Err(e) = self.journal.commit(&record).await {
+                    error!(error = %e, "journal unavailable: the answer cannot be recorded; the transaction will be reversed at restart");
+                    return Err(Refusal::System);
+                }
+                live.finish(outcome.clone());
+                Ok(Answer {
+                    code: outcome.code,
+                    auth_id: outcome.auth_id,
+                    destination: name,
+                    rrn: None,
+                })
+            }
+            Err(LinkError::Timeout(_) | LinkError::Lost) => {
+                self.timed_out(live).await;
+                Ok(Answer {
+                    destination: name,
+                    ..Answer::refused(Refusal::IssuerUnavailable)
+                })
+            }
+            Err(LinkError::Unavailable) => Err(Refusal::IssuerUnavailable),
+            Err(LinkError::NotJournaled | LinkError::Encode(_)) => Err(Refusal::System),
+        }
+    }
+
+    /// The request may have reached the bank and no answer came: the
+    /// terminal gets 91 and a reversal is queued.
+    async fn timed_out(&self, live: &Arc<Live>) {
+        if let Err(e) = self.journal.append(&Record::TimedOut { txn: live.id }) {
+            error!(error = %e, "journal unavailable: timeout not recorded");
+        }
+        self.queue_reversal(live, ReversalReason::Timeout, None)
+            .await;
+        live.finish(Outcome {
+            code: Refusal::IssuerUnavailable.response_code().to_string(),
+            auth_id: None,
+            source: Source::Switch,
+        });
+    }
+
+    /// Queues the one reversal of `original` (durable, then handed to the
+    /// store-and-forward worker). Nothing happens if it already has one.
+    async fn queue_reversal(
+        &self,
+        original: &Live,
+        reason: ReversalReason,
+        replacement: Option<u64>,
+    ) {
+        if !original.claim_reversal() {
+            return;
+        }
+        let record = Record::ReversalQueued {
+            txn: original.id,
+            reason,
+            replacement,
+        };
+        match self.journal.commit(&record).await {
+            Ok(_) => {
+                self.stats.reversals_queued.fetch_add(1, Ordering::Relaxed);
+                if let Some(item) = original.saf_item(replacement) {
+                    self.saf.push(item);
+                }
+            }
+            Err(e) => {
+                error!(txn = original.id, error = %e, "journal unavailable: reversal not queued now; recovery queues it at restart")
+            }
+        }
+    }
+
+    /// A terminal's reversal: accepted (00) once the reversal owed to the
+    /// original's destination is durable in the store-and-forward queue.
+    /// Nothing is sent for an original that was declined, never forwarded or
+    /// is unknown (see README → Reversals); those are answered 00 locally.
+    async fn reverse(
+        &self,
+        live: &Live,
+        original: Option<Arc<Live>>,
+        replacement: Option<u64>,
+    ) -> Answer {
+        let accepted = |destination: Option<String>| Answer {
+            code: "00".into(),
+            auth_id: None,
+            destination,
+            rrn: None,
+        };
+        let Some(original) = original else {
+            warn!(txn = live.id, terminal = %live.request.terminal, stan = %live.request.stan, "reversal of an unknown original: accepted, nothing to reverse");
+            self.local_answer(live, "00");
+            return accepted(None);
+        };
+        // An original still in flight is reversed once its fate is known.
+        let outcome = original
+            .outcome(self.settings.timeout + Duration::from_secs(1))
+            .await;
+        let approved_or_unknown = outcome.as_ref().is_none_or(|o| {
+            o.source == Source::Switch && o.code == Refusal::IssuerUnavailable.response_code()
+                || o.code == "00"
+        });
+        let destination = original.forwarded().map(|f| f.destination.clone());
+        if destination.is_some() && approved_or_unknown {
+            self.queue_reversal(&original, ReversalReason::Terminal, replacement)
+                .await;
+        }
+        self.local_answer(live, "00");
+        accepted(destination)
+    }
+
+    /// Records the switch's own answer.
+    fn local_answer(&self, live: &Live, code: &str) {
+        let record = Record::Responded {
+            txn: live.id,
+            code: code.to_string(),
+            auth_id: None,
+            source: Source::Switch,
+        };
+        if let Err(e) = self.journal.append(&record) {
+            error!(error = %e, "journal unavailable: answer not recorded");
+        }
+        live.finish(Outcome {
+            code: code.to_string(),
+            auth_id: None,
+            source: Source::Switch,
+        });
+    }
+
+    /// A request identical to one already handled (terminal, STAN, field 7,
+    /// amount and message class).
+    fn retransmitted(
+        &self,
+        key: recent::Key,
+        class: [u8; 2],
+        transmission: &str,
+        amount: u64,
+    ) -> Option<Arc<Live>> {
+        let same = |l: &Live| {
+            l.class == class && l.request.transmission == transmission && l.request.amount == amount
+        };
+        if let Some(live) = self.recent.get(&key) {
+            return same(&live).then_some(live);
+        }
+        if self.started.elapsed() > INDEX_DUPLICATE_WINDOW {
+            return None;
+        }
+        let terminal = std::str::from_utf8(&key.0).ok()?.trim_end();
+        let found = self
+            .journal
+            .index()
+            .by_request(terminal, &format!("{:06}", key.1), Some(transmission))
+            .ok()?;
+        let live = found.iter().rev().map(Live::from_state).find(|l| same(l))?;
+        let live = Arc::new(live);
+        self.recent.insert(key, Arc::clone(&live));
+        Some(live)
+    }
+
+    /// The original's answer, again, without a second forward.
+    async fn replay(&self, original: &Live) -> Answer {
+        self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+        let outcome = original
+            .outcome(self.settings.timeout + Duration::from_secs(1))
+            .await;
+        info!(
+            txn = original.id,
+            "retransmission: the original's answer replayed"
+        );
+        let answer = match outcome {
+            Some(o) => Answer {
+                code: o.code,
+                auth_id: o.auth_id,
+                destination: original.forwarded().map(|f| f.destination.clone()),
+                rrn: None,
+            },
+            None => Answer::refused(Refusal::IssuerUnavailable),
+        };
+        answer.with_rrn(original)
+    }
+
+    /// The original of a terminal reversal: by field 90 (its STAN and
+    /// transmission time) or, without 90, by the reversal's own STAN.
+    async fn original_of(&self, txn: &Txn) -> Option<Arc<Live>> {
+        let data = txn.request.text(90);
+        let stan = data.and_then(|d| d.get(4..10)).unwrap_or(txn.stan());
+        let transmission = data
+            .and_then(|d| d.get(10..20))
+            .filter(|t| *t != "0000000000");
+        let key = recent::key(txn.terminal_id(), stan)?;
+        if let Some(live) = self.recent.get(&key)
+            && live.class != txn.mti().class_key()
+            && transmission.is_none_or(|t| t == live.request.transmission)
+        {
+            return Some(live);
+        }
+        let found = self
+            .journal
+            .index()
+            .by_request(txn.terminal_id(), stan, transmission)
+            .ok()?;
+        let state: &TxnState = found
+            .iter()
+            .rev()
+            .find(|s| s.request.kind != TxnKind::Reversal)?;
+        let live = Arc::new(Live::from_state(state));
+        self.recent.insert(key, Arc::clone(&live));
+        Some(live)
+    }
+
+    /// A retrieval reference number for a terminal that sent none: `MMDDhh`
+    /// and a six-digit counter unique across the switch.
+    fn next_rrn(&self, now: DateTime) -> String {
+        let n = self.rrn_counter.fetch_add(1, Ordering::Relaxed) % 1_000_000;
+        format!("{}{:02}{n:06}", now.mmdd(), now.hour)
+    }
+
+    /// The routed destination if it has a link up, else its fallback if
+    /// that has one; otherwise "issuer unavailable" at once.
+    fn available(&self, name: &str) -> Result<&Arc<Destination>, Refusal> {
+        let primary = self.destinations.get(name).ok_or(Refusal::NoRoute)?;
+        if primary.links_up() > 0 {
+            return Ok(primary);
+        }
+        primary
+            .config()
+            .fallback
+            .as_deref()
+            .and_then(|f| self.destinations.get(f))
+            .filter(|f| f.links_up() > 0)
+            .ok_or(Refusal::IssuerUnavailable)
+    }
+}
+
+impl Answer {
+    /// Keeps the RRN the switch gave (when the terminal sent none) so the
+    /// terminal learns it.
+    fn with_rrn(self, live: &Live) -> Answer {
+        Answer {
+            rrn: Some(live.request.rrn.clone()),
+            ..self
+        }
+    }
+}
+
+/// The response to a terminal request: the request's echoed fields, the
+/// response code and, on approval, the authorisation id.
+pub fn respond(request: &Message, code: &str, auth_id: Option<&str>) -> Message {
+    let mti = request.mti().response().unwrap_or(request.mti());
+    let mut response = Message::new(mti);
+    for field in ECHOED {
+        if let Some(value) = request.get_bytes(field) {
+            response.set(field, value);
+        }
+    }
+    if let Some(auth) = auth_id.filter(|_| code == "00") {
+        response.set(38, auth.to_string());
+    }
+    response.set(39, code.to_string());
+    response
+}
+
+/// Network management from a terminal, answered by the switch: echo (301),
+/// sign-on (001) and sign-off (002) are accepted, anything else is invalid.
+fn network_answer(request: &Message) -> Message {
+    let code = match request.network_code() {
+        Some("001" | "002" | "301") => "00",
+        _ => "12",
+    };
+    let mut response = Message::new(request.mti().response().unwrap_or(Mti::from_static("0810")));
+    for field in [7, 11, 41, 70] {
+        if let Some(value) = request.get_bytes(field) {
+            response.set(field, value);
+        }
+    }
+    response.set(39, code);
+    response
+}
+
+/// The format-error answer to a frame that could not be decoded but whose
+/// MTI could be read: whatever of 11, 37 and 41 was readable is echoed so the
+/// terminal can match it. `None` for an MTI that has no response.
+pub fn format_error(salvaged: &Message) -> Option<Message> {
+    let mut response = Message::new(salvaged.mti().response()?);
+    for field in [11, 37, 41] {
+        if let Some(value) = salvaged.get_bytes(field) {
+            response.set(field, value);
+        }
+    }
+    response.set(39, Refusal::Format.response_code());
+    Some(response)
+}

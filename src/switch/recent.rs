@@ -1,0 +1,184 @@
+//! Transactions the switch handled lately, in memory: to match a terminal's
+//! reversal to its original and to recognise a retransmitted request,
+//! without a trip to the index. Older ones are found in the journal index.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::journal::TxnState;
+use crate::journal::index::Phase;
+use crate::journal::record::{Forwarded, Received, Source, TxnId};
+use crate::journal::saf::SafItem;
+
+/// How many transactions are kept.
+const KEPT: usize = 100_000;
+
+/// Terminal id (field 41, space-padded) and the terminal's STAN.
+pub type Key = ([u8; 8], u32);
+
+/// The key of a terminal and STAN; `None` if the STAN is not numeric.
+pub fn key(terminal: &str, stan: &str) -> Option<Key> {
+    let mut id = [b' '; 8];
+    for (slot, byte) in id.iter_mut().zip(terminal.bytes()) {
+        *slot = byte;
+    }
+    Some((id, stan.parse().ok()?))
+}
+
+/// The answer a transaction got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// 1987 response code.
+    pub code: String,
+    /// Authorisation id.
+    pub auth_id: Option<String>,
+    /// Who decided.
+    pub source: Source,
+}
+
+/// One transaction in flight or recently ended.
+#[derive(Debug)]
+pub struct Live {
+    /// Journal id.
+    pub id: TxnId,
+    /// MTI class (`[class, function]`, repeat bit cleared).
+    pub class: [u8; 2],
+    /// The request as journaled.
+    pub request: Arc<Received>,
+    forwarded: OnceLock<Forwarded>,
+    outcome: watch::Sender<Option<Outcome>>,
+    reversal_claimed: AtomicBool,
+}
+
+impl Live {
+    /// A transaction just received.
+    pub fn new(id: TxnId, class: [u8; 2], request: Arc<Received>) -> Live {
+        Live {
+            id,
+            class,
+            request,
+            forwarded: OnceLock::new(),
+            outcome: watch::Sender::new(None),
+            reversal_claimed: AtomicBool::new(false),
+        }
+    }
+
+    /// A transaction known from the journal index.
+    pub fn from_state(state: &TxnState) -> Live {
+        let class = state.request.mti.as_bytes();
+        let live = Live::new(
+            state.id,
+            [
+                class.get(1).copied().unwrap_or(b'0'),
+                class.get(2).copied().unwrap_or(b'0') & !1,
+            ],
+            Arc::new(state.request.clone()),
+        );
+        if let Some(f) = &state.forwarded {
+            let _ = live.forwarded.set(f.clone());
+        }
+        let code = match state.phase {
+            Phase::Answered => state.code.clone(),
+            Phase::TimedOut | Phase::NotProcessed => Some("91".into()),
+            Phase::Received | Phase::Forwarded => None,
+        };
+        if let Some(code) = code {
+            live.finish(Outcome {
+                code,
+                auth_id: state.auth_id.clone(),
+                source: state.source.unwrap_or(Source::Switch),
+            });
+        }
+        if state.reversal.is_some() {
+            live.reversal_claimed.store(true, Ordering::Relaxed);
+        }
+        live
+    }
+
+    /// Records where the request went.
+    pub fn set_forwarded(&self, to: Forwarded) {
+        let _ = self.forwarded.set(to);
+    }
+
+    /// Where the request went, if it was forwarded.
+    pub fn forwarded(&self) -> Option<&Forwarded> {
+        self.forwarded.get()
+    }
+
+    /// Records the answer and wakes whoever waits for it.
+    pub fn finish(&self, outcome: Outcome) {
+        self.outcome.send_replace(Some(outcome));
+    }
+
+    /// The answer, waiting up to `limit` for it.
+    pub async fn outcome(&self, limit: Duration) -> Option<Outcome> {
+        let mut rx = self.outcome.subscribe();
+        let wait = rx.wait_for(Option::is_some);
+        match tokio::time::timeout(limit, wait).await {
+            Ok(Ok(found)) => found.clone(),
+            _ => None,
+        }
+    }
+
+    /// Claims the one reversal this transaction may get; `false` if another
+    /// path (timeout, recovery, an earlier terminal reversal) already did.
+    pub fn claim_reversal(&self) -> bool {
+        !self.reversal_claimed.swap(true, Ordering::AcqRel)
+    }
+
+    /// The store-and-forward entry reversing this transaction.
+    pub fn saf_item(&self, replacement: Option<u64>) -> Option<SafItem> {
+        Some(SafItem {
+            txn: self.id,
+            request: Arc::clone(&self.request),
+            forwarded: self.forwarded()?.clone(),
+            replacement,
+            attempts: 0,
+        })
+    }
+}
+
+/// The newest transaction per (terminal, STAN), bounded.
+#[derive(Debug, Default)]
+pub struct Recent {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    by_key: HashMap<Key, Arc<Live>>,
+    order: VecDeque<(Key, TxnId)>,
+}
+
+impl Recent {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        match self.inner.lock() {
+            Ok(inner) => inner,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Remembers a transaction (replacing an older one with its key).
+    pub fn insert(&self, key: Key, live: Arc<Live>) {
+        let mut inner = self.lock();
+        let id = live.id;
+        inner.by_key.insert(key, live);
+        inner.order.push_back((key, id));
+        while inner.order.len() > KEPT {
+            if let Some((old, old_id)) = inner.order.pop_front()
+                && inner.by_key.get(&old).is_some_and(|l| l.id == old_id)
+            {
+                inner.by_key.remove(&old);
+            }
+        }
+    }
+
+    /// The newest transaction with this key.
+    pub fn get(&self, key: &Key) -> Option<Arc<Live>> {
+        self.lock().by_key.get(key).cloned()
+    }
+}
