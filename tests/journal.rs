@@ -1,0 +1,395 @@
+//! The journal through the running switch over real TCP on 127.0.0.1:
+//! card data at rest, store-and-forward across a restart, duplicates,
+//! partial reversals, and the `journal` commands of the real binary.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cardswitch::config::Config;
+use cardswitch::iso8583::framing::{Frame, FrameCodec};
+use cardswitch::iso8583::{Dialect, Message, Mti};
+use cardswitch::journal::view;
+use cardswitch::server::{self, Running};
+use cardswitch::sim::bank::{BankHandle, BankSim};
+use cardswitch::sim::rules::Rules;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::Framed;
+
+const PIN_BLOCK: &[u8] = &[0x9A, 0x31, 0x7C, 0x05, 0xE2, 0x44, 0xB8, 0x6F];
+const PANS: [&str; 3] = ["4761739001010119", "4761739001010127", "4761731234567890"];
+
+fn ascii() -> Arc<Dialect> {
+    Dialect::builtin("iso87ascii").unwrap().unwrap()
+}
+
+async fn bank_at(listener: TcpListener, rules: &str) -> BankHandle {
+    Arc::new(BankSim::new(
+        Dialect::builtin("iso87binary").unwrap().unwrap(),
+        FrameCodec::default(),
+        Rules::from_toml(rules, "rules.toml").unwrap(),
+    ))
+    .start(listener)
+    .unwrap()
+}
+
+fn write_config(dir: &Path, bank: SocketAddr) -> PathBuf {
+    let text = format!(
+        r#"{journal}
+[switch]
+acquirer_id = "4123456"
+timeout_ms = 300
+[[listener]]
+name = "pos"
+address = "127.0.0.1:0"
+dialect = "iso87ascii"
+[[destination]]
+name = "bank"
+address = "{bank}"
+dialect = "iso87binary"
+links = 1
+reconnect_min_ms = 20
+reconnect_max_ms = 100
+[[route]]
+prefix = "476173"
+destination = "bank"
+[[terminal]]
+id = "TERM0001"
+merchant_id = "M1"
+name_location = "SHOP"
+mcc = "5411"
+currency = "978"
+"#,
+        journal = common::journal_section(dir)
+    );
+    let path = dir.join("cardswitch.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn start(config: &Path) -> Running {
+    let running = server::start(Config::load(config).unwrap()).await.unwrap();
+    let since = Instant::now();
+    while running.switch().destination("bank").unwrap().links_up() == 0 {
+        assert!(since.elapsed() < Duration::from_secs(5), "link up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    running
+}
+
+async fn connect(running: &Running) -> Framed<TcpStream, FrameCodec> {
+    Framed::new(
+        TcpStream::connect(running.address("pos").unwrap())
+            .await
+            .unwrap(),
+        FrameCodec::default(),
+    )
+}
+
+async fn exchange(conn: &mut Framed<TcpStream, FrameCodec>, m: &Message) -> Message {
+    conn.send(Frame {
+        header: Bytes::new(),
+        message: m.to_bytes(&ascii()).unwrap(),
+    })
+    .await
+    .unwrap();
+    let frame = conn.next().await.unwrap().unwrap();
+    Message::decode(&ascii(), frame.message).unwrap()
+}
+
+fn purchase(pan: &str, stan: u32, amount: u64) -> Message {
+    let mut m = Message::new(Mti::parse("0200").unwrap());
+    m.set(2, pan.to_string())
+        .set(3, "000000")
+        .set(4, format!("{amount:012}"))
+        .set(7, "1125120000")
+        .set(11, format!("{stan:06}"))
+        .set(35, format!("{pan}=29122011234567890"))
+        .set(37, format!("{stan:012}"))
+        .set(41, "TERM0001")
+        .set(49, "978")
+        .set(52, Bytes::from_static(PIN_BLOCK));
+    m
+}
+
+fn reversal_of(original: &Message, stan: u32) -> Message {
+    let mut m = original.clone();
+    m.set_mti(Mti::parse("0400").unwrap());
+    m.set(11, format!("{stan:06}"));
+    m.set(
+        90,
+        format!(
+            "0200{}{}{:0>22}",
+            original.text(11).unwrap(),
+            original.text(7).unwrap(),
+            "4123456"
+        ),
+    );
+    m
+}
+
+fn cli(config: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cardswitch"))
+        .args(["journal", "--config"])
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let since = Instant::now();
+    while !done() {
+        assert!(since.elapsed() < Duration::from_secs(10), "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn card_data_never_reaches_the_disk_in_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let bank = bank_at(TcpListener::bind("127.0.0.1:0").await.unwrap(), "").await;
+    let config = write_config(dir.path(), bank.addr());
+    let running = start(&config).await;
+    let mut conn = connect(&running).await;
+    for (i, pan) in PANS.iter().enumerate() {
+        let answer = exchange(&mut conn, &purchase(pan, 200 + i as u32, 1000)).await;
+        assert_eq!(answer.response_code(), Some("00"));
+    }
+    running.shutdown().await;
+    // The switch (and so the journal) is gone once its tasks are: give the
+    // index thread its final flush.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let journal = dir.path().join("journal");
+    let states = view::replay(&journal, 0).unwrap();
+    assert_eq!(states.len(), 3);
+    assert_eq!(
+        states.values().next().unwrap().request.pan.masked,
+        "476173******0119"
+    );
+    let files = files_under(&journal);
+    assert!(
+        files
+            .iter()
+            .any(|f| f.extension().is_some_and(|e| e == "wal"))
+    );
+    assert!(files.iter().any(|f| f.starts_with(journal.join("index"))));
+    for file in files {
+        let bytes = std::fs::read(&file).unwrap();
+        for secret in PANS
+            .iter()
+            .map(|p| p.as_bytes().to_vec())
+            .chain([PIN_BLOCK.to_vec(), b"=29122011234567890".to_vec()])
+        {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_slice()),
+                "{} holds card data in clear",
+                file.display()
+            );
+        }
+    }
+    bank.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reversal_owed_survives_a_restart_and_is_delivered_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bank_addr = listener.local_addr().unwrap();
+    // This bank takes the purchase and never answers it.
+    let silent = bank_at(listener, "[[rule]]\namount = 9100\nno_answer = true\n").await;
+    let config = write_config(dir.path(), bank_addr);
+    let running = start(&config).await;
+    let mut conn = connect(&running).await;
+    let request = purchase(PANS[0], 300, 9100);
+    let answer = exchange(&mut conn, &request).await;
+    assert_eq!(answer.response_code(), Some("91"));
+    running.shutdown().await;
+    silent.stop().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The reversal is owed, in the journal, while nobody runs.
+    let (ok, out) = cli(&config, &["saf"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("1 reversals owed"), "{out}");
+    assert!(
+        out.contains("476173******0119") && out.contains("timeout"),
+        "{out}"
+    );
+
+    // A bank that answers comes back on the same address; so does the
+    // switch, which sends the reversal from its journal.
+    let bank = bank_at(TcpListener::bind(bank_addr).await.unwrap(), "").await;
+    let running = start(&config).await;
+    let ledger = Arc::clone(bank.ledger());
+    wait_for("reversal delivered", || ledger.unmatched_reversals() == 1).await;
+    let journal = dir.path().join("journal");
+    wait_for("acknowledged in the journal", || {
+        view::replay(&journal, 0)
+            .unwrap()
+            .values()
+            .all(|s| !s.reversal_pending())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(ledger.unmatched_reversals(), 1, "delivered once");
+    assert_eq!(running.switch().saf().depth(), 0);
+    running.shutdown().await;
+    bank.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retransmissions_and_partial_reversals() {
+    let dir = tempfile::tempdir().unwrap();
+    let bank = bank_at(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        "[[rule]]\nmti = \"0200\"\ndelay_ms = 100\n",
+    )
+    .await;
+    let config = write_config(dir.path(), bank.addr());
+    let running = start(&config).await;
+
+    // The same request twice, the second while the first is at the bank:
+    // one forward, the same answer twice.
+    let request = purchase(PANS[1], 400, 2500);
+    let (mut a, mut b) = (connect(&running).await, connect(&running).await);
+    let first = exchange(&mut a, &request);
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        exchange(&mut b, &request).await
+    };
+    let (first, second) = tokio::join!(first, second);
+    assert_eq!(first.response_code(), Some("00"));
+    assert_eq!(
+        (second.response_code(), second.auth_id()),
+        (Some("00"), first.auth_id())
+    );
+    assert_eq!(bank.ledger().approvals().len(), 1, "the bank saw it once");
+
+    // A partial reversal: 10.00 of the 25.00 stands.
+    let mut partial = reversal_of(&request, 401);
+    partial.set(95, format!("{:012}{:012}C00000000C00000000", 1000, 1000));
+    let answer = exchange(&mut a, &partial).await;
+    assert_eq!(answer.response_code(), Some("00"));
+    let ledger = Arc::clone(bank.ledger());
+    wait_for("partial reversal delivered", || {
+        ledger.approvals().first().is_some_and(|a| a.reversals == 1)
+    })
+    .await;
+    // Repeating the terminal's reversal does not reverse twice.
+    let answer = exchange(&mut a, &reversal_of(&request, 402)).await;
+    assert_eq!(answer.response_code(), Some("00"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(ledger.approvals()[0].reversals, 1);
+
+    let states = view::replay(&dir.path().join("journal"), 0).unwrap();
+    let original = states
+        .values()
+        .find(|s| s.request.stan == "000400")
+        .unwrap();
+    let reversal = original.reversal.as_ref().unwrap();
+    assert_eq!(reversal.replacement, Some(1000));
+    assert!(reversal.acknowledged.is_some());
+    running.shutdown().await;
+    bank.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journal_commands_show_verify_export_backup_reindex() {
+    let dir = tempfile::tempdir().unwrap();
+    let bank = bank_at(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        "[[rule]]\namount = 5100\ndecline = \"51\"\n",
+    )
+    .await;
+    let config = write_config(dir.path(), bank.addr());
+    let running = start(&config).await;
+    let mut conn = connect(&running).await;
+    assert_eq!(
+        exchange(&mut conn, &purchase(PANS[0], 500, 1234))
+            .await
+            .response_code(),
+        Some("00")
+    );
+    assert_eq!(
+        exchange(&mut conn, &purchase(PANS[1], 501, 5100))
+            .await
+            .response_code(),
+        Some("51")
+    );
+
+    // While the daemon runs: show, verify, export, backup.
+    let (ok, out) = cli(&config, &["show", "--rrn", "000000000500"]);
+    assert!(ok, "{out}");
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["pan"], "476173******0119");
+    assert_eq!(shown["code"], "00");
+    assert_eq!(shown["state"], "answered");
+    assert_eq!(shown["destination"], "bank");
+    let (ok, out) = cli(&config, &["verify"]);
+    assert!(ok && out.contains("all CRCs good"), "{out}");
+    let today = {
+        let t = cardswitch::clock::DateTime::now();
+        format!("{:04}-{:02}-{:02}", t.year, t.month, t.day)
+    };
+    let (ok, out) = cli(&config, &["export", "--date", &today, "--format", "csv"]);
+    assert!(ok, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[0].starts_with("id,date,"));
+    assert!(lines[2].contains(",51,"), "{out}");
+    assert!(!out.contains(PANS[0]) && !out.contains(PANS[1]));
+    let backup = dir.path().join("backup");
+    let (ok, out) = cli(&config, &["backup", backup.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    running.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Stopped: stats, reindex; the backup restores the same history.
+    let (ok, out) = cli(&config, &["stats"]);
+    assert!(ok && out.contains("transactions: 2"), "{out}");
+    let (ok, out) = cli(&config, &["reindex"]);
+    assert!(ok && out.contains("index rebuilt from"), "{out}");
+    let restored = view::replay(&backup, 0).unwrap();
+    let live = view::replay(&dir.path().join("journal"), 0).unwrap();
+    assert_eq!(restored, live);
+    // A corrupted byte in the middle of the log is found and named.
+    let segment = cardswitch::journal::wal::segments(&dir.path().join("journal"))
+        .unwrap()
+        .remove(0)
+        .path;
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[20] ^= 0x55;
+    std::fs::write(&segment, bytes).unwrap();
+    let (ok, out) = cli(&config, &["verify"]);
+    assert!(!ok && out.contains("corrupt record at offset 8"), "{out}");
+    bank.stop().await;
+}
