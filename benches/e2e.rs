@@ -10,6 +10,9 @@
 //! switch against one core's worth of relay in the same run. CPU time per
 //! transaction is read from `/proc/PID/stat` of the switch or relay process.
 //!
+//! The switch runs twice: with `durability = "fsync"` (the default) and with
+//! `durability = "none"`, to show what syncing the journal costs.
+//!
 //! Environment: `E2E_COUNT` (transactions of the throughput runs, default
 //! 200000), `E2E_SECONDS` (length of the fixed-rate runs, default 5).
 //!
@@ -191,9 +194,17 @@ fn pos(target: SocketAddr, extra: &[String]) -> Run {
     }
 }
 
-fn switch_config(dir: &Path, listen: SocketAddr, bank: SocketAddr) -> PathBuf {
+fn switch_config(dir: &Path, listen: SocketAddr, bank: SocketAddr, durability: &str) -> PathBuf {
+    let dir = dir.join(durability);
+    std::fs::create_dir_all(&dir).expect("switch dir");
+    let key = dir.join("data.key");
+    cardswitch::journal::generate_data_key(&key).expect("data key");
     let mut text = format!(
-        r#"[switch]
+        r#"[journal]
+dir = "{journal}"
+data_key_file = "{key}"
+durability = "{durability}"
+[switch]
 acquirer_id = "4123456"
 [[listener]]
 name = "pos"
@@ -209,7 +220,9 @@ links = 2
 [[route]]
 prefix = "476173"
 destination = "bank"
-"#
+"#,
+        journal = dir.join("journal").display(),
+        key = key.display(),
     );
     for i in 0..CONNECTIONS {
         text.push_str(&format!(
@@ -260,27 +273,6 @@ fn run_benchmark() {
     );
     wait_listening(relay_addr);
 
-    let switch_addr = free_port();
-    let config = switch_config(&dir, switch_addr, bank_addr);
-    let mut switch = Command::new("taskset")
-        .args(["-c", "1", BIN, "serve", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start switch");
-    wait_listening(switch_addr);
-    // Warm up (and wait for the bank links to sign on).
-    let since = Instant::now();
-    while !pos(switch_addr, &["--count".into(), "200".into()]).ok {
-        assert!(
-            since.elapsed() < Duration::from_secs(10),
-            "switch never served"
-        );
-    }
-    pos(relay_addr, &["--count".into(), "200".into()]);
-
     let n = count.to_string();
     let throughput = |addr: SocketAddr, pid: Option<u32>| {
         let before = pid.map(cpu_seconds).unwrap_or_default();
@@ -288,10 +280,6 @@ fn run_benchmark() {
         let cpu = pid.map(|p| (cpu_seconds(p) - before) / run.count.max(1) as f64 * 1e6);
         (run, cpu)
     };
-    let (direct, _) = throughput(bank_addr, None);
-    let (relayed, relay_cpu) = throughput(relay_addr, Some(relay_child.id()));
-    let (switched, switch_cpu) = throughput(switch_addr, Some(switch.id()));
-
     let at_rate = |addr: SocketAddr, rate: u64| {
         pos(
             addr,
@@ -305,49 +293,91 @@ fn run_benchmark() {
             ],
         )
     };
-    let mut rates = Vec::new();
-    for rate in [5_000u64, 20_000] {
-        rates.push((
-            rate,
-            at_rate(bank_addr, rate),
-            at_rate(relay_addr, rate),
-            at_rate(switch_addr, rate),
-        ));
+    pos(relay_addr, &["--count".into(), "200".into()]);
+    let (direct, _) = throughput(bank_addr, None);
+    let (relayed, relay_cpu) = throughput(relay_addr, Some(relay_child.id()));
+
+    // The switch twice, one after the other on the same core: journal
+    // synced with fdatasync (the default), then not synced.
+    let mut switches = Vec::new();
+    for durability in ["fsync", "none"] {
+        let switch_addr = free_port();
+        let config = switch_config(&dir, switch_addr, bank_addr, durability);
+        let mut switch = Command::new("taskset")
+            .args(["-c", "1", BIN, "serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start switch");
+        wait_listening(switch_addr);
+        // Warm up (and wait for the bank links to sign on).
+        let since = Instant::now();
+        while !pos(switch_addr, &["--count".into(), "200".into()]).ok {
+            assert!(
+                since.elapsed() < Duration::from_secs(10),
+                "switch never served"
+            );
+        }
+        let (run, cpu) = throughput(switch_addr, Some(switch.id()));
+        let rates: Vec<Run> = [5_000u64, 20_000]
+            .iter()
+            .map(|rate| at_rate(switch_addr, *rate))
+            .collect();
+        let _ = switch.kill();
+        let _ = switch.wait();
+        switches.push((durability, run, cpu, rates));
     }
 
-    for child in [&mut switch, &mut relay_child, &mut bank] {
+    let rates: Vec<(u64, Run, Run)> = [5_000u64, 20_000]
+        .iter()
+        .map(|rate| (*rate, at_rate(bank_addr, *rate), at_rate(relay_addr, *rate)))
+        .collect();
+
+    for child in [&mut relay_child, &mut bank] {
         let _ = child.kill();
         let _ = child.wait();
     }
     let _ = std::fs::remove_dir_all(&dir);
 
-    let cpus = format!(
-        "relay {:.2} µs/tx, switch {:.2} µs/tx",
-        relay_cpu.unwrap_or_default(),
-        switch_cpu.unwrap_or_default()
-    );
     println!(
         "\n## End-to-end ({CONNECTIONS} connections × {PIPELINE} in flight, {count} transactions; pos+bank on CPU 0, switch/relay on CPU 1)\n"
     );
-    println!("| path | throughput (tx/s) | p50 µs | p99 µs | max µs | all checked out |");
-    println!("|---|---:|---:|---:|---:|---|");
-    for (name, r) in [
-        ("pos → bank (direct)", &direct),
-        ("pos → relay → bank", &relayed),
-        ("pos → switch → bank", &switched),
-    ] {
+    println!(
+        "| path | throughput (tx/s) | p50 µs | p99 µs | max µs | CPU µs/tx | all checked out |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---|");
+    let row = |name: &str, r: &Run, cpu: Option<f64>| {
         println!(
-            "| {name} | {:.0} | {} | {} | {} | {} |",
-            r.throughput, r.p50, r.p99, r.max, r.ok
+            "| {name} | {:.0} | {} | {} | {} | {} | {} |",
+            r.throughput,
+            r.p50,
+            r.p99,
+            r.max,
+            cpu.map(|c| format!("{c:.2}")).unwrap_or_default(),
+            r.ok
+        );
+    };
+    row("pos → bank (direct)", &direct, None);
+    row("pos → relay → bank", &relayed, relay_cpu);
+    for (durability, run, cpu, _) in &switches {
+        row(
+            &format!("pos → switch → bank, journal {durability}"),
+            run,
+            *cpu,
         );
     }
-    println!(
-        "\nswitch / relay throughput: {:.0}%; CPU per transaction: {cpus}\n",
-        100.0 * switched.throughput / relayed.throughput.max(1.0)
-    );
-    println!("| rate | path | p50 µs | p99 µs | max µs | switch-added p99 µs (vs direct) |");
+    if let [(_, synced, _, _), (_, unsynced, _, _)] = &switches[..] {
+        println!(
+            "\nswitch (fsync) / relay: {:.0}%; switch fsync / switch none: {:.0}%\n",
+            100.0 * synced.throughput / relayed.throughput.max(1.0),
+            100.0 * synced.throughput / unsynced.throughput.max(1.0)
+        );
+    }
+    println!("| rate | path | p50 µs | p99 µs | max µs | added p99 µs (vs direct) |");
     println!("|---:|---|---:|---:|---:|---:|");
-    for (rate, d, r, s) in &rates {
+    for (i, (rate, d, r)) in rates.iter().enumerate() {
         println!(
             "| {rate}/s | direct | {} | {} | {} | |",
             d.p50, d.p99, d.max
@@ -359,12 +389,16 @@ fn run_benchmark() {
             r.max,
             r.p99.saturating_sub(d.p99)
         );
-        println!(
-            "| {rate}/s | switch | {} | {} | {} | {} |",
-            s.p50,
-            s.p99,
-            s.max,
-            s.p99.saturating_sub(d.p99)
-        );
+        for (durability, _, _, at) in &switches {
+            if let Some(s) = at.get(i) {
+                println!(
+                    "| {rate}/s | switch, journal {durability} | {} | {} | {} | {} |",
+                    s.p50,
+                    s.p99,
+                    s.max,
+                    s.p99.saturating_sub(d.p99)
+                );
+            }
+        }
     }
 }

@@ -7,7 +7,7 @@
 //! | `t` | txn id (u64 BE) | [`TxnState`] (postcard) |
 //! | `k` | terminal (8) ‖ STAN (6) ‖ field 7 (10) ‖ id | — |
 //! | `r` | RRN (12) ‖ id | — |
-//! | `d` | business date (8) ‖ id | — |
+//! | `d` | business date (8) | id of its first transaction |
 //! | `i` | id (in flight: received, no end yet) | — |
 //! | `s` | destination ‖ 0 ‖ queued seq ‖ id (store-and-forward queue) | — |
 //! | `m` | `applied` | last log sequence applied (u64 BE) |
@@ -249,6 +249,7 @@ impl Index {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(64 << 20)
+            .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|e| IndexError::Store {
                 path: path.clone(),
@@ -320,10 +321,51 @@ impl Index {
         self.states(ids)
     }
 
-    /// Transactions of a business date (`YYYYMMDD`), in id order.
+    /// Transactions of a business date (`YYYYMMDD`), in id order. Ids grow
+    /// with time and so do business dates: a date's transactions are the
+    /// ids from its first to the next date's first.
     pub fn by_date(&self, date: &str) -> Result<Vec<TxnState>, IndexError> {
-        let ids = self.ids_with_prefix(format!("d{date}").as_bytes())?;
-        self.states(ids)
+        let first_of = |value: sled::IVec| {
+            <[u8; 8]>::try_from(value.as_ref())
+                .ok()
+                .map(u64::from_be_bytes)
+        };
+        let Some(first) = self
+            .store(self.db.get(format!("d{date}")))?
+            .and_then(first_of)
+        else {
+            return Ok(Vec::new());
+        };
+        let next = match self.store(
+            self.db
+                .range(format!("d{date}\u{ff}").into_bytes()..b"e".to_vec())
+                .next()
+                .transpose(),
+        )? {
+            Some((_, value)) => first_of(value).unwrap_or(u64::MAX),
+            None => u64::MAX,
+        };
+        let mut out = Vec::new();
+        for item in self.db.range(id_key(b't', first)..id_key(b't', next)) {
+            let (_, value) = self.store(item)?;
+            out.extend(postcard::from_bytes::<TxnState>(&value).ok());
+        }
+        Ok(out)
+    }
+
+    /// The newest `count` transactions, newest first.
+    pub fn newest(&self, count: usize) -> Result<Vec<TxnState>, IndexError> {
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .range(id_key(b't', 0)..=id_key(b't', u64::MAX))
+            .rev()
+            .take(count)
+        {
+            let (_, value) = self.store(item)?;
+            out.extend(postcard::from_bytes::<TxnState>(&value).ok());
+        }
+        Ok(out)
     }
 
     /// Transactions received and not yet ended.
@@ -347,14 +389,18 @@ impl Index {
         self.states(ids)
     }
 
-    /// Applies a group of log frames (as the writer committed them).
-    pub fn apply_group(&self, group: &[u8]) -> Result<(), IndexError> {
+    /// Applies a group of log frames (as the writer committed them),
+    /// skipping records with a sequence number up to `after` (already
+    /// applied).
+    pub fn apply_group(&self, group: &[u8], after: u64) -> Result<(), IndexError> {
         let mut entries = Vec::new();
         let mut bytes = Vec::with_capacity(group.len() + wal::MAGIC.len());
         bytes.extend_from_slice(wal::MAGIC);
         bytes.extend_from_slice(group);
         wal::scan_bytes(&bytes, "group", false, |e| {
-            if let Some(record) = e.record() {
+            if e.seq > after
+                && let Some(record) = e.record()
+            {
                 entries.push((e.seq, e.ts, record));
             }
             Ok(())
@@ -369,10 +415,19 @@ impl Index {
         };
         let mut batch = sled::Batch::default();
         let mut touched: BTreeMap<TxnId, TxnState> = BTreeMap::new();
+        // Transactions that begin in this batch: nothing of theirs is in
+        // the index yet, so there is nothing to remove.
+        let mut fresh = std::collections::HashSet::new();
+        // The first transaction of each business date in this batch.
+        let mut dates: BTreeMap<String, TxnId> = BTreeMap::new();
         for (seq, ts, record) in entries {
             let id = record.txn(seq);
-            if let Record::Received(request) = &record {
-                let state = TxnState::new(id, ts, self.cutover_secs, (**request).clone());
+            let record = match record {
+                Record::Received(request) => Ok(*request),
+                other => Err(other),
+            };
+            if let Ok(request) = record {
+                let state = TxnState::new(id, ts, self.cutover_secs, request);
                 let mut key = request_key(
                     &state.request.terminal,
                     &state.request.stan,
@@ -383,10 +438,11 @@ impl Index {
                 let mut rrn = format!("r{:<12.12}", state.request.rrn).into_bytes();
                 rrn.extend_from_slice(&id.to_be_bytes());
                 batch.insert(rrn, &[]);
-                let mut date = format!("d{}", state.date).into_bytes();
-                date.extend_from_slice(&id.to_be_bytes());
-                batch.insert(date, &[]);
+                if !dates.contains_key(&state.date) {
+                    dates.insert(state.date.clone(), id);
+                }
                 touched.insert(id, state);
+                fresh.insert(id);
                 continue;
             }
             let state = match touched.entry(id) {
@@ -403,6 +459,9 @@ impl Index {
                     }
                 },
             };
+            let Err(record) = record else {
+                continue;
+            };
             let was_pending = state.reversal_pending();
             state.apply(seq, &record);
             if let (Some(r), Some(f)) = (&state.reversal, &state.forwarded) {
@@ -416,7 +475,9 @@ impl Index {
         }
         for (id, state) in touched {
             if state.phase.ended() {
-                batch.remove(&id_key(b'i', id));
+                if !fresh.contains(&id) {
+                    batch.remove(&id_key(b'i', id));
+                }
             } else {
                 batch.insert(&id_key(b'i', id), &[]);
             }
@@ -424,6 +485,12 @@ impl Index {
                 &id_key(b't', id),
                 postcard::to_stdvec(&state).unwrap_or_default(),
             );
+        }
+        for (date, first) in dates {
+            let key = format!("d{date}");
+            if self.store(self.db.get(&key))?.is_none() {
+                batch.insert(key.as_bytes(), &first.to_be_bytes());
+            }
         }
         batch.insert(APPLIED, &last.to_be_bytes());
         self.store(self.db.apply_batch(batch))

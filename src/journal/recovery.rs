@@ -25,6 +25,8 @@ pub struct Recovered {
     pub reversals_queued: usize,
     /// The store-and-forward queue to start with.
     pub saf: Vec<SafItem>,
+    /// Sequence of the last record recovery wrote (0 if none).
+    pub last_seq: u64,
 }
 
 /// Settles open transactions and returns the store-and-forward queue.
@@ -69,6 +71,7 @@ pub async fn recover(journal: &Journal) -> Result<Recovered, JournalError> {
         } else {
             journal.append(&record)?
         };
+        recovered.last_seq = seq;
         if matches!(record, Record::ReversalQueued { .. }) {
             state.apply(seq, &record);
             if let Some(item) = SafItem::from_state(&state) {
@@ -77,6 +80,9 @@ pub async fn recover(journal: &Journal) -> Result<Recovered, JournalError> {
         }
     }
     recovered.saf = queue.into_values().collect();
+    // The switch reads the index as it starts (recent transactions, their
+    // reversals): it must already hold what recovery just wrote.
+    journal.indexed(recovered.last_seq).await;
     info!(
         not_processed = recovered.not_processed,
         reversals_queued = recovered.reversals_queued,

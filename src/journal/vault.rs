@@ -14,6 +14,8 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use zeroize::Zeroizing;
 
 use crate::card::mask_pan;
@@ -55,6 +57,11 @@ impl std::fmt::Debug for SealedPan {
 pub struct Vault {
     cipher: Aes256Gcm,
     lookup: Zeroizing<[u8; 32]>,
+    /// Nonces are this random 32-bit prefix (drawn once per vault) and a
+    /// 64-bit counter: unique under the key without a system call per PAN
+    /// (NIST SP 800-38D §8.2.1, deterministic construction).
+    nonce_prefix: [u8; 4],
+    nonce_counter: AtomicU64,
 }
 
 impl std::fmt::Debug for Vault {
@@ -80,9 +87,14 @@ impl Vault {
     /// A vault under a 256-bit data key.
     pub fn new(key: &[u8; KEY_LEN]) -> Vault {
         let encryption = derive(key, b"cardswitch journal pan encryption v1");
+        let random = aes_gcm::Key::<Aes256Gcm>::generate();
+        let mut nonce_prefix = [0u8; 4];
+        nonce_prefix.copy_from_slice(&random.as_slice()[..4]);
         Vault {
             cipher: Aes256Gcm::new(&aes_gcm::Key::<Aes256Gcm>::from(*encryption)),
             lookup: derive(key, b"cardswitch journal pan lookup v1"),
+            nonce_prefix,
+            nonce_counter: AtomicU64::new(0),
         }
     }
 
@@ -96,7 +108,14 @@ impl Vault {
 
     /// Seals a PAN: masked form, digest and ciphertext.
     pub fn seal(&self, pan: &str) -> SealedPan {
-        let nonce = Nonce::generate();
+        let mut nonce = Nonce::default();
+        nonce[..4].copy_from_slice(&self.nonce_prefix);
+        nonce[4..].copy_from_slice(
+            &self
+                .nonce_counter
+                .fetch_add(1, Ordering::Relaxed)
+                .to_be_bytes(),
+        );
         // Encryption of a short in-memory buffer cannot fail.
         let ciphertext = self
             .cipher

@@ -44,9 +44,10 @@ pub struct Tables {
 /// Fields of a terminal's request echoed in the switch's response.
 const ECHOED: [u8; 13] = [2, 3, 4, 7, 11, 12, 13, 32, 37, 41, 42, 49, 90];
 
-/// After a start, retransmissions not found in memory are looked up in the
-/// journal index for this long (they come within a terminal's timeout).
-const INDEX_DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
+/// At start, the newest transactions of the journal index are loaded into
+/// memory, so that a retransmission of a request from before a restart is
+/// recognised without a trip to the index on every request.
+const PRELOADED: usize = 20_000;
 
 /// Counters of the switch.
 #[derive(Debug, Default)]
@@ -92,7 +93,6 @@ pub struct Switch {
     journal: Arc<Journal>,
     saf: Saf,
     recent: Recent,
-    started: Instant,
     rrn_counter: AtomicU64,
     stats: SwitchStats,
 }
@@ -106,7 +106,7 @@ impl Switch {
         journal: Arc<Journal>,
         saf: Saf,
     ) -> Switch {
-        Switch {
+        let switch = Switch {
             settings: config.switch.clone(),
             tables: RwLock::new(Arc::new(Tables {
                 terminals: config.terminals.clone(),
@@ -119,10 +119,11 @@ impl Switch {
             journal,
             saf,
             recent: Recent::default(),
-            started: Instant::now(),
             rrn_counter: AtomicU64::new(u64::from(fastrand::u32(..))),
             stats: SwitchStats::default(),
-        }
+        };
+        switch.preload();
+        switch
     }
 
     /// Replaces terminals and routes atomically; requests in flight keep the
@@ -232,7 +233,7 @@ impl Switch {
         let replacement = (txn.kind == TxnKind::Reversal)
             .then(|| txn.request.text(95).and_then(|r| r.get(..12)?.parse().ok()))
             .flatten();
-        let received = Arc::new(self.received(
+        let record = Record::Received(Box::new(self.received(
             txn,
             pan.expose(),
             terminal,
@@ -240,17 +241,18 @@ impl Switch {
             rrn,
             &original,
             replacement,
-        ));
-        let id = match self
-            .journal
-            .append(&Record::Received(Box::new((*received).clone())))
-        {
+        )));
+        let id = match self.journal.append(&record) {
             Ok(id) => id,
             Err(e) => {
                 error!(error = %e, "journal unavailable: refusing the request");
                 return Answer::refused(Refusal::System);
             }
         };
+        let Record::Received(received) = record else {
+            return Answer::refused(Refusal::System);
+        };
+        let received: Arc<Received> = Arc::from(received);
         let live = Arc::new(Live::new(id, class, received));
         self.recent.insert(key, Arc::clone(&live));
         let answer = match self
@@ -516,25 +518,26 @@ impl Switch {
         transmission: &str,
         amount: u64,
     ) -> Option<Arc<Live>> {
-        let same = |l: &Live| {
-            l.class == class && l.request.transmission == transmission && l.request.amount == amount
-        };
-        if let Some(live) = self.recent.get(&key) {
-            return same(&live).then_some(live);
+        let live = self.recent.get(&key)?;
+        (live.class == class
+            && live.request.transmission == transmission
+            && live.request.amount == amount)
+            .then_some(live)
+    }
+
+    /// Loads the newest transactions of the journal into memory (after a
+    /// restart: retransmissions and reversals of them are matched at once).
+    fn preload(&self) {
+        match self.journal.index().newest(PRELOADED) {
+            Ok(states) => {
+                for state in states.iter().rev() {
+                    if let Some(key) = recent::key(&state.request.terminal, &state.request.stan) {
+                        self.recent.insert(key, Arc::new(Live::from_state(state)));
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "journal index: recent transactions not loaded"),
         }
-        if self.started.elapsed() > INDEX_DUPLICATE_WINDOW {
-            return None;
-        }
-        let terminal = std::str::from_utf8(&key.0).ok()?.trim_end();
-        let found = self
-            .journal
-            .index()
-            .by_request(terminal, &format!("{:06}", key.1), Some(transmission))
-            .ok()?;
-        let live = found.iter().rev().map(Live::from_state).find(|l| same(l))?;
-        let live = Arc::new(live);
-        self.recent.insert(key, Arc::clone(&live));
-        Some(live)
     }
 
     /// The original's answer, again, without a second forward.
