@@ -136,11 +136,7 @@ fn show(
 fn describe(entry: &wal::Entry<'_>) -> String {
     let record = entry
         .record()
-        .map(|r| {
-            let mut text = format!("{r:?}");
-            text.truncate(200);
-            text
-        })
+        .map(|r| format!("{r:?}").chars().take(200).collect::<String>())
         .unwrap_or_else(|| "(undecodable)".into());
     let secs = entry.ts / 1_000_000;
     let t = cardswitch::clock::DateTime::from_unix(secs);

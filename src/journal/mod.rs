@@ -22,8 +22,7 @@ pub mod view;
 pub mod wal;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use tracing::{error, info, warn};
@@ -202,27 +201,21 @@ impl Journal {
             );
         }
         let (groups, receive) = mpsc::sync_channel::<Vec<u8>>(INDEX_QUEUE);
-        let behind = Arc::new(AtomicBool::new(false));
-        let (wal, opened) = Wal::open(config.wal(), {
-            let behind = Arc::clone(&behind);
+        // A full queue holds the writer back (bounded memory, and the index
+        // never skips a group: a hole would outlive the next start).
+        let (wal, opened) = Wal::open(
+            config.wal(),
             Box::new(move |g| {
-                // A full queue: the index falls behind and will read the
-                // log from disk instead of holding groups in memory.
-                if groups.try_send(g).is_err() {
-                    behind.store(true, Ordering::Relaxed);
-                }
-            })
-        })?;
+                let _ = groups.send(g);
+            }),
+        )?;
         let index = Index::open(&config.index_dir(), config.cutover_secs)?;
         let replayed = index.catch_up(&config.dir, |_| {})?;
         let indexer = {
             let index = index.clone();
             std::thread::Builder::new()
                 .name("journal-index".into())
-                .spawn({
-                    let dir = config.dir.clone();
-                    move || run_indexer(&index, &receive, &behind, &dir)
-                })
+                .spawn(move || run_indexer(&index, &receive))
                 .map_err(|e| WalError::Io {
                     path: String::new(),
                     action: "start the indexer thread",
@@ -319,48 +312,22 @@ impl Drop for Journal {
     }
 }
 
-/// Groups waiting for the indexer before it falls back to reading the log.
+/// Groups waiting for the indexer before the writer waits for it.
 const INDEX_QUEUE: usize = 1024;
 
 /// Applies committed groups to the index, several at a time when they queue
-/// up. When it could not keep up (the queue overflowed), it catches up from
-/// the log files instead: memory stays bounded and nothing is skipped (the
-/// log is the truth; applying a record twice is harmless). Ends when the
-/// writer is gone.
-fn run_indexer(index: &Index, groups: &mpsc::Receiver<Vec<u8>>, behind: &AtomicBool, log: &Path) {
-    // After a catch-up from the log, groups still queued are already in.
-    let mut floor = 0;
-    loop {
-        let mut bytes = match groups.recv_timeout(std::time::Duration::from_millis(200)) {
-            Ok(bytes) => bytes,
-            Err(mpsc::RecvTimeoutError::Timeout) => Vec::new(),
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        };
+/// up. Ends when the writer is gone.
+fn run_indexer(index: &Index, groups: &mpsc::Receiver<Vec<u8>>) {
+    while let Ok(mut bytes) = groups.recv() {
         while bytes.len() < (256 << 10)
             && let Ok(more) = groups.try_recv()
         {
             bytes.extend_from_slice(&more);
         }
-        if !bytes.is_empty()
-            && let Err(e) = index.apply_group(&bytes, floor)
-        {
-            error!(error = %e, "journal index update failed; it is replayed from the log at next start");
-        }
-        if behind.swap(false, Ordering::Relaxed) {
-            warn!("journal index fell behind; catching up from the log");
-            match index.catch_up(log, |_| {}).and_then(|_| index.applied()) {
-                Ok(applied) => floor = applied,
-                Err(e) => {
-                    error!(error = %e, "journal index catch-up failed; it is replayed from the log at next start")
-                }
-            }
+        if let Err(e) = index.apply_group(&bytes, 0) {
+            error!(error = %e, "journal index update failed; rebuild it with `cardswitch journal reindex`");
         }
         // Leave the processor to the request path between batches.
         std::thread::yield_now();
-    }
-    if behind.load(Ordering::Relaxed)
-        && let Err(e) = index.catch_up(log, |_| {})
-    {
-        error!(error = %e, "journal index catch-up failed; it is replayed from the log at next start");
     }
 }

@@ -412,11 +412,13 @@ impl Switch {
     /// The request may have reached the bank and no answer came: the
     /// terminal gets 91 and a reversal is queued.
     async fn timed_out(&self, live: &Arc<Live>) {
+        // The reversal first: a crash between the two records must not leave
+        // a transaction that looks ended with no reversal owed.
+        self.queue_reversal(live, ReversalReason::Timeout, None)
+            .await;
         if let Err(e) = self.journal.append(&Record::TimedOut { txn: live.id }) {
             error!(error = %e, "journal unavailable: timeout not recorded");
         }
-        self.queue_reversal(live, ReversalReason::Timeout, None)
-            .await;
         live.finish(Outcome {
             code: Refusal::IssuerUnavailable.response_code().to_string(),
             auth_id: None,
