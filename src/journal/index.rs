@@ -389,18 +389,14 @@ impl Index {
         self.states(ids)
     }
 
-    /// Applies a group of log frames (as the writer committed them),
-    /// skipping records with a sequence number up to `after` (already
-    /// applied).
-    pub fn apply_group(&self, group: &[u8], after: u64) -> Result<(), IndexError> {
+    /// Applies a group of log frames (as the writer committed them).
+    pub fn apply_group(&self, group: &[u8]) -> Result<(), IndexError> {
         let mut entries = Vec::new();
         let mut bytes = Vec::with_capacity(group.len() + wal::MAGIC.len());
         bytes.extend_from_slice(wal::MAGIC);
         bytes.extend_from_slice(group);
         wal::scan_bytes(&bytes, "group", false, |e| {
-            if e.seq > after
-                && let Some(record) = e.record()
-            {
+            if let Some(record) = e.record() {
                 entries.push((e.seq, e.ts, record));
             }
             Ok(())
@@ -502,8 +498,10 @@ impl Index {
         let from = self.applied()? + 1;
         let mut chunk = Vec::new();
         let mut applied = 0;
+        // The first failed batch stops the replay: a later batch would move
+        // the `applied` mark past records that are not in.
         let mut failure = None;
-        wal::scan(log, from, |_, e| {
+        let scanned = wal::scan(log, from, |_, e| {
             if let Some(record) = e.record() {
                 chunk.push((e.seq, e.ts, record));
             }
@@ -511,14 +509,16 @@ impl Index {
                 applied += chunk.len() as u64;
                 if let Err(err) = self.apply(std::mem::take(&mut chunk)) {
                     failure = Some(err);
+                    return Err(WalError::Closed);
                 }
                 progress(applied);
             }
             Ok(())
-        })?;
+        });
         if let Some(err) = failure {
             return Err(err);
         }
+        scanned?;
         applied += chunk.len() as u64;
         self.apply(chunk)?;
         progress(applied);

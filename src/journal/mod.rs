@@ -324,7 +324,7 @@ fn run_indexer(index: &Index, groups: &mpsc::Receiver<Vec<u8>>) {
         {
             bytes.extend_from_slice(&more);
         }
-        if let Err(e) = index.apply_group(&bytes, 0) {
+        if let Err(e) = index.apply_group(&bytes) {
             error!(error = %e, "journal index update failed; rebuild it with `cardswitch journal reindex`");
         }
         // Leave the processor to the request path between batches.

@@ -800,10 +800,8 @@ mod tests {
         assert_eq!(opened.next_seq, 21);
     }
 
-    /// Truncating the last segment at every byte offset inside its last
-    /// record: the log opens, drops exactly that record, and says so.
-    #[test]
-    fn torn_last_record_is_dropped_at_every_offset() {
+    /// A log of five durable records in one segment, and that segment.
+    fn five_records() -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let (wal, _) = Wal::open(config(dir.path()), Box::new(|_| {})).unwrap();
         for i in 0..5 {
@@ -815,6 +813,14 @@ mod tests {
         }
         wal.close();
         let segment = segments(dir.path()).unwrap().remove(0).path;
+        (dir, segment)
+    }
+
+    /// Truncating the last segment at every byte offset inside its last
+    /// record: the log opens, drops exactly that record, and says so.
+    #[test]
+    fn torn_last_record_is_dropped_at_every_offset() {
+        let (dir, segment) = five_records();
         let whole = fs::read(&segment).unwrap();
         let mut ends = Vec::new();
         scan_bytes(&whole, "s", false, |e| {
@@ -845,17 +851,7 @@ mod tests {
 
     #[test]
     fn corruption_before_the_tail_is_an_error_naming_the_offset() {
-        let dir = tempfile::tempdir().unwrap();
-        let (wal, _) = Wal::open(config(dir.path()), Box::new(|_| {})).unwrap();
-        for i in 0..5 {
-            wal.append_durable(&responded(i))
-                .unwrap()
-                .1
-                .wait_blocking()
-                .unwrap();
-        }
-        wal.close();
-        let segment = segments(dir.path()).unwrap().remove(0).path;
+        let (dir, segment) = five_records();
         let mut data = fs::read(&segment).unwrap();
         let second = MAGIC.len() + (data.len() - MAGIC.len()) / 5;
         data[second + 20] ^= 0x40;
