@@ -389,21 +389,6 @@ impl Index {
         self.states(ids)
     }
 
-    /// Applies a group of log frames (as the writer committed them).
-    pub fn apply_group(&self, group: &[u8]) -> Result<(), IndexError> {
-        let mut entries = Vec::new();
-        let mut bytes = Vec::with_capacity(group.len() + wal::MAGIC.len());
-        bytes.extend_from_slice(wal::MAGIC);
-        bytes.extend_from_slice(group);
-        wal::scan_bytes(&bytes, "group", false, |e| {
-            if let Some(record) = e.record() {
-                entries.push((e.seq, e.ts, record));
-            }
-            Ok(())
-        })?;
-        self.apply(entries)
-    }
-
     /// Applies records in log order as one atomic batch.
     pub fn apply(&self, entries: Vec<(u64, u64, Record)>) -> Result<(), IndexError> {
         let Some(last) = entries.last().map(|(seq, _, _)| *seq) else {

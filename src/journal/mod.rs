@@ -22,15 +22,18 @@ pub mod view;
 pub mod wal;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tracing::{error, info, warn};
 
 pub use index::{Index, IndexError, Phase, TxnState};
 pub use record::{Record, TxnId};
 pub use vault::Vault;
-pub use wal::{Durability, Wal, WalConfig, WalError};
+pub use wal::{Durability, DurableMark, Follower, Wal, WalConfig, WalError};
 
 /// The journal could not be opened or written.
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +183,7 @@ pub struct Journal {
     vault: Vault,
     config: JournalConfig,
     indexer: Option<JoinHandle<()>>,
+    stop_indexer: Arc<AtomicBool>,
 }
 
 impl Journal {
@@ -200,28 +204,10 @@ impl Journal {
                 "JOURNAL DURABILITY IS OFF (durability = \"none\"): records are not synced; a machine crash loses them. For benchmarks only."
             );
         }
-        let (groups, receive) = mpsc::sync_channel::<Vec<u8>>(INDEX_QUEUE);
-        // A full queue holds the writer back (bounded memory, and the index
-        // never skips a group: a hole would outlive the next start).
-        let (wal, opened) = Wal::open(
-            config.wal(),
-            Box::new(move |g| {
-                let _ = groups.send(g);
-            }),
-        )?;
-        let index = Index::open(&config.index_dir(), config.cutover_secs)?;
-        let replayed = index.catch_up(&config.dir, |_| {})?;
-        let indexer = {
-            let index = index.clone();
-            std::thread::Builder::new()
-                .name("journal-index".into())
-                .spawn(move || run_indexer(&index, &receive))
-                .map_err(|e| WalError::Io {
-                    path: String::new(),
-                    action: "start the indexer thread",
-                    reason: e.to_string(),
-                })?
-        };
+        let (wal, opened) = Wal::open(config.wal())?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (index, replayed, indexer) =
+            start_indexer(&config, wal.durable_mark(), Arc::clone(&stop))?;
         info!(dir = %config.dir.display(), next_seq = opened.next_seq, replayed, "journal open");
         Ok((
             Journal {
@@ -230,6 +216,7 @@ impl Journal {
                 vault,
                 config,
                 indexer: Some(indexer),
+                stop_indexer: stop,
             },
             OpenReport {
                 next_seq: opened.next_seq,
@@ -295,6 +282,7 @@ impl Journal {
         if let Some(wal) = self.wal.take() {
             wal.close();
         }
+        self.stop_indexer.store(true, Ordering::Release);
         if let Some(indexer) = self.indexer.take()
             && indexer.join().is_err()
         {
@@ -312,22 +300,110 @@ impl Drop for Journal {
     }
 }
 
-/// Groups waiting for the indexer before the writer waits for it.
-const INDEX_QUEUE: usize = 1024;
+/// How often the indexer looks for new durable records.
+const INDEX_POLL: Duration = Duration::from_millis(20);
 
-/// Applies committed groups to the index, several at a time when they queue
-/// up. Ends when the writer is gone.
-fn run_indexer(index: &Index, groups: &mpsc::Receiver<Vec<u8>>) {
-    while let Ok(mut bytes) = groups.recv() {
-        while bytes.len() < (256 << 10)
-            && let Ok(more) = groups.try_recv()
-        {
-            bytes.extend_from_slice(&more);
+/// Most records the indexer applies in one sled batch.
+const INDEX_BATCH: usize = 4096;
+
+/// How long the indexer waits after a failure before reading the log again
+/// from the index's mark.
+const INDEX_RETRY: Duration = Duration::from_secs(5);
+
+/// Starts the indexer thread: it lowers its own scheduling priority, opens
+/// the index, replays the log into it, hands it back, then follows the log
+/// (see [`run_indexer`]). sled's threads are started from it and inherit its
+/// priority.
+fn start_indexer(
+    config: &JournalConfig,
+    mark: DurableMark,
+    stop: Arc<AtomicBool>,
+) -> Result<(Index, u64, JoinHandle<()>), JournalError> {
+    let (ready, opened) = mpsc::sync_channel(1);
+    let index_dir = config.index_dir();
+    let log_dir = config.dir.clone();
+    let cutover = config.cutover_secs;
+    let indexer = std::thread::Builder::new()
+        .name("journal-index".into())
+        .spawn(move || {
+            lower_priority();
+            let started = Index::open(&index_dir, cutover).and_then(|index| {
+                let replayed = index.catch_up(&log_dir, |_| {})?;
+                Ok((index, replayed))
+            });
+            let index = started.as_ref().ok().map(|(index, _)| index.clone());
+            if ready.send(started).is_err() {
+                return;
+            }
+            if let Some(index) = index {
+                run_indexer(&index, &log_dir, &mark, &stop);
+            }
+        })
+        .map_err(|e| WalError::Io {
+            path: String::new(),
+            action: "start the indexer thread",
+            reason: e.to_string(),
+        })?;
+    let started = opened.recv().map_err(|_| WalError::Io {
+        path: config.index_dir().display().to_string(),
+        action: "open the index",
+        reason: "the indexer thread ended".into(),
+    })?;
+    let (index, replayed) = started?;
+    Ok((index, replayed, indexer))
+}
+
+/// Puts the calling thread at the lowest priority of the normal scheduling
+/// class (nice 19): index work takes what the request path leaves idle. It
+/// shares no lock with the request path (see [`run_indexer`]), so a low
+/// priority cannot hold a request back.
+fn lower_priority() {
+    use thread_priority::unix::{
+        NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
+        thread_native_id,
+    };
+    if let Err(e) = set_thread_priority_and_policy(
+        thread_native_id(),
+        thread_priority::ThreadPriority::Min,
+        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other),
+    ) {
+        warn!(error = ?e, "journal index: could not lower the indexer's priority");
+    }
+}
+
+/// Follows the log into the index: every [`INDEX_POLL`] it applies what
+/// became durable since, in batches. It shares nothing with the writer but
+/// the durable mark, so a slow index never holds a request back; it only
+/// lags (look-ups of recent transactions go to memory first, and a restart
+/// replays the log from the index's mark). After a failure it starts again
+/// from the mark. Once `stop` is set it applies what is left and ends.
+fn run_indexer(index: &Index, log: &Path, mark: &DurableMark, stop: &AtomicBool) {
+    let from_mark = || Follower::new(log, index.applied().unwrap_or(0) + 1);
+    let mut follower = from_mark();
+    loop {
+        let stopping = stop.load(Ordering::Acquire);
+        let mut entries = Vec::new();
+        let polled = follower.poll(mark.get(), INDEX_BATCH, |e| {
+            if let Some(record) = e.record() {
+                entries.push((e.seq, e.ts, record));
+            }
+        });
+        let applied = polled.map_err(IndexError::from).and_then(|visited| {
+            index.apply(entries)?;
+            Ok(visited)
+        });
+        match applied {
+            Ok(0) if stopping => return,
+            Ok(0) => std::thread::sleep(INDEX_POLL),
+            Ok(_) => {}
+            Err(e) => {
+                error!(error = %e, "journal index update failed; retrying from the index's mark (or rebuild it with `cardswitch journal reindex`)");
+                if stopping {
+                    return;
+                }
+                std::thread::sleep(INDEX_RETRY);
+                follower = from_mark();
+            }
         }
-        if let Err(e) = index.apply_group(&bytes) {
-            error!(error = %e, "journal index update failed; rebuild it with `cardswitch journal reindex`");
-        }
-        // Leave the processor to the request path between batches.
-        std::thread::yield_now();
     }
 }

@@ -37,7 +37,7 @@
 //! fails naming the segment and offset. Nothing is silently skipped.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -277,7 +277,7 @@ pub fn scan_bytes(
     data: &[u8],
     name: &str,
     tail_allowed: bool,
-    mut visit: impl FnMut(&Entry<'_>) -> Result<(), WalError>,
+    visit: impl FnMut(&Entry<'_>) -> Result<(), WalError>,
 ) -> Result<SegmentScan, WalError> {
     let corrupt = |offset: usize, reason: String| WalError::Corrupt {
         segment: name.to_string(),
@@ -295,7 +295,22 @@ pub fn scan_bytes(
         }
         return Err(corrupt(0, "not a cardswitch journal segment".into()));
     }
-    let mut at = MAGIC.len();
+    scan_frames(data, MAGIC.len(), name, tail_allowed, visit)
+}
+
+fn scan_frames(
+    data: &[u8],
+    start: usize,
+    name: &str,
+    tail_allowed: bool,
+    mut visit: impl FnMut(&Entry<'_>) -> Result<(), WalError>,
+) -> Result<SegmentScan, WalError> {
+    let corrupt = |offset: usize, reason: String| WalError::Corrupt {
+        segment: name.to_string(),
+        offset: offset as u64,
+        reason,
+    };
+    let mut at = start;
     let mut scan = SegmentScan {
         records: 0,
         last_seq: None,
@@ -318,8 +333,7 @@ pub fn scan_bytes(
             // A write cut short by a crash: the record ends beyond the file,
             // or its bytes never reached the disk (zeros, or garbage that
             // fails the CRC with nothing whole after it).
-            Frame::Short if tail_allowed => break,
-            Frame::Bad(_) if tail_allowed && is_torn_tail(rest) => break,
+            Frame::Short | Frame::Bad(_) if tail_allowed && is_torn_tail(rest) => break,
             Frame::Short => return Err(corrupt(at, "record cut short".into())),
             Frame::Bad(reason) => return Err(corrupt(at, reason)),
         }
@@ -330,7 +344,9 @@ pub fn scan_bytes(
 
 /// Whether bad bytes at the end of the last segment are an interrupted
 /// write: all zeros, or a frame whose declared end is the end of the file or
-/// beyond (its CRC failed because part of it never reached the disk).
+/// beyond (its CRC failed because part of it never reached the disk) with no
+/// whole record anywhere after its start. A whole record after it means the
+/// bad frame is damage in the middle of the log, never a torn write.
 fn is_torn_tail(rest: &[u8]) -> bool {
     if rest.iter().all(|b| *b == 0) {
         return true;
@@ -339,7 +355,12 @@ fn is_torn_tail(rest: &[u8]) -> bool {
         return true;
     };
     let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
-    len <= MAX_RECORD && 8 + len >= rest.len()
+    len <= MAX_RECORD
+        && 8 + len >= rest.len()
+        && !(1..rest.len()).any(|at| {
+            rest.get(at..)
+                .is_some_and(|tail| matches!(parse(tail, 0), Frame::Whole(..)))
+        })
 }
 
 /// Reads every record with sequence ≥ `from` in order, checking CRCs. The
@@ -368,6 +389,114 @@ pub fn scan(
     Ok(count)
 }
 
+/// Bytes a [`Follower`] reads at once (more than the largest record).
+const FOLLOW_CHUNK: u64 = 4 << 20;
+
+/// Reads the log as it grows: each [`Follower::poll`] visits the records
+/// appended since the last one, in order, up to a durable sequence number.
+/// It remembers its segment and offset, so a poll reads only new bytes.
+#[derive(Debug)]
+pub struct Follower {
+    dir: PathBuf,
+    /// The segment being read and its first sequence number.
+    segment: Option<(PathBuf, u64)>,
+    /// Where the next unread frame starts in it.
+    offset: u64,
+    /// The next sequence number wanted.
+    next: u64,
+    buf: Vec<u8>,
+}
+
+impl Follower {
+    /// A follower that starts at sequence number `from`.
+    pub fn new(dir: &Path, from: u64) -> Follower {
+        Follower {
+            dir: dir.to_path_buf(),
+            segment: None,
+            offset: 0,
+            next: from.max(1),
+            buf: Vec::new(),
+        }
+    }
+
+    /// Visits the records from the next wanted one up to `limit` (at most
+    /// `max` of them) and returns how many it visited. Bytes still being
+    /// written (a frame cut short at the end) wait for the next poll; a bad
+    /// frame is corruption.
+    pub fn poll(
+        &mut self,
+        limit: u64,
+        max: usize,
+        mut visit: impl FnMut(&Entry<'_>),
+    ) -> Result<usize, WalError> {
+        let mut visited = 0;
+        while self.next <= limit && visited < max {
+            let Some((path, first_seq)) = self.segment.clone() else {
+                let all = segments(&self.dir)?;
+                let Some(at) = all.iter().rposition(|s| s.first_seq <= self.next) else {
+                    return Ok(visited);
+                };
+                self.open(&all[at]);
+                continue;
+            };
+            let mut file = File::open(&path).map_err(|e| io_error(&path, "open", &e))?;
+            self.buf.clear();
+            file.seek(SeekFrom::Start(self.offset))
+                .and_then(|_| (&mut file).take(FOLLOW_CHUNK).read_to_end(&mut self.buf))
+                .map_err(|e| io_error(&path, "read", &e))?;
+            let mut at = 0;
+            let mut stopped = false;
+            while self.next <= limit && visited < max {
+                match self.buf.get(at..).map(|rest| parse(rest, self.offset)) {
+                    Some(Frame::Whole(entry, size)) => {
+                        if entry.seq > limit {
+                            stopped = true;
+                            break;
+                        }
+                        if entry.seq >= self.next {
+                            visit(&entry);
+                            visited += 1;
+                            self.next = entry.seq + 1;
+                        }
+                        at += size;
+                        self.offset += size as u64;
+                    }
+                    Some(Frame::Bad(reason)) => {
+                        return Err(WalError::Corrupt {
+                            segment: path.display().to_string(),
+                            offset: self.offset,
+                            reason,
+                        });
+                    }
+                    Some(Frame::Short) | None => break,
+                }
+            }
+            if stopped || self.next > limit || visited >= max {
+                return Ok(visited);
+            }
+            if self.buf.len() as u64 == FOLLOW_CHUNK {
+                continue;
+            }
+            if at < self.buf.len() {
+                return Ok(visited);
+            }
+            // Everything here is read and more is durable: it is in the next
+            // segment, once that exists.
+            let all = segments(&self.dir)?;
+            match all.iter().find(|s| s.first_seq > first_seq) {
+                Some(next) => self.open(next),
+                None => return Ok(visited),
+            }
+        }
+        Ok(visited)
+    }
+
+    fn open(&mut self, segment: &Segment) {
+        self.segment = Some((segment.path.clone(), segment.first_seq));
+        self.offset = MAGIC.len() as u64;
+    }
+}
+
 /// What opening the log found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Opened {
@@ -392,6 +521,7 @@ struct Shared {
     groups: AtomicU64,
     records: AtomicU64,
     sync_micros: AtomicU64,
+    durable: Arc<AtomicU64>,
 }
 
 /// Counters of the writer.
@@ -405,14 +535,23 @@ pub struct WalStats {
     pub sync_micros: u64,
 }
 
-/// Called by the writer thread with each group's bytes once it is durable.
-pub type GroupSink = Box<dyn FnMut(Vec<u8>) + Send>;
-
 /// The open log. Dropping it (or [`Wal::close`]) writes what is pending and
 /// stops the writer.
 pub struct Wal {
     shared: Arc<Shared>,
     writer: Option<JoinHandle<()>>,
+}
+
+/// The sequence number of the last durable record, as the writer advances
+/// it (readers that follow the log never read past it).
+#[derive(Debug, Clone)]
+pub struct DurableMark(Arc<AtomicU64>);
+
+impl DurableMark {
+    /// The last durable sequence number (0 for none).
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
 }
 
 impl std::fmt::Debug for Wal {
@@ -515,6 +654,20 @@ fn recover_tail(config: &WalConfig) -> Result<(Option<Active>, Opened), WalError
         warn!(segment = %name, offset = scan.end, bytes = scan.tail, "journal: dropped a torn record at the end of the last segment");
         torn = Some((name, scan.end, scan.tail));
     }
+    if scan.records == 0 {
+        // A segment created just before a stop, with no record: removed, so
+        // that the next segment (perhaps of another date) can take its
+        // first sequence number without two files claiming it.
+        fs::remove_file(&last.path).map_err(|e| io_error(&last.path, "remove", &e))?;
+        sync_dir(&config.dir)?;
+        return Ok((
+            None,
+            Opened {
+                next_seq: last.first_seq,
+                torn,
+            },
+        ));
+    }
     let file = OpenOptions::new()
         .append(true)
         .open(&last.path)
@@ -533,8 +686,7 @@ fn recover_tail(config: &WalConfig) -> Result<(Option<Active>, Opened), WalError
 
 impl Wal {
     /// Opens (or creates) the log in `config.dir` and starts the writer.
-    /// `sink` receives each group's bytes after it is durable (the index).
-    pub fn open(config: WalConfig, sink: GroupSink) -> Result<(Wal, Opened), WalError> {
+    pub fn open(config: WalConfig) -> Result<(Wal, Opened), WalError> {
         fs::create_dir_all(&config.dir).map_err(|e| io_error(&config.dir, "create", &e))?;
         let (active, opened) = recover_tail(&config)?;
         let shared = Arc::new(Shared {
@@ -550,12 +702,13 @@ impl Wal {
             groups: AtomicU64::new(0),
             records: AtomicU64::new(0),
             sync_micros: AtomicU64::new(0),
+            durable: Arc::new(AtomicU64::new(opened.next_seq - 1)),
         });
         let writer = {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("journal-writer".into())
-                .spawn(move || write_loop(&shared, config, active, sink))
+                .spawn(move || write_loop(&shared, config, active))
                 .map_err(|e| WalError::Io {
                     path: String::new(),
                     action: "start the writer thread",
@@ -610,6 +763,11 @@ impl Wal {
         Ok((seq, waiter.ok_or(WalError::Closed)?))
     }
 
+    /// The last durable sequence number, kept current by the writer.
+    pub fn durable_mark(&self) -> DurableMark {
+        DurableMark(Arc::clone(&self.shared.durable))
+    }
+
     /// Counters of the writer.
     pub fn stats(&self) -> WalStats {
         WalStats {
@@ -641,10 +799,10 @@ impl Drop for Wal {
     }
 }
 
-fn write_loop(shared: &Shared, config: WalConfig, mut active: Option<Active>, mut sink: GroupSink) {
-    let mut spare = Vec::with_capacity(1 << 16);
+fn write_loop(shared: &Shared, config: WalConfig, mut active: Option<Active>) {
+    let mut spare = Vec::new();
     loop {
-        let (group, first_seq, waiters) = {
+        let (mut group, first_seq, last_seq, waiters) = {
             let mut p = lock(shared);
             while p.buf.is_empty() && !p.closed {
                 p = match shared.wake.wait(p) {
@@ -656,9 +814,14 @@ fn write_loop(shared: &Shared, config: WalConfig, mut active: Option<Active>, mu
                 return;
             }
             let group = std::mem::replace(&mut p.buf, std::mem::take(&mut spare));
-            (group, p.first_seq, std::mem::take(&mut p.waiters))
+            (
+                group,
+                p.first_seq,
+                p.next_seq - 1,
+                std::mem::take(&mut p.waiters),
+            )
         };
-        let result = commit(shared, &config, &mut active, &group, first_seq);
+        let result = commit(shared, &config, &mut active, &group, (first_seq, last_seq));
         if let Err(e) = &result {
             error!(error = %e, "journal write failed; the journal takes no more records");
             let mut p = lock(shared);
@@ -667,6 +830,8 @@ fn write_loop(shared: &Shared, config: WalConfig, mut active: Option<Active>, mu
             for waiter in p.waiters.drain(..) {
                 let _ = waiter.send(Err(e.clone()));
             }
+        } else {
+            shared.durable.store(last_seq, Ordering::Release);
         }
         for waiter in waiters {
             let _ = waiter.send(result.clone());
@@ -674,8 +839,8 @@ fn write_loop(shared: &Shared, config: WalConfig, mut active: Option<Active>, mu
         if result.is_err() {
             return;
         }
-        sink(group);
-        spare = Vec::with_capacity(1 << 16);
+        group.clear();
+        spare = group;
     }
 }
 
@@ -684,8 +849,9 @@ fn commit(
     config: &WalConfig,
     active: &mut Option<Active>,
     group: &[u8],
-    first_seq: u64,
+    seqs: (u64, u64),
 ) -> Result<(), WalError> {
+    let (first_seq, last_seq) = seqs;
     let date = business_date(now_micros(), config.cutover_secs);
     let roll = match active {
         Some(a) => a.date != date || a.size >= config.segment_bytes,
@@ -697,27 +863,31 @@ fn commit(
     let Some(a) = active.as_mut() else {
         return Err(WalError::Closed);
     };
-    a.file
-        .write_all(group)
-        .map_err(|e| io_error(&a.path, "write", &e))?;
+    let started = Instant::now();
+    let written = a.file.write_all(group).and_then(|()| {
+        if config.durability == Durability::Fsync {
+            a.file.sync_data()
+        } else {
+            Ok(())
+        }
+    });
+    if let Err(e) = written {
+        // What reached the page cache may read back whole after a failed
+        // sync although it never reached the disk: cut it off (best effort;
+        // the writer takes no more records either way).
+        let _ = a.file.set_len(a.size);
+        return Err(io_error(&a.path, "write and fdatasync", &e));
+    }
     a.size += group.len() as u64;
     if config.durability == Durability::Fsync {
-        let started = Instant::now();
-        a.file
-            .sync_data()
-            .map_err(|e| io_error(&a.path, "fdatasync", &e))?;
         shared
             .sync_micros
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
     }
     shared.groups.fetch_add(1, Ordering::Relaxed);
-    let mut count = 0;
-    let mut at = 0;
-    while let Some(Frame::Whole(_, size)) = group.get(at..).map(|rest| parse(rest, 0)) {
-        count += 1;
-        at += size;
-    }
-    shared.records.fetch_add(count, Ordering::Relaxed);
+    shared
+        .records
+        .fetch_add(last_seq + 1 - first_seq, Ordering::Relaxed);
     Ok(())
 }
 
@@ -757,7 +927,7 @@ mod tests {
     #[test]
     fn appends_survive_reopen_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let (wal, opened) = Wal::open(config(dir.path()), Box::new(|_| {})).unwrap();
+        let (wal, opened) = Wal::open(config(dir.path())).unwrap();
         assert_eq!(opened.next_seq, 1);
         for i in 0..100 {
             let (seq, durable) = wal.append_durable(&responded(i)).unwrap();
@@ -765,7 +935,7 @@ mod tests {
             durable.wait_blocking().unwrap();
         }
         wal.close();
-        let (wal, opened) = Wal::open(config(dir.path()), Box::new(|_| {})).unwrap();
+        let (wal, opened) = Wal::open(config(dir.path())).unwrap();
         assert_eq!(
             opened,
             Opened {
@@ -785,7 +955,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut c = config(dir.path());
         c.segment_bytes = 200;
-        let (wal, _) = Wal::open(c.clone(), Box::new(|_| {})).unwrap();
+        let (wal, _) = Wal::open(c.clone()).unwrap();
         for i in 0..20 {
             wal.append_durable(&responded(i))
                 .unwrap()
@@ -796,14 +966,14 @@ mod tests {
         wal.close();
         assert!(segments(dir.path()).unwrap().len() > 3);
         assert_eq!(read_all(dir.path()).len(), 20);
-        let (_, opened) = Wal::open(c, Box::new(|_| {})).unwrap();
+        let (_, opened) = Wal::open(c).unwrap();
         assert_eq!(opened.next_seq, 21);
     }
 
     /// A log of five durable records in one segment, and that segment.
     fn five_records() -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
-        let (wal, _) = Wal::open(config(dir.path()), Box::new(|_| {})).unwrap();
+        let (wal, _) = Wal::open(config(dir.path())).unwrap();
         for i in 0..5 {
             wal.append_durable(&responded(i))
                 .unwrap()
@@ -831,7 +1001,7 @@ mod tests {
         let last_start = *ends.last().unwrap() as usize;
         for cut in last_start + 1..whole.len() {
             fs::write(&segment, &whole[..cut]).unwrap();
-            let (wal, opened) = Wal::open(config(dir.path()), Box::new(|_| {})).unwrap();
+            let (wal, opened) = Wal::open(config(dir.path())).unwrap();
             wal.close();
             assert_eq!(opened.next_seq, 5, "cut at {cut}");
             let torn = opened.torn.expect("torn record reported");
@@ -845,7 +1015,7 @@ mod tests {
         let mut zeroed = whole.clone();
         zeroed[last_start..].fill(0);
         fs::write(&segment, &zeroed).unwrap();
-        let (_, opened) = Wal::open(config(dir.path()), Box::new(|_| {})).unwrap();
+        let (_, opened) = Wal::open(config(dir.path())).unwrap();
         assert_eq!(opened.next_seq, 5);
     }
 
@@ -856,13 +1026,99 @@ mod tests {
         let second = MAGIC.len() + (data.len() - MAGIC.len()) / 5;
         data[second + 20] ^= 0x40;
         fs::write(&segment, &data).unwrap();
-        match Wal::open(config(dir.path()), Box::new(|_| {})) {
+        match Wal::open(config(dir.path())) {
             Err(WalError::Corrupt { offset, reason, .. }) => {
                 assert_eq!(offset, second as u64);
                 assert!(reason.contains("CRC"), "{reason}");
             }
             other => panic!("expected corruption, got {other:?}"),
         }
+    }
+
+    /// A bad length in the last-but-one record reaching past the end is
+    /// damage, not a torn write: a whole record still follows it.
+    #[test]
+    fn bad_frame_with_a_whole_record_after_it_is_corruption() {
+        let (dir, segment) = five_records();
+        let mut data = fs::read(&segment).unwrap();
+        let size = (data.len() - MAGIC.len()) / 5;
+        let fourth = MAGIC.len() + 3 * size;
+        data[fourth..fourth + 4].copy_from_slice(&((2 * size) as u32).to_le_bytes());
+        fs::write(&segment, &data).unwrap();
+        assert!(matches!(
+            Wal::open(config(dir.path())),
+            Err(WalError::Corrupt { offset, .. }) if offset == fourth as u64
+        ));
+    }
+
+    /// A segment created just before a stop, with no record, is removed at
+    /// open; the next segment takes its sequence number alone.
+    #[test]
+    fn record_less_last_segment_is_removed() {
+        let (dir, _) = five_records();
+        let empty = dir.path().join(format!("20991231-{:020}.wal", 6));
+        fs::write(&empty, MAGIC).unwrap();
+        let (wal, opened) = Wal::open(config(dir.path())).unwrap();
+        assert_eq!(opened.next_seq, 6);
+        assert!(!empty.exists());
+        wal.append_durable(&responded(5))
+            .unwrap()
+            .1
+            .wait_blocking()
+            .unwrap();
+        wal.close();
+        let all = segments(dir.path()).unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[1].first_seq, 6);
+        assert_eq!(read_all(dir.path()).len(), 6);
+    }
+
+    /// The follower reads across segments, never past the limit, and picks
+    /// up a record whose bytes were incomplete at the last poll.
+    #[test]
+    fn follower_reads_new_records_up_to_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(dir.path());
+        c.segment_bytes = 100;
+        let (wal, _) = Wal::open(c.clone()).unwrap();
+        let mut follower = Follower::new(dir.path(), 1);
+        let mut seen = Vec::new();
+        assert_eq!(follower.poll(10, 100, |e| seen.push(e.seq)).unwrap(), 0);
+        for i in 0..12 {
+            wal.append_durable(&responded(i))
+                .unwrap()
+                .1
+                .wait_blocking()
+                .unwrap();
+        }
+        assert_eq!(wal.durable_mark().get(), 12);
+        assert!(segments(dir.path()).unwrap().len() > 2);
+        follower.poll(5, 100, |e| seen.push(e.seq)).unwrap();
+        assert_eq!(seen, vec![1, 2, 3, 4, 5]);
+        follower.poll(12, 3, |e| seen.push(e.seq)).unwrap();
+        assert_eq!(seen.len(), 8);
+        follower.poll(12, 100, |e| seen.push(e.seq)).unwrap();
+        assert_eq!(seen, (1..=12).collect::<Vec<_>>());
+        wal.close();
+        // Half a record at the end (a write in progress), then the rest.
+        let last = segments(dir.path()).unwrap().pop().unwrap().path;
+        let whole = fs::read(&last).unwrap();
+        let mut frame = Vec::new();
+        put(
+            &mut frame,
+            13,
+            now_micros(),
+            RecordKind::Responded,
+            &record::encode(&responded(12)),
+        );
+        let mut partial = whole.clone();
+        partial.extend_from_slice(&frame[..frame.len() / 2]);
+        fs::write(&last, &partial).unwrap();
+        assert_eq!(follower.poll(13, 100, |e| seen.push(e.seq)).unwrap(), 0);
+        partial.extend_from_slice(&frame[frame.len() / 2..]);
+        fs::write(&last, &partial).unwrap();
+        assert_eq!(follower.poll(13, 100, |e| seen.push(e.seq)).unwrap(), 1);
+        assert_eq!(seen.last(), Some(&13));
     }
 
     #[test]

@@ -263,7 +263,7 @@ impl Switch {
             Err(refusal) => {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
                 let answer = Answer::refused(refusal);
-                self.local_answer(&live, &answer.code);
+                self.local_answer(&live, &answer.code).await;
                 answer
             }
         };
@@ -473,7 +473,7 @@ impl Switch {
         };
         let Some(original) = original else {
             warn!(txn = live.id, terminal = %live.request.terminal, stan = %live.request.stan, "reversal of an unknown original: accepted, nothing to reverse");
-            self.local_answer(live, "00");
+            self.local_answer(live, "00").await;
             return accepted(None);
         };
         // An original still in flight is reversed once its fate is known.
@@ -489,19 +489,20 @@ impl Switch {
             self.queue_reversal(&original, ReversalReason::Terminal, replacement)
                 .await;
         }
-        self.local_answer(live, "00");
+        self.local_answer(live, "00").await;
         accepted(destination)
     }
 
-    /// Records the switch's own answer.
-    fn local_answer(&self, live: &Live, code: &str) {
+    /// Records the switch's own answer; durable before the terminal hears
+    /// it, like the destination's answers.
+    async fn local_answer(&self, live: &Live, code: &str) {
         let record = Record::Responded {
             txn: live.id,
             code: code.to_string(),
             auth_id: None,
             source: Source::Switch,
         };
-        if let Err(e) = self.journal.append(&record) {
+        if let Err(e) = self.journal.commit(&record).await {
             error!(error = %e, "journal unavailable: answer not recorded");
         }
         live.finish(Outcome {
