@@ -434,7 +434,7 @@ impl Switch {
         reason: ReversalReason,
         replacement: Option<u64>,
     ) {
-        if !original.claim_reversal() {
+        if !self.recent.claim_reversal(original) {
             return;
         }
         let record = Record::ReversalQueued {

@@ -2,7 +2,7 @@
 //! reversal to its original and to recognise a retransmitted request,
 //! without a trip to the index. Older ones are found in the journal index.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -124,12 +124,6 @@ impl Live {
         }
     }
 
-    /// Claims the one reversal this transaction may get; `false` if another
-    /// path (timeout, recovery, an earlier terminal reversal) already did.
-    pub fn claim_reversal(&self) -> bool {
-        !self.reversal_claimed.swap(true, Ordering::AcqRel)
-    }
-
     /// The store-and-forward entry reversing this transaction.
     pub fn saf_item(&self, replacement: Option<u64>) -> Option<SafItem> {
         Some(SafItem {
@@ -152,7 +146,15 @@ pub struct Recent {
 struct Inner {
     by_key: HashMap<Key, Arc<Live>>,
     order: VecDeque<(Key, TxnId)>,
+    /// Transactions whose reversal was claimed in this run, whichever copy
+    /// of their [`Live`] claimed it (one from memory, one reloaded from the
+    /// index), oldest first.
+    claimed: HashSet<TxnId>,
+    claim_order: VecDeque<TxnId>,
 }
+
+/// How many claimed reversals are remembered (older ones are in the index).
+const CLAIMS_KEPT: usize = 1_000_000;
 
 impl Recent {
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -180,5 +182,67 @@ impl Recent {
     /// The newest transaction with this key.
     pub fn get(&self, key: &Key) -> Option<Arc<Live>> {
         self.lock().by_key.get(key).cloned()
+    }
+
+    /// Claims the one reversal a transaction may get; `false` if another
+    /// path (timeout, recovery, an earlier terminal reversal) already did,
+    /// in this run or (as the index knew when it was loaded) before it.
+    pub fn claim_reversal(&self, live: &Live) -> bool {
+        if live.reversal_claimed.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        let mut inner = self.lock();
+        if !inner.claimed.insert(live.id) {
+            return false;
+        }
+        inner.claim_order.push_back(live.id);
+        while inner.claim_order.len() > CLAIMS_KEPT {
+            if let Some(old) = inner.claim_order.pop_front() {
+                inner.claimed.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::Vault;
+    use crate::txn::TxnKind;
+
+    fn live(id: TxnId) -> Live {
+        let request = Received {
+            kind: TxnKind::Purchase,
+            mti: "0200".into(),
+            processing_code: "000000".into(),
+            amount: 1000,
+            currency: "978".into(),
+            pan: Vault::new(&[7; 32]).seal("4761739001010010"),
+            terminal: "TERM0001".into(),
+            merchant: None,
+            stan: "000001".into(),
+            transmission: "1126010000".into(),
+            local_time: None,
+            local_date: None,
+            entry_mode: None,
+            condition: None,
+            rrn: "000000000001".into(),
+            original: None,
+            replacement: None,
+        };
+        Live::new(id, *b"20", Arc::new(request))
+    }
+
+    /// Two copies of one transaction (one in memory, one reloaded from the
+    /// index) claim its reversal once between them.
+    #[test]
+    fn a_reversal_is_claimed_once_across_copies() {
+        let recent = Recent::default();
+        let (first, second) = (live(7), live(7));
+        assert!(recent.claim_reversal(&first));
+        assert!(!recent.claim_reversal(&second));
+        assert!(!recent.claim_reversal(&first));
+        assert!(recent.claim_reversal(&live(8)));
     }
 }
