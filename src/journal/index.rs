@@ -12,8 +12,8 @@
 //! | `s` | destination ‖ 0 ‖ queued seq ‖ id (store-and-forward queue) | — |
 //! | `m` | `applied` | last log sequence applied (u64 BE) |
 //!
-//! Each group of records is applied as one atomic sled batch together with
-//! the `applied` mark, and applying a record twice gives the same state, so
+//! Records are applied in batches (the indexer's, up to a few hundred
+//! records), each one atomic sled batch together with the `applied` mark, and applying a record twice gives the same state, so
 //! replaying the log from the mark after any crash is always right. The log
 //! is the truth: deleting the sled directory loses nothing
 //! ([`Index::rebuild`]).

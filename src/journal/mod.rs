@@ -23,10 +23,10 @@ pub mod wal;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
@@ -183,7 +183,7 @@ pub struct Journal {
     vault: Vault,
     config: JournalConfig,
     indexer: Option<JoinHandle<()>>,
-    stop_indexer: Arc<AtomicBool>,
+    indexer_shared: Arc<IndexerShared>,
 }
 
 impl Journal {
@@ -205,9 +205,12 @@ impl Journal {
             );
         }
         let (wal, opened) = Wal::open(config.wal())?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let (index, replayed, indexer) =
-            start_indexer(&config, wal.durable_mark(), Arc::clone(&stop))?;
+        let shared = Arc::new(IndexerShared {
+            mark: wal.durable_mark(),
+            applied: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+        });
+        let (index, replayed, indexer) = start_indexer(&config, Arc::clone(&shared))?;
         info!(dir = %config.dir.display(), next_seq = opened.next_seq, replayed, "journal open");
         Ok((
             Journal {
@@ -216,7 +219,7 @@ impl Journal {
                 vault,
                 config,
                 indexer: Some(indexer),
-                stop_indexer: stop,
+                indexer_shared: shared,
             },
             OpenReport {
                 next_seq: opened.next_seq,
@@ -245,12 +248,18 @@ impl Journal {
     /// Waits until the index has applied the log up to `seq` (bounded: the
     /// index is a cache, a slow one only delays this).
     pub async fn indexed(&self, seq: u64) {
-        let since = std::time::Instant::now();
-        while self.index.applied().unwrap_or(0) < seq
-            && since.elapsed() < std::time::Duration::from_secs(10)
+        let since = Instant::now();
+        while self.indexer_shared.applied.load(Ordering::Acquire) < seq
+            && since.elapsed() < Duration::from_secs(10)
         {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// Waits until the index holds everything durable so far (see
+    /// [`Journal::indexed`]).
+    pub async fn index_current(&self) {
+        self.indexed(self.indexer_shared.mark.get()).await;
     }
 
     /// The index.
@@ -282,7 +291,7 @@ impl Journal {
         if let Some(wal) = self.wal.take() {
             wal.close();
         }
-        self.stop_indexer.store(true, Ordering::Release);
+        self.indexer_shared.stop.store(true, Ordering::Release);
         if let Some(indexer) = self.indexer.take()
             && indexer.join().is_err()
         {
@@ -303,8 +312,12 @@ impl Drop for Journal {
 /// How often the indexer looks for new durable records.
 const INDEX_POLL: Duration = Duration::from_millis(20);
 
-/// Most records the indexer applies in one sled batch.
-const INDEX_BATCH: usize = 4096;
+/// Most records the indexer applies in one sled batch (sled holds a lock
+/// over the tree for a batch: index reads wait for it).
+const INDEX_BATCH: usize = 512;
+
+/// How long the indexer keeps applying after the journal closes.
+const INDEX_DRAIN: Duration = Duration::from_secs(5);
 
 /// How long the indexer waits after a failure before reading the log again
 /// from the index's mark.
@@ -316,8 +329,7 @@ const INDEX_RETRY: Duration = Duration::from_secs(5);
 /// priority.
 fn start_indexer(
     config: &JournalConfig,
-    mark: DurableMark,
-    stop: Arc<AtomicBool>,
+    shared: Arc<IndexerShared>,
 ) -> Result<(Index, u64, JoinHandle<()>), JournalError> {
     let (ready, opened) = mpsc::sync_channel(1);
     let index_dir = config.index_dir();
@@ -329,6 +341,7 @@ fn start_indexer(
             lower_priority();
             let started = Index::open(&index_dir, cutover).and_then(|index| {
                 let replayed = index.catch_up(&log_dir, |_| {})?;
+                shared.applied.store(index.applied()?, Ordering::Release);
                 Ok((index, replayed))
             });
             let index = started.as_ref().ok().map(|(index, _)| index.clone());
@@ -336,7 +349,7 @@ fn start_indexer(
                 return;
             }
             if let Some(index) = index {
-                run_indexer(&index, &log_dir, &mark, &stop);
+                run_indexer(&index, &log_dir, &shared);
             }
         })
         .map_err(|e| WalError::Io {
@@ -354,9 +367,7 @@ fn start_indexer(
 }
 
 /// Puts the calling thread at the lowest priority of the normal scheduling
-/// class (nice 19): index work takes what the request path leaves idle. It
-/// shares no lock with the request path (see [`run_indexer`]), so a low
-/// priority cannot hold a request back.
+/// class (nice 19): index work takes what the request path leaves idle.
 fn lower_priority() {
     use thread_priority::unix::{
         NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
@@ -372,18 +383,39 @@ fn lower_priority() {
 }
 
 /// Follows the log into the index: every [`INDEX_POLL`] it applies what
-/// became durable since, in batches. It shares nothing with the writer but
-/// the durable mark, so a slow index never holds a request back; it only
-/// lags (look-ups of recent transactions go to memory first, and a restart
-/// replays the log from the index's mark). After a failure it starts again
-/// from the mark. Once `stop` is set it applies what is left and ends.
-fn run_indexer(index: &Index, log: &Path, mark: &DurableMark, stop: &AtomicBool) {
-    let from_mark = || Follower::new(log, index.applied().unwrap_or(0) + 1);
+/// became durable since, in batches of [`INDEX_BATCH`]. The writer never
+/// waits for it (they share only the durable mark), so a slow index lags
+/// rather than holding requests back; the request path reads the index only
+/// for the original of a reversal that has left memory, and then first
+/// waits for it to be current ([`Journal::index_current`]). A restart
+/// replays the log from the index's mark. After a failure it starts again
+/// from the mark. Once told to stop it applies what is left (for up to
+/// [`INDEX_DRAIN`]) and ends.
+fn run_indexer(index: &Index, log: &Path, shared: &IndexerShared) {
+    let from_mark = || loop {
+        match index.applied() {
+            Ok(applied) => return Follower::new(log, applied + 1),
+            Err(e) => {
+                error!(error = %e, "journal index: cannot read its mark; retrying");
+                std::thread::sleep(INDEX_RETRY);
+            }
+        }
+    };
     let mut follower = from_mark();
+    let mut deadline = None;
     loop {
-        let stopping = stop.load(Ordering::Acquire);
+        if deadline.is_none() && shared.stop.load(Ordering::Acquire) {
+            deadline = Some(Instant::now() + INDEX_DRAIN);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            warn!(
+                behind = shared.mark.get().saturating_sub(follower.next() - 1),
+                "journal index stopped behind the log; it is replayed at the next start"
+            );
+            return;
+        }
         let mut entries = Vec::new();
-        let polled = follower.poll(mark.get(), INDEX_BATCH, |e| {
+        let polled = follower.poll(shared.mark.get(), INDEX_BATCH, |e| {
             if let Some(record) = e.record() {
                 entries.push((e.seq, e.ts, record));
             }
@@ -393,12 +425,12 @@ fn run_indexer(index: &Index, log: &Path, mark: &DurableMark, stop: &AtomicBool)
             Ok(visited)
         });
         match applied {
-            Ok(0) if stopping => return,
+            Ok(0) if deadline.is_some() => return,
             Ok(0) => std::thread::sleep(INDEX_POLL),
-            Ok(_) => {}
+            Ok(_) => shared.applied.store(follower.next() - 1, Ordering::Release),
             Err(e) => {
                 error!(error = %e, "journal index update failed; retrying from the index's mark (or rebuild it with `cardswitch journal reindex`)");
-                if stopping {
+                if deadline.is_some() {
                     return;
                 }
                 std::thread::sleep(INDEX_RETRY);
@@ -406,4 +438,15 @@ fn run_indexer(index: &Index, log: &Path, mark: &DurableMark, stop: &AtomicBool)
             }
         }
     }
+}
+
+/// What the indexer thread shares with the journal.
+#[derive(Debug)]
+struct IndexerShared {
+    /// The writer's durable mark: the indexer never reads past it.
+    mark: DurableMark,
+    /// Last log sequence the index has applied.
+    applied: AtomicU64,
+    /// Set at close: apply what is left (for up to [`INDEX_DRAIN`]) and end.
+    stop: AtomicBool,
 }

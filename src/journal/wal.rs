@@ -25,16 +25,28 @@
 //! sequence number and copy the frame into the pending buffer. The writer
 //! thread swaps the buffer out, writes it with one `write`, calls
 //! `fdatasync` once for the whole group and only then wakes the appenders
-//! that wait for durability. A failed write or sync poisons the log: every
+//! that wait for durability, then advances the [`DurableMark`] (the last
+//! durable sequence number). A failed write or sync poisons the log: every
 //! later append fails, because after a failed `fsync` the kernel may have
-//! dropped the dirty pages and a retry would report success for lost data.
+//! dropped the dirty pages and a retry would report success for lost data;
+//! the group's bytes are cut off the file (best effort) so that they cannot
+//! read back as records.
+//!
+//! # Following
+//!
+//! A [`Follower`] reads the segments as they grow (the index does), from a
+//! sequence number, never past the durable mark, checking that sequence
+//! numbers follow one another.
 //!
 //! # Reading after a crash
 //!
 //! A record cut short at the end of the last segment (the crash interrupted
-//! its write) is *torn*: it is dropped and the file truncated before it, and
-//! the open reports it. A bad record anywhere else is corruption: the open
-//! fails naming the segment and offset. Nothing is silently skipped.
+//! its write: it reaches past the end of the file, or its bytes are zeros or
+//! fail the CRC, with no whole record after it) is *torn*: it is dropped and
+//! the file truncated before it, and the open reports it. A bad record
+//! anywhere else is corruption: the open fails naming the segment and
+//! offset. Nothing is silently skipped. A last segment with no record (the
+//! crash came right after it was created) is removed.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -277,7 +289,7 @@ pub fn scan_bytes(
     data: &[u8],
     name: &str,
     tail_allowed: bool,
-    visit: impl FnMut(&Entry<'_>) -> Result<(), WalError>,
+    mut visit: impl FnMut(&Entry<'_>) -> Result<(), WalError>,
 ) -> Result<SegmentScan, WalError> {
     let corrupt = |offset: usize, reason: String| WalError::Corrupt {
         segment: name.to_string(),
@@ -295,22 +307,7 @@ pub fn scan_bytes(
         }
         return Err(corrupt(0, "not a cardswitch journal segment".into()));
     }
-    scan_frames(data, MAGIC.len(), name, tail_allowed, visit)
-}
-
-fn scan_frames(
-    data: &[u8],
-    start: usize,
-    name: &str,
-    tail_allowed: bool,
-    mut visit: impl FnMut(&Entry<'_>) -> Result<(), WalError>,
-) -> Result<SegmentScan, WalError> {
-    let corrupt = |offset: usize, reason: String| WalError::Corrupt {
-        segment: name.to_string(),
-        offset: offset as u64,
-        reason,
-    };
-    let mut at = start;
+    let mut at = MAGIC.len();
     let mut scan = SegmentScan {
         records: 0,
         last_seq: None,
@@ -389,6 +386,9 @@ pub fn scan(
     Ok(count)
 }
 
+/// Capacity of a group buffer the writer keeps for reuse.
+const KEPT_BUFFER: usize = 1 << 20;
+
 /// Bytes a [`Follower`] reads at once (more than the largest record).
 const FOLLOW_CHUNK: u64 = 4 << 20;
 
@@ -421,8 +421,9 @@ impl Follower {
 
     /// Visits the records from the next wanted one up to `limit` (at most
     /// `max` of them) and returns how many it visited. Bytes still being
-    /// written (a frame cut short at the end) wait for the next poll; a bad
-    /// frame is corruption.
+    /// written (a frame cut short at the end of the newest segment) wait for
+    /// the next poll. A bad frame, a gap in the sequence numbers or a
+    /// durable record that cannot be found is an error.
     pub fn poll(
         &mut self,
         limit: u64,
@@ -434,7 +435,7 @@ impl Follower {
             let Some((path, first_seq)) = self.segment.clone() else {
                 let all = segments(&self.dir)?;
                 let Some(at) = all.iter().rposition(|s| s.first_seq <= self.next) else {
-                    return Ok(visited);
+                    return Err(self.missing("no segment holds it"));
                 };
                 self.open(&all[at]);
                 continue;
@@ -444,51 +445,67 @@ impl Follower {
             file.seek(SeekFrom::Start(self.offset))
                 .and_then(|_| (&mut file).take(FOLLOW_CHUNK).read_to_end(&mut self.buf))
                 .map_err(|e| io_error(&path, "read", &e))?;
+            let corrupt = |offset: u64, reason: String| WalError::Corrupt {
+                segment: path.display().to_string(),
+                offset,
+                reason,
+            };
             let mut at = 0;
-            let mut stopped = false;
             while self.next <= limit && visited < max {
                 match self.buf.get(at..).map(|rest| parse(rest, self.offset)) {
                     Some(Frame::Whole(entry, size)) => {
-                        if entry.seq > limit {
-                            stopped = true;
-                            break;
+                        if entry.seq > self.next {
+                            return Err(corrupt(
+                                self.offset,
+                                format!("sequence {} where {} was expected", entry.seq, self.next),
+                            ));
                         }
-                        if entry.seq >= self.next {
+                        if entry.seq == self.next {
                             visit(&entry);
                             visited += 1;
-                            self.next = entry.seq + 1;
+                            self.next += 1;
                         }
                         at += size;
                         self.offset += size as u64;
                     }
-                    Some(Frame::Bad(reason)) => {
-                        return Err(WalError::Corrupt {
-                            segment: path.display().to_string(),
-                            offset: self.offset,
-                            reason,
-                        });
-                    }
+                    Some(Frame::Bad(reason)) => return Err(corrupt(self.offset, reason)),
                     Some(Frame::Short) | None => break,
                 }
             }
-            if stopped || self.next > limit || visited >= max {
+            if self.next > limit || visited >= max {
                 return Ok(visited);
             }
             if self.buf.len() as u64 == FOLLOW_CHUNK {
                 continue;
             }
-            if at < self.buf.len() {
-                return Ok(visited);
-            }
-            // Everything here is read and more is durable: it is in the next
-            // segment, once that exists.
+            // Everything whole here is read and more is durable: it starts
+            // the next segment, unless this one is still being written.
             let all = segments(&self.dir)?;
-            match all.iter().find(|s| s.first_seq > first_seq) {
-                Some(next) => self.open(next),
+            match all.iter().find(|s| s.first_seq == self.next) {
+                Some(next) if at == self.buf.len() => self.open(next),
+                Some(_) => {
+                    return Err(corrupt(self.offset, "record cut short".into()));
+                }
+                None if all.iter().any(|s| s.first_seq > first_seq) => {
+                    return Err(self.missing("the next segment starts elsewhere"));
+                }
                 None => return Ok(visited),
             }
         }
         Ok(visited)
+    }
+
+    /// The next sequence number it will visit.
+    pub fn next(&self) -> u64 {
+        self.next
+    }
+
+    fn missing(&self, why: &str) -> WalError {
+        WalError::Corrupt {
+            segment: self.dir.display().to_string(),
+            offset: 0,
+            reason: format!("durable record {} not found: {why}", self.next),
+        }
     }
 
     fn open(&mut self, segment: &Segment) {
@@ -840,6 +857,8 @@ fn write_loop(shared: &Shared, config: WalConfig, mut active: Option<Active>) {
             return;
         }
         group.clear();
+        // Keep the buffer for the next group unless a burst made it large.
+        group.shrink_to(KEPT_BUFFER);
         spare = group;
     }
 }
@@ -864,19 +883,20 @@ fn commit(
         return Err(WalError::Closed);
     };
     let started = Instant::now();
-    let written = a.file.write_all(group).and_then(|()| {
-        if config.durability == Durability::Fsync {
-            a.file.sync_data()
-        } else {
-            Ok(())
-        }
-    });
-    if let Err(e) = written {
+    let written = a
+        .file
+        .write_all(group)
+        .map_err(|e| ("write", e))
+        .and_then(|()| match config.durability {
+            Durability::Fsync => a.file.sync_data().map_err(|e| ("fdatasync", e)),
+            Durability::None => Ok(()),
+        });
+    if let Err((action, e)) = written {
         // What reached the page cache may read back whole after a failed
         // sync although it never reached the disk: cut it off (best effort;
         // the writer takes no more records either way).
         let _ = a.file.set_len(a.size);
-        return Err(io_error(&a.path, "write and fdatasync", &e));
+        return Err(io_error(&a.path, action, &e));
     }
     a.size += group.len() as u64;
     if config.durability == Durability::Fsync {
@@ -1083,7 +1103,12 @@ mod tests {
         let (wal, _) = Wal::open(c.clone()).unwrap();
         let mut follower = Follower::new(dir.path(), 1);
         let mut seen = Vec::new();
-        assert_eq!(follower.poll(10, 100, |e| seen.push(e.seq)).unwrap(), 0);
+        assert_eq!(
+            follower
+                .poll(wal.durable_mark().get(), 100, |e| seen.push(e.seq))
+                .unwrap(),
+            0
+        );
         for i in 0..12 {
             wal.append_durable(&responded(i))
                 .unwrap()

@@ -262,8 +262,8 @@ impl Switch {
             Ok(answer) => answer,
             Err(refusal) => {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
-                let answer = Answer::refused(refusal);
-                self.local_answer(&live, &answer.code).await;
+                let mut answer = Answer::refused(refusal);
+                answer.code = self.local_answer(&live, &answer.code).await;
                 answer
             }
         };
@@ -414,7 +414,10 @@ impl Switch {
     async fn timed_out(&self, live: &Arc<Live>) {
         // The reversal first: a crash between the two records must not leave
         // a transaction that looks ended with no reversal owed.
-        self.queue_reversal(live, ReversalReason::Timeout, None)
+        // Its failure is logged; the terminal gets 91 either way and
+        // recovery queues the reversal at the next start.
+        let _ = self
+            .queue_reversal(live, ReversalReason::Timeout, None)
             .await;
         if let Err(e) = self.journal.append(&Record::TimedOut { txn: live.id }) {
             error!(error = %e, "journal unavailable: timeout not recorded");
@@ -428,14 +431,16 @@ impl Switch {
 
     /// Queues the one reversal of `original` (durable, then handed to the
     /// store-and-forward worker). Nothing happens if it already has one.
+    /// Returns whether the reversal is owed durably (now or before); `false`
+    /// when the journal could not take it (recovery queues it at restart).
     async fn queue_reversal(
         &self,
         original: &Live,
         reason: ReversalReason,
         replacement: Option<u64>,
-    ) {
+    ) -> bool {
         if !self.recent.claim_reversal(original) {
-            return;
+            return true;
         }
         let record = Record::ReversalQueued {
             txn: original.id,
@@ -448,9 +453,11 @@ impl Switch {
                 if let Some(item) = original.saf_item(replacement) {
                     self.saf.push(item);
                 }
+                true
             }
             Err(e) => {
-                error!(txn = original.id, error = %e, "journal unavailable: reversal not queued now; recovery queues it at restart")
+                error!(txn = original.id, error = %e, "journal unavailable: reversal not queued now; recovery queues it at restart");
+                false
             }
         }
     }
@@ -465,16 +472,15 @@ impl Switch {
         original: Option<Arc<Live>>,
         replacement: Option<u64>,
     ) -> Answer {
-        let accepted = |destination: Option<String>| Answer {
-            code: "00".into(),
+        let answer = |code: String, destination: Option<String>| Answer {
+            code,
             auth_id: None,
             destination,
             rrn: None,
         };
         let Some(original) = original else {
             warn!(txn = live.id, terminal = %live.request.terminal, stan = %live.request.stan, "reversal of an unknown original: accepted, nothing to reverse");
-            self.local_answer(live, "00").await;
-            return accepted(None);
+            return answer(self.local_answer(live, "00").await, None);
         };
         // An original still in flight is reversed once its fate is known.
         let outcome = original
@@ -485,31 +491,43 @@ impl Switch {
                 || o.code == "00"
         });
         let destination = original.forwarded().map(|f| f.destination.clone());
-        if destination.is_some() && approved_or_unknown {
-            self.queue_reversal(&original, ReversalReason::Terminal, replacement)
-                .await;
-        }
-        self.local_answer(live, "00").await;
-        accepted(destination)
+        let owed = destination.is_some() && approved_or_unknown;
+        let code = if owed
+            && !self
+                .queue_reversal(&original, ReversalReason::Terminal, replacement)
+                .await
+        {
+            self.local_answer(live, Refusal::System.response_code())
+                .await
+        } else {
+            self.local_answer(live, "00").await
+        };
+        answer(code, destination)
     }
 
     /// Records the switch's own answer; durable before the terminal hears
-    /// it, like the destination's answers.
-    async fn local_answer(&self, live: &Live, code: &str) {
+    /// it, like the destination's answers. Returns the code to send: `code`,
+    /// or the system-error code when the journal could not take it.
+    async fn local_answer(&self, live: &Live, code: &str) -> String {
         let record = Record::Responded {
             txn: live.id,
             code: code.to_string(),
             auth_id: None,
             source: Source::Switch,
         };
-        if let Err(e) = self.journal.commit(&record).await {
-            error!(error = %e, "journal unavailable: answer not recorded");
-        }
+        let code = match self.journal.commit(&record).await {
+            Ok(_) => code.to_string(),
+            Err(e) => {
+                error!(error = %e, "journal unavailable: answer not recorded, system error sent");
+                Refusal::System.response_code().to_string()
+            }
+        };
         live.finish(Outcome {
-            code: code.to_string(),
+            code: code.clone(),
             auth_id: None,
             source: Source::Switch,
         });
+        code
     }
 
     /// A request identical to one already handled (terminal, STAN, field 7,
@@ -580,6 +598,9 @@ impl Switch {
         {
             return Some(live);
         }
+        // The index lags the log a little: let it hold everything durable
+        // before saying the original is unknown.
+        self.journal.index_current().await;
         let found = self
             .journal
             .index()
