@@ -184,12 +184,12 @@ fn main() {
         base.parent().unwrap_or(&base).display()
     );
     println!(
-        "| writer | records/s | % of raw limit | append p50 µs | append p99 µs | records per fdatasync |"
+        "| writer | records/s | % of raw limit | append p50 µs | append p99 µs | records per fdatasync | close (index drain, at most 5 s) |"
     );
-    println!("|---|---:|---:|---:|---:|---:|");
-    println!("| raw: write 64 records + fdatasync | {raw64:.0} | 100% | | | 64 |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("| raw: write 64 records + fdatasync | {raw64:.0} | 100% | | | 64 | |");
     println!(
-        "| raw: write 1 record + fdatasync | {raw1:.0} | {:.0}% | | | 1 |",
+        "| raw: write 1 record + fdatasync | {raw1:.0} | {:.0}% | | | 1 | |",
         100.0 * raw1 / raw64
     );
     for (n, m) in &runs {
