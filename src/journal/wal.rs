@@ -934,6 +934,15 @@ mod tests {
         }
     }
 
+    /// Appends `responded(txn)` and waits until it is durable.
+    fn durable(wal: &Wal, txn: u64) {
+        wal.append_durable(&responded(txn))
+            .unwrap()
+            .1
+            .wait_blocking()
+            .unwrap();
+    }
+
     fn read_all(dir: &Path) -> Vec<(u64, Record)> {
         let mut out = Vec::new();
         scan(dir, 0, |_, e| {
@@ -977,11 +986,7 @@ mod tests {
         c.segment_bytes = 200;
         let (wal, _) = Wal::open(c.clone()).unwrap();
         for i in 0..20 {
-            wal.append_durable(&responded(i))
-                .unwrap()
-                .1
-                .wait_blocking()
-                .unwrap();
+            durable(&wal, i);
         }
         wal.close();
         assert!(segments(dir.path()).unwrap().len() > 3);
@@ -995,11 +1000,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (wal, _) = Wal::open(config(dir.path())).unwrap();
         for i in 0..5 {
-            wal.append_durable(&responded(i))
-                .unwrap()
-                .1
-                .wait_blocking()
-                .unwrap();
+            durable(&wal, i);
         }
         wal.close();
         let segment = segments(dir.path()).unwrap().remove(0).path;
@@ -1081,11 +1082,7 @@ mod tests {
         let (wal, opened) = Wal::open(config(dir.path())).unwrap();
         assert_eq!(opened.next_seq, 6);
         assert!(!empty.exists());
-        wal.append_durable(&responded(5))
-            .unwrap()
-            .1
-            .wait_blocking()
-            .unwrap();
+        durable(&wal, 5);
         wal.close();
         let all = segments(dir.path()).unwrap();
         assert_eq!(all.len(), 2);
@@ -1110,11 +1107,7 @@ mod tests {
             0
         );
         for i in 0..12 {
-            wal.append_durable(&responded(i))
-                .unwrap()
-                .1
-                .wait_blocking()
-                .unwrap();
+            durable(&wal, i);
         }
         assert_eq!(wal.durable_mark().get(), 12);
         assert!(segments(dir.path()).unwrap().len() > 2);
