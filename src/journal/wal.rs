@@ -934,6 +934,15 @@ mod tests {
         }
     }
 
+    /// A log in a new directory whose segments roll after `bytes`.
+    fn small_segments(bytes: u64) -> (tempfile::TempDir, WalConfig, Wal) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(dir.path());
+        c.segment_bytes = bytes;
+        let (wal, _) = Wal::open(c.clone()).unwrap();
+        (dir, c, wal)
+    }
+
     /// Appends `responded(txn)` and waits until it is durable.
     fn durable(wal: &Wal, txn: u64) {
         wal.append_durable(&responded(txn))
@@ -981,10 +990,7 @@ mod tests {
 
     #[test]
     fn segments_roll_by_size() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut c = config(dir.path());
-        c.segment_bytes = 200;
-        let (wal, _) = Wal::open(c.clone()).unwrap();
+        let (dir, c, wal) = small_segments(200);
         for i in 0..20 {
             durable(&wal, i);
         }
@@ -1094,10 +1100,7 @@ mod tests {
     /// up a record whose bytes were incomplete at the last poll.
     #[test]
     fn follower_reads_new_records_up_to_the_limit() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut c = config(dir.path());
-        c.segment_bytes = 100;
-        let (wal, _) = Wal::open(c.clone()).unwrap();
+        let (dir, _, wal) = small_segments(100);
         let mut follower = Follower::new(dir.path(), 1);
         let mut seen = Vec::new();
         assert_eq!(
