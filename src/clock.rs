@@ -52,6 +52,14 @@ impl DateTime {
         )
     }
 
+    /// RFC 3339 in UTC: `YYYY-MM-DDThh:mm:ssZ`.
+    pub fn rfc3339(&self) -> String {
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            self.year, self.month, self.day, self.hour, self.minute, self.second
+        )
+    }
+
     /// Field 12 in 1987: `hhmmss`.
     pub fn hhmmss(&self) -> String {
         format!("{:02}{:02}{:02}", self.hour, self.minute, self.second)

@@ -3,6 +3,7 @@
 mod demo;
 mod iso;
 mod journal;
+mod keys;
 mod serve;
 mod sim;
 
@@ -35,6 +36,9 @@ enum Command {
     /// The write-ahead journal: show, tail, stats, verify, export, saf,
     /// reindex, backup, keygen.
     Journal(journal::JournalArgs),
+    /// The encrypted key store: init, generate, import, list, rotate,
+    /// export-kcv.
+    Keys(keys::KeysArgs),
     /// Run the whole switch on loopback with simulated banks and terminals,
     /// no configuration needed, and print a summary.
     Demo(demo::DemoArgs),
@@ -60,6 +64,7 @@ impl Cli {
             Command::Sim(cmd) => cmd.run(),
             Command::Demo(args) => args.run(),
             Command::Journal(args) => args.run(),
+            Command::Keys(args) => args.run(),
         }
     }
 }

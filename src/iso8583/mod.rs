@@ -14,7 +14,7 @@
 mod bitmap;
 pub mod ebcdic;
 pub mod error;
-mod field;
+pub(crate) mod field;
 pub mod framing;
 pub mod json;
 pub mod message;

@@ -98,23 +98,7 @@ pub fn read_data_key(path: &Path) -> Result<Vault, JournalError> {
         path: path.display().to_string(),
         reason,
     };
-    let text = zeroize::Zeroizing::new(
-        std::fs::read_to_string(path).map_err(|e| failure(format!("cannot read: {e}")))?,
-    );
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .map_err(|e| failure(format!("cannot read: {e}")))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(failure(format!(
-                "permissions {:o} let others read it; chmod 600",
-                mode & 0o777
-            )));
-        }
-    }
+    let text = crate::files::read_private_file(path).map_err(failure)?;
     Vault::from_hex(&text).map_err(|e| failure(e.to_string()))
 }
 
@@ -145,24 +129,7 @@ pub fn generate_data_key(path: &Path) -> Result<(), JournalError> {
         .map_err(|e| failure(format!("cannot write: {e}")))
 }
 
-/// Writes a file atomically: a temporary file beside it, fsync, rename,
-/// fsync of the directory. Readers see the old file or the new one, never
-/// a part.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp{}", std::process::id()));
-    let temp = dir.join(name);
-    let mut file = std::fs::File::create(&temp)?;
-    std::io::Write::write_all(&mut file, bytes)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&temp, path)?;
-    std::fs::File::open(&dir)?.sync_all()
-}
+pub use crate::files::write_atomically;
 
 /// What opening the journal found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]

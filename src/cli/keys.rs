@@ -1,0 +1,184 @@
+//! `cardswitch keys …`: the encrypted key store.
+//!
+//! Every command names the store (`--store`) and finds the master key with
+//! [`MasterKey::locate`]: `--master-key-file`, else systemd's credential
+//! directory, else `$CARDSWITCH_MASTER_KEY`. Nothing here prints key
+//! material: listings show ids, types, versions and check values.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use zeroize::Zeroizing;
+
+use cardswitch::security::KeyAlgorithm;
+use cardswitch::security::keys::{Component, KeyInfo, KeyStore, KeyType, MasterKey};
+
+/// Arguments of `keys`.
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    /// The key store file.
+    #[arg(long, global = true, default_value = "keys.store")]
+    store: PathBuf,
+    /// File holding the master key (64 hex characters, mode 0600).
+    #[arg(long, global = true)]
+    master_key_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: KeysCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Creates an empty key store (and, with --new-master-key, a new
+    /// random master key file first).
+    Init {
+        /// Write a new random master key to this file (mode 0600) and use it.
+        #[arg(long)]
+        new_master_key: Option<PathBuf>,
+    },
+    /// Generates a random key.
+    Generate {
+        /// Key id, e.g. `zpk-bank-a`.
+        #[arg(long)]
+        id: String,
+        /// tpk, zpk, tak, zak, bdk or data.
+        #[arg(long = "type")]
+        key_type: KeyType,
+        /// des, tdes2, tdes3, aes128, aes192, aes256 or sm4.
+        #[arg(long = "alg")]
+        algorithm: KeyAlgorithm,
+    },
+    /// Imports a key from N clear components, combined by XOR. Each
+    /// component is read from standard input as one line: the hex
+    /// component, optionally followed by a space and its check value.
+    Import {
+        /// Key id.
+        #[arg(long)]
+        id: String,
+        /// tpk, zpk, tak, zak, bdk or data.
+        #[arg(long = "type")]
+        key_type: KeyType,
+        /// des, tdes2, tdes3, aes128, aes192, aes256 or sm4.
+        #[arg(long = "alg")]
+        algorithm: KeyAlgorithm,
+        /// Number of components.
+        #[arg(long, default_value_t = 2)]
+        components: usize,
+    },
+    /// Lists keys: id, type, algorithm, version, state, check value.
+    List,
+    /// Replaces a key with a new random version; the old one is retired.
+    Rotate {
+        /// Key id.
+        id: String,
+    },
+    /// Prints `id,type,algorithm,version,state,kcv` of every key (CSV), for
+    /// exchanging check values with a bank.
+    ExportKcv,
+}
+
+impl KeysArgs {
+    /// Runs the subcommand.
+    pub fn run(self) -> Result<ExitCode, Box<dyn std::error::Error>> {
+        if let KeysCommand::Init { new_master_key } = &self.command {
+            let file = match new_master_key {
+                Some(path) => {
+                    cardswitch::files::write_private_atomically(
+                        path,
+                        MasterKey::generate_hex().as_bytes(),
+                    )
+                    .map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
+                    println!("wrote a new master key to {}", path.display());
+                    Some(path.as_path())
+                }
+                None => self.master_key_file.as_deref(),
+            };
+            KeyStore::create(&self.store, MasterKey::locate(file)?)?;
+            println!("created key store {}", self.store.display());
+            return Ok(ExitCode::SUCCESS);
+        }
+        let master = MasterKey::locate(self.master_key_file.as_deref())?;
+        let mut store = KeyStore::open(&self.store, master)?;
+        match self.command {
+            KeysCommand::Init { .. } => {}
+            KeysCommand::Generate {
+                id,
+                key_type,
+                algorithm,
+            } => {
+                let info = store.generate(&id, key_type, algorithm)?;
+                store.save()?;
+                print_table(&[info]);
+            }
+            KeysCommand::Import {
+                id,
+                key_type,
+                algorithm,
+                components,
+            } => {
+                let parts = read_components(components)?;
+                let info = store.import(&id, key_type, algorithm, &parts)?;
+                store.save()?;
+                print_table(&[info]);
+            }
+            KeysCommand::List => print_table(&store.list()),
+            KeysCommand::Rotate { id } => {
+                let info = store.rotate(&id)?;
+                store.save()?;
+                print_table(&[info]);
+            }
+            KeysCommand::ExportKcv => {
+                println!("id,type,algorithm,version,state,kcv");
+                for k in store.list() {
+                    println!(
+                        "{},{},{},{},{},{}",
+                        k.id, k.key_type, k.algorithm, k.version, k.state, k.kcv
+                    );
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// Reads `n` component lines (`HEX [KCV]`) from standard input.
+fn read_components(n: usize) -> Result<Vec<Component>, Box<dyn std::error::Error>> {
+    let stdin = std::io::stdin();
+    let interactive = stdin.is_terminal();
+    let mut lines = stdin.lock();
+    let mut parts = Vec::with_capacity(n);
+    for i in 1..=n {
+        if interactive {
+            eprint!("component {i} of {n} (hex, then optional check value): ");
+            std::io::stderr().flush()?;
+        }
+        let mut line = Zeroizing::new(String::new());
+        if lines.read_line(&mut line)? == 0 {
+            return Err(format!("standard input ended before component {i} of {n}").into());
+        }
+        let mut words = line.split_whitespace();
+        let hex = Zeroizing::new(words.next().unwrap_or_default().to_string());
+        parts.push((hex, words.next().map(String::from)));
+    }
+    Ok(parts)
+}
+
+fn print_table(keys: &[KeyInfo]) {
+    println!(
+        "{:<24} {:<5} {:<7} {:>3} {:<8} {:<10} created",
+        "id", "type", "alg", "ver", "state", "kcv"
+    );
+    for k in keys {
+        println!(
+            "{:<24} {:<5} {:<7} {:>3} {:<8} {:<10} {}",
+            k.id,
+            k.key_type.to_string(),
+            k.algorithm.to_string(),
+            k.version,
+            k.state.to_string(),
+            k.kcv,
+            k.created
+        );
+    }
+}

@@ -1,0 +1,685 @@
+//! The key store: every working key of the switch in one file, encrypted
+//! under a master key.
+//!
+//! # File layout
+//!
+//! ```text
+//! "CSKEYS01" (8 bytes, also the AES-GCM associated data)
+//! nonce      (12 random bytes, fresh at every save)
+//! ciphertext (AES-256-GCM of the JSON key list, with its 16-byte tag)
+//! ```
+//!
+//! The master key (256 bits, 64 hex characters) never sits in the config
+//! file. [`MasterKey::locate`] takes it, in this order, from an explicit
+//! file, from systemd's credential directory
+//! (`$CREDENTIALS_DIRECTORY/cardswitch-master-key`, see `LoadCredential=`),
+//! or from the environment variable `CARDSWITCH_MASTER_KEY`. Files must not
+//! be readable by group or others.
+//!
+//! Each key has an id, a type, an algorithm, a version, a state and its key
+//! check value. Rotating a key adds a new active version and retires the
+//! old one, which stays in the store (to read what was protected under it)
+//! but is no longer handed out. Listings show ids, types and check values,
+//! never material.
+
+use std::path::{Path, PathBuf};
+
+use aes_gcm::aead::{Aead, Generate, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::security::block::{KeyAlgorithm, KeyError, SecretKey};
+
+/// Environment variable that may hold the master key (64 hex characters).
+pub const MASTER_KEY_ENV: &str = "CARDSWITCH_MASTER_KEY";
+/// Name of the master key in systemd's credential directory.
+pub const MASTER_KEY_CREDENTIAL: &str = "cardswitch-master-key";
+
+const MAGIC: &[u8; 8] = b"CSKEYS01";
+const NONCE_LEN: usize = 12;
+
+/// The key store could not be used. No variant carries key material.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyStoreError {
+    /// No master key was found in any of the places it may come from.
+    #[error(
+        "no master key: give a master key file, or set ${MASTER_KEY_ENV}, or run under systemd with LoadCredential={MASTER_KEY_CREDENTIAL}:…"
+    )]
+    NoMasterKey,
+    /// The master key source is unusable.
+    #[error("master key from {source_name}: {reason}")]
+    MasterKey {
+        /// Where it came from (file path or variable name).
+        source_name: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// The store file could not be read or written.
+    #[error("{path}: {reason}")]
+    File {
+        /// The store file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The store does not open under this master key, or was altered.
+    #[error("{0}: does not decrypt under this master key (wrong key or altered file)")]
+    Decrypt(String),
+    /// No key with this id.
+    #[error("no key `{0}` in the store")]
+    UnknownKey(String),
+    /// A key with this id exists already.
+    #[error("key `{0}` exists already (use `keys rotate` to replace it)")]
+    Exists(String),
+    /// A key id must be 1 to 32 characters of letters, digits, `-`, `_`, `.`.
+    #[error("key id `{0}` must be 1 to 32 letters, digits, `-`, `_` or `.`")]
+    BadId(String),
+    /// A key is of another type than the use needs.
+    #[error("key `{id}` is a {actual} key, not a {expected} key")]
+    WrongType {
+        /// The key.
+        id: String,
+        /// Type needed.
+        expected: KeyType,
+        /// Its type.
+        actual: KeyType,
+    },
+    /// A key component is not valid hex of the right length.
+    #[error("component {0}: must be {1} hex characters")]
+    BadComponent(usize, usize),
+    /// A key component's check value does not match the one given.
+    #[error("component {index}: check value is {actual}, not {expected}")]
+    ComponentKcv {
+        /// Component number, from 1.
+        index: usize,
+        /// Given check value.
+        expected: String,
+        /// Computed check value.
+        actual: String,
+    },
+    /// Key material does not fit its algorithm.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
+/// A clear key component as typed by a key custodian (hex) with the check
+/// value printed on its form, if any.
+pub type Component = (Zeroizing<String>, Option<String>);
+
+/// What a key is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyType {
+    /// Terminal PIN key: PIN blocks from a terminal.
+    Tpk,
+    /// Zone PIN key: PIN blocks to a bank.
+    Zpk,
+    /// Terminal authentication key: MACs with a terminal.
+    Tak,
+    /// Zone authentication key: MACs with a bank.
+    Zak,
+    /// Base derivation key for DUKPT terminals.
+    Bdk,
+    /// Data key: encrypts card numbers at rest (AES-256).
+    Data,
+}
+
+impl KeyType {
+    /// Every type.
+    pub const ALL: [KeyType; 6] = [
+        KeyType::Tpk,
+        KeyType::Zpk,
+        KeyType::Tak,
+        KeyType::Zak,
+        KeyType::Bdk,
+        KeyType::Data,
+    ];
+
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyType::Tpk => "tpk",
+            KeyType::Zpk => "zpk",
+            KeyType::Tak => "tak",
+            KeyType::Zak => "zak",
+            KeyType::Bdk => "bdk",
+            KeyType::Data => "data",
+        }
+    }
+}
+
+impl std::fmt::Display for KeyType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for KeyType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let lower = s.to_ascii_lowercase();
+        KeyType::ALL
+            .into_iter()
+            .find(|t| t.name() == lower)
+            .ok_or_else(|| format!("unknown key type `{s}` (tpk, zpk, tak, zak, bdk or data)"))
+    }
+}
+
+/// Whether a key version is in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyState {
+    /// The version handed out for new work.
+    Active,
+    /// Replaced by a newer version; kept to read older data.
+    Retired,
+}
+
+impl std::fmt::Display for KeyState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KeyState::Active => "active",
+            KeyState::Retired => "retired",
+        })
+    }
+}
+
+/// The 256-bit master key the store is encrypted under.
+pub struct MasterKey(Zeroizing<[u8; 32]>);
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(..)")
+    }
+}
+
+impl MasterKey {
+    /// Parses 64 hex characters (surrounding white space ignored).
+    fn from_hex(text: &str, source_name: &str) -> Result<MasterKey, KeyStoreError> {
+        let mut key = Zeroizing::new([0u8; 32]);
+        hex::decode_to_slice(text.trim(), &mut key[..]).map_err(|_| KeyStoreError::MasterKey {
+            source_name: source_name.to_string(),
+            reason: "must be 64 hexadecimal characters (256 bits)".into(),
+        })?;
+        Ok(MasterKey(key))
+    }
+
+    /// Reads a master key file, refusing one that group or others can read.
+    pub fn from_file(path: &Path) -> Result<MasterKey, KeyStoreError> {
+        let text =
+            crate::files::read_private_file(path).map_err(|reason| KeyStoreError::MasterKey {
+                source_name: path.display().to_string(),
+                reason,
+            })?;
+        MasterKey::from_hex(&text, &path.display().to_string())
+    }
+
+    /// Finds the master key: `file` if given, else the systemd credential,
+    /// else the environment variable.
+    pub fn locate(file: Option<&Path>) -> Result<MasterKey, KeyStoreError> {
+        if let Some(file) = file {
+            return MasterKey::from_file(file);
+        }
+        if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+            let path = PathBuf::from(dir).join(MASTER_KEY_CREDENTIAL);
+            if path.exists() {
+                return MasterKey::from_file(&path);
+            }
+        }
+        match std::env::var(MASTER_KEY_ENV) {
+            Ok(text) => MasterKey::from_hex(&Zeroizing::new(text), MASTER_KEY_ENV),
+            Err(_) => Err(KeyStoreError::NoMasterKey),
+        }
+    }
+
+    /// A new random master key, as the hex text to put in its file.
+    pub fn generate_hex() -> Zeroizing<String> {
+        let key = aes_gcm::Key::<Aes256Gcm>::generate();
+        Zeroizing::new(format!("{}\n", hex::encode(key.as_slice())))
+    }
+}
+
+mod material {
+    //! Key material as hex inside the (encrypted) store document.
+    use serde::{Deserialize, Deserializer, Serializer};
+    use zeroize::Zeroizing;
+
+    pub fn serialize<S: Serializer>(bytes: &Zeroizing<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&Zeroizing::new(hex::encode(bytes.as_slice())))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Zeroizing<Vec<u8>>, D::Error> {
+        let text = Zeroizing::new(String::deserialize(d)?);
+        hex::decode(text.as_str())
+            .map(Zeroizing::new)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// One version of one key, as stored.
+#[derive(Clone, Serialize, Deserialize)]
+struct Entry {
+    id: String,
+    #[serde(rename = "type")]
+    key_type: KeyType,
+    algorithm: KeyAlgorithm,
+    version: u32,
+    state: KeyState,
+    kcv: String,
+    created: String,
+    #[serde(with = "material")]
+    material: Zeroizing<Vec<u8>>,
+}
+
+/// What may be shown about a key: never its material.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyInfo {
+    /// Key id.
+    pub id: String,
+    /// Type.
+    pub key_type: KeyType,
+    /// Algorithm.
+    pub algorithm: KeyAlgorithm,
+    /// Version, from 1.
+    pub version: u32,
+    /// State.
+    pub state: KeyState,
+    /// Key check value.
+    pub kcv: String,
+    /// When the version was made (UTC, RFC 3339).
+    pub created: String,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct Document {
+    keys: Vec<Entry>,
+}
+
+/// The decrypted key store.
+pub struct KeyStore {
+    path: PathBuf,
+    master: MasterKey,
+    doc: Document,
+}
+
+impl std::fmt::Debug for KeyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "KeyStore({}, {} keys)",
+            self.path.display(),
+            self.doc.keys.len()
+        )
+    }
+}
+
+fn check_id(id: &str) -> Result<(), KeyStoreError> {
+    let ok = (1..=32).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(KeyStoreError::BadId(id.to_string()))
+    }
+}
+
+fn random_key(algorithm: KeyAlgorithm) -> Zeroizing<Vec<u8>> {
+    let mut bytes = Zeroizing::new(vec![0u8; algorithm.key_len()]);
+    // getrandom only fails on a system without an entropy source at all.
+    let _ = getrandom::fill(&mut bytes);
+    if matches!(
+        algorithm,
+        KeyAlgorithm::Des | KeyAlgorithm::Tdes2 | KeyAlgorithm::Tdes3
+    ) {
+        set_odd_parity(&mut bytes);
+    }
+    bytes
+}
+
+/// DES keys carry odd parity in the low bit of each byte, as HSMs expect.
+fn set_odd_parity(bytes: &mut [u8]) {
+    for b in bytes {
+        let high = *b & 0xFE;
+        *b = high | u8::from(high.count_ones() % 2 == 0);
+    }
+}
+
+fn now_rfc3339() -> String {
+    crate::clock::DateTime::now().rfc3339()
+}
+
+impl KeyStore {
+    /// Creates an empty store at `path`; refuses to overwrite one.
+    pub fn create(path: &Path, master: MasterKey) -> Result<KeyStore, KeyStoreError> {
+        if path.exists() {
+            return Err(KeyStoreError::File {
+                path: path.display().to_string(),
+                reason: "exists already; a store is never overwritten".into(),
+            });
+        }
+        let store = KeyStore {
+            path: path.to_path_buf(),
+            master,
+            doc: Document::default(),
+        };
+        store.save()?;
+        Ok(store)
+    }
+
+    /// Opens and decrypts the store at `path`.
+    pub fn open(path: &Path, master: MasterKey) -> Result<KeyStore, KeyStoreError> {
+        let file_error = |reason: String| KeyStoreError::File {
+            path: path.display().to_string(),
+            reason,
+        };
+        let bytes = std::fs::read(path).map_err(|e| file_error(format!("cannot read: {e}")))?;
+        let body = bytes
+            .strip_prefix(MAGIC.as_slice())
+            .ok_or_else(|| file_error("not a cardswitch key store".into()))?;
+        let (nonce, sealed) = body
+            .split_at_checked(NONCE_LEN)
+            .ok_or_else(|| file_error("truncated".into()))?;
+        let nonce = Nonce::try_from(nonce).map_err(|_| file_error("truncated".into()))?;
+        let cipher = Aes256Gcm::new_from_slice(&master.0[..])
+            .map_err(|_| KeyStoreError::Decrypt(path.display().to_string()))?;
+        let plain = Zeroizing::new(
+            cipher
+                .decrypt(
+                    &nonce,
+                    Payload {
+                        msg: sealed,
+                        aad: MAGIC,
+                    },
+                )
+                .map_err(|_| KeyStoreError::Decrypt(path.display().to_string()))?,
+        );
+        let doc: Document = serde_json::from_slice(&plain)
+            .map_err(|e| file_error(format!("decrypted but unreadable: {e}")))?;
+        for entry in &doc.keys {
+            SecretKey::new(entry.algorithm, &entry.material)?;
+        }
+        Ok(KeyStore {
+            path: path.to_path_buf(),
+            master,
+            doc,
+        })
+    }
+
+    /// Encrypts and writes the store atomically.
+    pub fn save(&self) -> Result<(), KeyStoreError> {
+        let file_error = |reason: String| KeyStoreError::File {
+            path: self.path.display().to_string(),
+            reason,
+        };
+        let plain =
+            Zeroizing::new(serde_json::to_vec(&self.doc).map_err(|e| file_error(e.to_string()))?);
+        let cipher = Aes256Gcm::new_from_slice(&self.master.0[..])
+            .map_err(|_| file_error("unusable master key".into()))?;
+        let nonce = Nonce::generate();
+        let sealed = cipher
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: &plain,
+                    aad: MAGIC,
+                },
+            )
+            .map_err(|_| file_error("cannot encrypt".into()))?;
+        let mut out = Vec::with_capacity(MAGIC.len() + NONCE_LEN + sealed.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        crate::files::write_private_atomically(&self.path, &out)
+            .map_err(|e| file_error(format!("cannot write: {e}")))
+    }
+
+    fn add(&mut self, id: &str, key_type: KeyType, key: &SecretKey, version: u32) -> KeyInfo {
+        let entry = Entry {
+            id: id.to_string(),
+            key_type,
+            algorithm: key.algorithm(),
+            version,
+            state: KeyState::Active,
+            kcv: key.kcv(),
+            created: now_rfc3339(),
+            material: Zeroizing::new(key.expose().to_vec()),
+        };
+        let info = info(&entry);
+        self.doc.keys.push(entry);
+        info
+    }
+
+    fn fresh_id(&self, id: &str) -> Result<(), KeyStoreError> {
+        check_id(id)?;
+        if self.doc.keys.iter().any(|e| e.id == id) {
+            return Err(KeyStoreError::Exists(id.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Generates a random key. DES-family keys get odd parity.
+    pub fn generate(
+        &mut self,
+        id: &str,
+        key_type: KeyType,
+        algorithm: KeyAlgorithm,
+    ) -> Result<KeyInfo, KeyStoreError> {
+        self.fresh_id(id)?;
+        let key = SecretKey::new(algorithm, &random_key(algorithm))?;
+        Ok(self.add(id, key_type, &key, 1))
+    }
+
+    /// Imports a key from clear components (hex), combined by XOR; each
+    /// component's check value is verified when given.
+    pub fn import(
+        &mut self,
+        id: &str,
+        key_type: KeyType,
+        algorithm: KeyAlgorithm,
+        components: &[Component],
+    ) -> Result<KeyInfo, KeyStoreError> {
+        self.fresh_id(id)?;
+        let len = algorithm.key_len();
+        let mut combined = Zeroizing::new(vec![0u8; len]);
+        for (i, (text, kcv)) in components.iter().enumerate() {
+            let mut part = Zeroizing::new(vec![0u8; len]);
+            hex::decode_to_slice(text.trim(), &mut part[..])
+                .map_err(|_| KeyStoreError::BadComponent(i + 1, len * 2))?;
+            if let Some(expected) = kcv {
+                let actual = SecretKey::new(algorithm, &part)?.kcv();
+                if !actual.eq_ignore_ascii_case(expected.trim()) {
+                    return Err(KeyStoreError::ComponentKcv {
+                        index: i + 1,
+                        expected: expected.trim().to_string(),
+                        actual,
+                    });
+                }
+            }
+            for (c, p) in combined.iter_mut().zip(part.iter()) {
+                *c ^= p;
+            }
+        }
+        let key = SecretKey::new(algorithm, &combined)?;
+        Ok(self.add(id, key_type, &key, 1))
+    }
+
+    /// Replaces a key with a new random version; the old one is retired.
+    pub fn rotate(&mut self, id: &str) -> Result<KeyInfo, KeyStoreError> {
+        let current = self
+            .doc
+            .keys
+            .iter_mut()
+            .filter(|e| e.id == id)
+            .max_by_key(|e| e.version)
+            .ok_or_else(|| KeyStoreError::UnknownKey(id.to_string()))?;
+        current.state = KeyState::Retired;
+        let (key_type, algorithm, version) =
+            (current.key_type, current.algorithm, current.version + 1);
+        let key = SecretKey::new(algorithm, &random_key(algorithm))?;
+        Ok(self.add(id, key_type, &key, version))
+    }
+
+    /// Every key version, in the order they were added.
+    pub fn list(&self) -> Vec<KeyInfo> {
+        self.doc.keys.iter().map(info).collect()
+    }
+
+    /// The active version of key `id`, which must be of `key_type`.
+    pub fn get(&self, id: &str, key_type: KeyType) -> Result<SecretKey, KeyStoreError> {
+        let entry = self
+            .doc
+            .keys
+            .iter()
+            .find(|e| e.id == id && e.state == KeyState::Active)
+            .ok_or_else(|| KeyStoreError::UnknownKey(id.to_string()))?;
+        if entry.key_type != key_type {
+            return Err(KeyStoreError::WrongType {
+                id: id.to_string(),
+                expected: key_type,
+                actual: entry.key_type,
+            });
+        }
+        Ok(SecretKey::new(entry.algorithm, &entry.material)?)
+    }
+}
+
+fn info(e: &Entry) -> KeyInfo {
+    KeyInfo {
+        id: e.id.clone(),
+        key_type: e.key_type,
+        algorithm: e.algorithm,
+        version: e.version,
+        state: e.state,
+        kcv: e.kcv.clone(),
+        created: e.created.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn master() -> MasterKey {
+        MasterKey::from_hex(&"11".repeat(32), "test").unwrap()
+    }
+
+    #[test]
+    fn keys_survive_save_and_open_and_the_file_holds_no_material() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.store");
+        let mut store = KeyStore::create(&path, master()).unwrap();
+        store
+            .generate("zpk-bank-a", KeyType::Zpk, KeyAlgorithm::Tdes2)
+            .unwrap();
+        let tak = store
+            .import(
+                "tak-1",
+                KeyType::Tak,
+                KeyAlgorithm::Tdes2,
+                &[
+                    (
+                        Zeroizing::new("0123456789ABCDEFFEDCBA9876543210".into()),
+                        Some("08D7B4".into()),
+                    ),
+                    (Zeroizing::new("00".repeat(16)), None),
+                ],
+            )
+            .unwrap();
+        assert_eq!(tak.kcv, "08D7B4");
+        store.save().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(
+            !bytes
+                .windows(8)
+                .any(|w| w == hex::decode("0123456789ABCDEF").unwrap())
+        );
+        assert!(!String::from_utf8_lossy(&bytes).contains("0123456789"));
+        let again = KeyStore::open(&path, master()).unwrap();
+        assert_eq!(again.list(), store.list());
+        let key = again.get("tak-1", KeyType::Tak).unwrap();
+        assert_eq!(key.kcv(), "08D7B4");
+        assert!(matches!(
+            again.get("tak-1", KeyType::Zpk),
+            Err(KeyStoreError::WrongType { .. })
+        ));
+        let wrong = MasterKey::from_hex(&"22".repeat(32), "test").unwrap();
+        assert!(matches!(
+            KeyStore::open(&path, wrong),
+            Err(KeyStoreError::Decrypt(_))
+        ));
+    }
+
+    #[test]
+    fn rotation_retires_the_old_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.store");
+        let mut store = KeyStore::create(&path, master()).unwrap();
+        let first = store
+            .generate("bdk", KeyType::Bdk, KeyAlgorithm::Aes128)
+            .unwrap();
+        let second = store.rotate("bdk").unwrap();
+        assert_eq!(second.version, 2);
+        assert_ne!(first.kcv, second.kcv);
+        let list = store.list();
+        assert_eq!(list[0].state, KeyState::Retired);
+        assert_eq!(list[1].state, KeyState::Active);
+        assert_eq!(store.get("bdk", KeyType::Bdk).unwrap().kcv(), second.kcv);
+        assert!(matches!(
+            store.rotate("nope"),
+            Err(KeyStoreError::UnknownKey(_))
+        ));
+    }
+
+    #[test]
+    fn bad_components_ids_and_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.store");
+        let mut store = KeyStore::create(&path, master()).unwrap();
+        let bad_kcv = store.import(
+            "k",
+            KeyType::Zak,
+            KeyAlgorithm::Tdes2,
+            &[(
+                Zeroizing::new("0123456789ABCDEFFEDCBA9876543210".into()),
+                Some("000000".into()),
+            )],
+        );
+        assert!(matches!(bad_kcv, Err(KeyStoreError::ComponentKcv { .. })));
+        let short = store.import(
+            "k",
+            KeyType::Zak,
+            KeyAlgorithm::Tdes2,
+            &[(Zeroizing::new("0123".into()), None)],
+        );
+        assert!(matches!(short, Err(KeyStoreError::BadComponent(1, 32))));
+        assert!(matches!(
+            store.generate("bad id", KeyType::Zak, KeyAlgorithm::Tdes2),
+            Err(KeyStoreError::BadId(_))
+        ));
+        assert!(KeyStore::create(&path, master()).is_err());
+        std::fs::write(&path, b"CSKEYS01short").unwrap();
+        assert!(KeyStore::open(&path, master()).is_err());
+        std::fs::write(&path, b"garbage").unwrap();
+        assert!(KeyStore::open(&path, master()).is_err());
+    }
+
+    #[test]
+    fn generated_des_keys_have_odd_parity() {
+        let key = random_key(KeyAlgorithm::Tdes2);
+        assert!(key.iter().all(|b| b.count_ones() % 2 == 1));
+    }
+
+    #[test]
+    fn debug_output_shows_no_material() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.store");
+        let store = KeyStore::create(&path, master()).unwrap();
+        let shown = format!("{store:?} {:?}", master());
+        assert!(!shown.contains("1111"), "{shown}");
+    }
+}
