@@ -28,6 +28,7 @@
 //! | `58` | `120` | transaction not permitted to terminal |
 //! | `61` | `121` | exceeds withdrawal amount limit |
 //! | `62` | `104` | restricted card |
+//! | `63` | `122` | security violation (MAC) |
 //! | `65` | `123` | exceeds withdrawal frequency limit |
 //! | `75` | `106` | allowable PIN tries exceeded |
 //! | `91` | `907` | issuer or switch inoperative |
@@ -36,8 +37,9 @@
 //!
 //! Going from 1993 to 1987, a few more action codes are recognised
 //! ([`EXTRA_ACTION_CODES`]): `800` (network management accepted) and `400`
-//! (reversal accepted) → `00`, `911` (card issuer timed out) → `91`. An action
-//! code in neither table maps by its class: `0xx` → `00`, `1xx` → `05`,
+//! (reversal accepted) → `00`, `911` (card issuer timed out) → `91`, `916`
+//! (MAC incorrect) → `63`. An action code in neither table maps by its
+//! class: `0xx` → `00`, `1xx` → `05`,
 //! `2xx` → `04`, anything else → `96`. A 1987 code not in the table maps to
 //! `100` (do not honour): an unknown answer is never turned into an approval.
 
@@ -66,6 +68,7 @@ pub const TABLE: &[(&str, &str, &str)] = &[
     ("58", "120", "transaction not permitted to terminal"),
     ("61", "121", "exceeds withdrawal amount limit"),
     ("62", "104", "restricted card"),
+    ("63", "122", "security violation"),
     ("65", "123", "exceeds withdrawal frequency limit"),
     ("75", "106", "allowable PIN tries exceeded"),
     ("91", "907", "issuer or switch inoperative"),
@@ -79,6 +82,7 @@ pub const EXTRA_ACTION_CODES: &[(&str, &str, &str)] = &[
     ("400", "00", "reversal accepted"),
     ("800", "00", "network management accepted"),
     ("911", "91", "card issuer timed out"),
+    ("916", "63", "MAC incorrect"),
 ];
 
 /// Action code of an accepted network management request (`1814`).

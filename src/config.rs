@@ -19,6 +19,8 @@ use crate::iso8583::framing::{FrameCodec, LengthPrefix};
 use crate::journal::{Durability, JournalConfig};
 use crate::registry::{TerminalEntry, Terminals};
 use crate::route::{RouteEntry, RouteTable};
+use crate::security::keys::{KeyStore, MasterKey};
+use crate::security::profile::{Protection, ProtectionEntry, Side};
 
 /// A configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +65,18 @@ struct RawConfig {
     routes_file: Option<PathBuf>,
     #[serde(default, rename = "route")]
     routes: Vec<RouteEntry>,
+    #[serde(default)]
+    security: RawSecurity,
+}
+
+/// `[security]`: where the key store is and how to find its master key.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecurity {
+    #[serde(default)]
+    key_store: Option<PathBuf>,
+    #[serde(default)]
+    master_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -160,6 +174,8 @@ struct RawDestination {
     reconnect_min_ms: u64,
     #[serde(default = "default_backoff_max_ms")]
     reconnect_max_ms: u64,
+    #[serde(default)]
+    security: ProtectionEntry,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -255,6 +271,8 @@ pub struct DestinationConfig {
     pub reconnect_min: Duration,
     /// Longest reconnect delay.
     pub reconnect_max: Duration,
+    /// MAC and PIN keys of this destination.
+    pub protection: Arc<Protection>,
 }
 
 /// A validated configuration.
@@ -427,6 +445,11 @@ impl Config {
             );
         }
 
+        let store = open_store(&raw.security, base)
+            .map_err(|reason| problem("security.key_store".into(), reason))
+            .ok()
+            .flatten();
+
         let mut destinations = Vec::new();
         let dest_names: BTreeSet<String> =
             raw.destinations.iter().map(|d| d.name.clone()).collect();
@@ -486,7 +509,18 @@ impl Config {
                     );
                 }
             }
-            if let (Some(address), Some(dialect), Some(header)) = (address, dialect, header) {
+            let protection = d
+                .security
+                .resolve(Side::Destination, dialect.as_deref(), store.as_ref())
+                .map_err(|errors| {
+                    for (k, reason) in errors {
+                        problem(key(&format!("security.{k}")), reason);
+                    }
+                })
+                .ok();
+            if let (Some(address), Some(dialect), Some(header), Some(protection)) =
+                (address, dialect, header, protection)
+            {
                 destinations.push(DestinationConfig {
                     name: d.name.clone(),
                     address,
@@ -503,11 +537,12 @@ impl Config {
                     fallback: d.fallback.clone(),
                     reconnect_min: Duration::from_millis(d.reconnect_min_ms),
                     reconnect_max: Duration::from_millis(d.reconnect_max_ms),
+                    protection: Arc::new(protection),
                 });
             }
         }
 
-        let tables = load_tables(&raw, base, &file, &dest_names);
+        let tables = load_tables(&raw, base, &file, &dest_names, store.as_ref());
         let (terminals, routes) = match tables {
             Ok(t) => t,
             Err(mut more) => {
@@ -535,7 +570,8 @@ impl Config {
     }
 
     /// Re-reads only the terminal registry and the routes from the config
-    /// file (for SIGHUP). Destinations must be unchanged for routes to
+    /// file (for SIGHUP), and the terminals' keys from the key store (so a
+    /// rotated key takes effect). Destinations must be unchanged for routes to
     /// validate against them.
     pub fn reload_tables(&self) -> Result<(Terminals, RouteTable), ConfigError> {
         let text = read(&self.path)?;
@@ -543,8 +579,24 @@ impl Config {
         let file = self.path.display().to_string();
         let names = self.destinations.iter().map(|d| d.name.clone()).collect();
         let base = self.path.parent().unwrap_or(Path::new("."));
-        load_tables(&raw, base, &file, &names).map_err(ConfigError::Invalid)
+        let store = open_store(&raw.security, base).map_err(|reason| {
+            ConfigError::Invalid(vec![format!("{file}: security.key_store: {reason}")])
+        })?;
+        load_tables(&raw, base, &file, &names, store.as_ref()).map_err(ConfigError::Invalid)
     }
+}
+
+/// Opens the key store named in `[security]`, if any, with the master key
+/// from `master_key_file` or the other places [`MasterKey::locate`] looks.
+fn open_store(security: &RawSecurity, base: &Path) -> Result<Option<KeyStore>, String> {
+    let Some(path) = &security.key_store else {
+        return Ok(None);
+    };
+    let master_file = security.master_key_file.as_ref().map(|f| base.join(f));
+    let master = MasterKey::locate(master_file.as_deref()).map_err(|e| e.to_string())?;
+    KeyStore::open(&base.join(path), master)
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 /// Largest `max_connections` of a listener.
@@ -602,6 +654,7 @@ fn load_tables(
     base: &Path,
     file: &str,
     destinations: &BTreeSet<String>,
+    store: Option<&KeyStore>,
 ) -> Result<(Terminals, RouteTable), Vec<String>> {
     let mut problems = Vec::new();
     let terminals_path = raw.terminals_file.as_ref().map(|n| base.join(n));
@@ -622,7 +675,8 @@ fn load_tables(
         |f: RouteFile| f.routes,
         &mut problems,
     );
-    let terminals = Terminals::build(terminal_entries).map_err(|mut p| problems.append(&mut p));
+    let terminals =
+        Terminals::build(terminal_entries, store).map_err(|mut p| problems.append(&mut p));
     let routes =
         RouteTable::build(route_entries, destinations).map_err(|mut p| problems.append(&mut p));
     match (terminals, routes) {

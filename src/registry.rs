@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::security::keys::KeyStore;
+use crate::security::profile::{Protection, ProtectionEntry, Side};
 use crate::txn::TxnKind;
 
 /// One `[[terminal]]` entry as written in configuration.
@@ -28,6 +30,9 @@ pub struct TerminalEntry {
     /// A disabled terminal is declined locally.
     #[serde(default = "enabled")]
     pub enabled: bool,
+    /// MAC and PIN keys (`security = { mac = …, mac_key = …, … }`).
+    #[serde(default)]
+    pub security: ProtectionEntry,
 }
 
 fn all_kinds() -> Vec<TxnKind> {
@@ -55,6 +60,8 @@ pub struct Terminal {
     pub allowed: BTreeSet<TxnKind>,
     /// Enabled flag.
     pub enabled: bool,
+    /// MAC and PIN keys.
+    pub protection: Arc<Protection>,
 }
 
 /// All registered terminals. Immutable; a reload builds a new one.
@@ -74,7 +81,11 @@ fn printable(value: &str) -> bool {
 impl Terminals {
     /// Validates entries; each comes with the location to name in errors
     /// (`file: terminal[3]`).
-    pub fn build(entries: Vec<(String, TerminalEntry)>) -> Result<Terminals, Vec<String>> {
+    /// Keys named in a terminal's `security` table are taken from `store`.
+    pub fn build(
+        entries: Vec<(String, TerminalEntry)>,
+        store: Option<&KeyStore>,
+    ) -> Result<Terminals, Vec<String>> {
         let mut problems = Vec::new();
         let mut by_id = HashMap::new();
         for (at, t) in entries {
@@ -95,6 +106,15 @@ impl Terminals {
             if t.currency.len() != 3 || !t.currency.bytes().all(|b| b.is_ascii_digit()) {
                 bad("currency", "must be a 3-digit ISO 4217 numeric code");
             }
+            let protection = t
+                .security
+                .resolve(Side::Terminal, None, store)
+                .unwrap_or_else(|errors| {
+                    for (key, reason) in errors {
+                        bad(&format!("security.{key}"), &reason);
+                    }
+                    Protection::default()
+                });
             let id = pad(&t.id, 8);
             let terminal = Terminal {
                 id: id.clone(),
@@ -104,6 +124,7 @@ impl Terminals {
                 currency: t.currency.clone(),
                 allowed: t.allowed.iter().copied().collect(),
                 enabled: t.enabled,
+                protection: Arc::new(protection),
             };
             if by_id.insert(id, Arc::new(terminal)).is_some() {
                 bad("id", &format!("`{}` is registered twice", t.id));
@@ -145,12 +166,13 @@ mod tests {
             currency: "978".into(),
             allowed: vec![TxnKind::Purchase],
             enabled: true,
+            security: ProtectionEntry::default(),
         }
     }
 
     #[test]
     fn pads_to_wire_lengths_and_finds_by_field_41() {
-        let t = Terminals::build(vec![("t".into(), entry("T1"))]).unwrap();
+        let t = Terminals::build(vec![("t".into(), entry("T1"))], None).unwrap();
         let found = t.get("T1      ").unwrap();
         assert_eq!(found.merchant_id.len(), 15);
         assert_eq!(found.name_location.len(), 40);
@@ -161,10 +183,13 @@ mod tests {
     fn errors_name_entry_and_key() {
         let mut bad = entry("T1");
         bad.mcc = "54".into();
-        let errors = Terminals::build(vec![
-            ("f.toml: terminal[0]".into(), bad),
-            ("f.toml: terminal[1]".into(), entry("T1")),
-        ])
+        let errors = Terminals::build(
+            vec![
+                ("f.toml: terminal[0]".into(), bad),
+                ("f.toml: terminal[1]".into(), entry("T1")),
+            ],
+            None,
+        )
         .unwrap_err();
         assert_eq!(errors[0], "f.toml: terminal[0].mcc: must be 4 digits");
         assert!(errors[1].contains("terminal[1].id: `T1` is registered twice"));

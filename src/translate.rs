@@ -66,9 +66,11 @@ pub struct Outgoing<'a> {
 
 /// Fields the switch sets itself (or drops) rather than copying from the
 /// terminal: 7 transmission time, 11 STAN (the MUX), 18 MCC, 32/33
-/// institutions, 42/43 merchant, 64/128 MAC (the terminal's MAC does not
-/// cover the new message), 90 original data (rebuilt).
-const NOT_COPIED: [u8; 10] = [7, 11, 18, 32, 33, 42, 43, 64, 90, 128];
+/// institutions, 42/43 merchant, 53 security control information (it
+/// belongs to the terminal's key zone), 64/128 MAC (the terminal's MAC does
+/// not cover the new message), 90 original data (rebuilt). Field 52 is
+/// copied here and replaced by the switch's PIN translation.
+const NOT_COPIED: [u8; 11] = [7, 11, 18, 32, 33, 42, 43, 53, 64, 90, 128];
 
 /// Fields a 1993 destination gets from a 1987 request in the same position
 /// (same meaning and compatible layout); the rest is mapped in `to_1993`.

@@ -85,6 +85,13 @@ pub enum Refusal {
     /// Something failed inside the switch.
     #[error("system malfunction")]
     System,
+    /// The terminal's MAC is missing or wrong.
+    #[error("security violation")]
+    SecurityViolation,
+    /// The PIN block does not decipher to a valid block under the
+    /// terminal's key.
+    #[error("incorrect PIN block")]
+    PinBlock,
 }
 
 impl Refusal {
@@ -100,6 +107,8 @@ impl Refusal {
             Refusal::OriginalNotFound => "25",
             Refusal::IssuerUnavailable => "91",
             Refusal::System => "96",
+            Refusal::SecurityViolation => "63",
+            Refusal::PinBlock => "55",
         }
     }
 }

@@ -15,6 +15,7 @@ use cardswitch::config::Config;
 use cardswitch::iso8583::framing::{Frame, FrameCodec};
 use cardswitch::iso8583::{Dialect, Message, Mti};
 use cardswitch::journal::view;
+use cardswitch::security::pin::{self, PinFormat};
 use cardswitch::server::{self, Running};
 use cardswitch::sim::bank::{BankHandle, BankSim};
 use cardswitch::sim::rules::Rules;
@@ -22,7 +23,6 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
 
-const PIN_BLOCK: &[u8] = &[0x9A, 0x31, 0x7C, 0x05, 0xE2, 0x44, 0xB8, 0x6F];
 const PANS: [&str; 3] = ["4761739001010119", "4761739001010127", "4761731234567890"];
 
 fn ascii() -> Arc<Dialect> {
@@ -42,6 +42,7 @@ async fn bank_at(listener: TcpListener, rules: &str) -> BankHandle {
 fn write_config(dir: &Path, bank: SocketAddr) -> PathBuf {
     let text = format!(
         r#"{journal}
+{security}
 [switch]
 acquirer_id = "4123456"
 timeout_ms = 300
@@ -56,6 +57,7 @@ dialect = "iso87binary"
 links = 1
 reconnect_min_ms = 20
 reconnect_max_ms = 100
+security = {{ pin_key = "zpk" }}
 [[route]]
 prefix = "476173"
 destination = "bank"
@@ -65,8 +67,10 @@ merchant_id = "M1"
 name_location = "SHOP"
 mcc = "5411"
 currency = "978"
+security = {{ pin_key = "tpk" }}
 "#,
-        journal = common::journal_section(dir)
+        journal = common::journal_section(dir),
+        security = common::security_section(dir),
     );
     let path = dir.join("cardswitch.toml");
     std::fs::write(&path, text).unwrap();
@@ -114,8 +118,13 @@ fn purchase(pan: &str, stan: u32, amount: u64) -> Message {
         .set(37, format!("{stan:012}"))
         .set(41, "TERM0001")
         .set(49, "978")
-        .set(52, Bytes::from_static(PIN_BLOCK));
+        .set(52, pin_block(pan));
     m
+}
+
+/// PIN 1234 in an ISO format 0 block under the terminal's PIN key.
+fn pin_block(pan: &str) -> Vec<u8> {
+    pin::encipher(PinFormat::Iso0, &common::test_key("tpk"), b"1234", pan).unwrap()
 }
 
 fn reversal_of(original: &Message, stan: u32) -> Message {
@@ -207,7 +216,8 @@ async fn card_data_never_reaches_the_disk_in_clear() {
         for secret in PANS
             .iter()
             .map(|p| p.as_bytes().to_vec())
-            .chain([PIN_BLOCK.to_vec(), b"=29122011234567890".to_vec()])
+            .chain(PANS.iter().map(|p| pin_block(p)))
+            .chain([b"=29122011234567890".to_vec()])
         {
             assert!(
                 !bytes.windows(secret.len()).any(|w| w == secret.as_slice()),

@@ -34,6 +34,7 @@ use crate::clock::DateTime;
 use crate::config::DestinationConfig;
 use crate::iso8583::framing::Frame;
 use crate::iso8583::{Message, Mti};
+use crate::security::mac;
 use crate::translate::{self, Network};
 
 /// A request to a destination failed.
@@ -90,6 +91,8 @@ pub struct DestinationStats {
     pub timeouts: AtomicU64,
     /// Connections established (including reconnections).
     pub connects: AtomicU64,
+    /// Responses refused for a wrong or missing MAC.
+    pub mac_failures: AtomicU64,
 }
 
 /// A destination and its links.
@@ -236,9 +239,15 @@ impl Destination {
             key,
         };
         message.set(11, format!("{stan:06}"));
-        let bytes = message
-            .to_bytes(&self.config.dialect)
-            .map_err(|e| LinkError::Encode(e.to_string()))?;
+        let bytes = match &self.config.protection.mac {
+            Some(m) if !message.mti().is_network_management() => {
+                mac::sign(&self.config.dialect, &mut message, m.algorithm, &m.key)
+                    .map_err(|e| LinkError::Encode(e.to_string()))?
+            }
+            _ => message
+                .to_bytes(&self.config.dialect)
+                .map_err(|e| LinkError::Encode(e.to_string()))?,
+        };
         let frame = Frame {
             header: self.config.header.clone(),
             message: bytes,
@@ -291,6 +300,31 @@ impl Destination {
                 self.stats.unmatched.fetch_add(1, Ordering::Relaxed);
                 warn!(destination = %self.config.name, mti = %response.mti(), stan, "late or unmatched response: no request waits for it (a timed-out request has its reversal queued)");
             }
+        }
+    }
+
+    /// Verifies a response's MAC under the destination's ZAK, when the
+    /// destination MACs its messages (network management excepted).
+    fn check_response_mac(&self, response: &Message, frame: &[u8]) -> Result<(), String> {
+        match &self.config.protection.mac {
+            Some(m) if !response.mti().is_network_management() => {
+                mac::verify_message(&self.config.dialect, frame, response, m.algorithm, &m.key)
+                    .map_err(|e| e.to_string())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A response whose MAC fails counts as no response: its request is
+    /// failed at once as lost, so the switch answers the terminal 91 and
+    /// queues a reversal, exactly as for a timeout.
+    fn reject(&self, response: Message, link: usize, reason: &str) {
+        self.stats.mac_failures.fetch_add(1, Ordering::Relaxed);
+        let stan = response.stan().unwrap_or_default();
+        warn!(destination = %self.config.name, link, mti = %response.mti(), stan, %reason, "response MAC verification failed: treated as no response");
+        let key = key_of(&response, stan);
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.remove(&key);
         }
     }
 
@@ -365,7 +399,7 @@ impl Destination {
                             break;
                         }
                     };
-                    match Message::decode(&dialect, frame.message) {
+                    match Message::decode(&dialect, frame.message.clone()) {
                         Ok(m) if m.mti().is_request() => {
                             // The host's own network management: answer it.
                             if let Some(answer) = answer_host_request(&m)
@@ -379,7 +413,10 @@ impl Destination {
                                     .await;
                             }
                         }
-                        Ok(m) => deliver(m),
+                        Ok(m) => match self.check_response_mac(&m, &frame.message) {
+                            Ok(()) => deliver(m),
+                            Err(reason) => self.reject(m, index, &reason),
+                        },
                         Err(e) => {
                             warn!(destination = %name, link = index, error = %e, "undecodable frame from host")
                         }

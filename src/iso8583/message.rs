@@ -57,6 +57,12 @@ impl Mti {
         self.0[2].is_multiple_of(2)
     }
 
+    /// Whether this is network management (class 8: 0800, 1814 …), which
+    /// is neither MAC'd nor translated.
+    pub fn is_network_management(&self) -> bool {
+        self.0[1] == b'8'
+    }
+
     /// The version digit: `0` for ISO 8583:1987, `1` for 1993, `2` for 2003.
     pub fn version(&self) -> u8 {
         self.0[0] - b'0'

@@ -292,6 +292,7 @@ fn reversal_message(
         currency: r.currency.clone(),
         allowed: BTreeSet::new(),
         enabled: true,
+        protection: Arc::default(),
     };
     let original = OriginalRef {
         destination: Arc::from(item.forwarded.destination.as_str()),

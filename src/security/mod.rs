@@ -11,5 +11,6 @@ pub mod keys;
 pub mod mac;
 pub mod pin;
 pub mod profile;
+pub mod tls;
 
 pub use block::{KeyAlgorithm, SecretKey};

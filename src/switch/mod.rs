@@ -10,6 +10,7 @@
 //! switch's STAN on the destination never reaches the terminal.
 
 mod recent;
+mod security;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,6 +63,10 @@ pub struct SwitchStats {
     pub duplicates: AtomicU64,
     /// Reversals queued for store-and-forward.
     pub reversals_queued: AtomicU64,
+    /// Terminal requests refused for a missing or wrong MAC.
+    pub mac_failures: AtomicU64,
+    /// PIN blocks that could not be translated.
+    pub pin_failures: AtomicU64,
 }
 
 /// What the switch answers a transaction.
@@ -345,7 +350,8 @@ impl Switch {
         };
         let dialect = &destination.config().dialect;
         let version = dialect.version();
-        let message = translate::request_for(dialect, &outgoing);
+        let mut message = translate::request_for(dialect, &outgoing);
+        self.translate_pin(&txn.request, terminal, destination.config(), &mut message)?;
         let transmission = message.text(7).unwrap_or_default().to_string();
         let local_93 = message.text(12).filter(|t| t.len() == 12).map(String::from);
         self.stats.forwarded.fetch_add(1, Ordering::Relaxed);

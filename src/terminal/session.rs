@@ -97,9 +97,13 @@ pub async fn serve(
                 let switch = Arc::clone(&switch);
                 let tx = tx.clone();
                 let dialect = Arc::clone(&dialect);
+                let raw = frame.message;
                 in_flight.spawn(async move {
-                    let response = switch.handle(request).await;
-                    send(&tx, &dialect, header, &response).await;
+                    let response = match switch.check_mac(&request, &raw, &dialect) {
+                        Ok(()) => switch.handle(request).await,
+                        Err(refusal) => switch::respond(&request, refusal.response_code(), None),
+                    };
+                    send(&switch, &tx, &dialect, header, response).await;
                     drop(permit);
                 });
             }
@@ -110,7 +114,7 @@ pub async fn serve(
                 {
                     Some(response) => {
                         debug!(listener = %listener.name, %error, "format error");
-                        send(&tx, &dialect, header, &response).await;
+                        send(&switch, &tx, &dialect, header, response).await;
                     }
                     None => {
                         warn!(listener = %listener.name, %error, "unreadable message, closing connection");
@@ -128,13 +132,16 @@ pub async fn serve(
     ended
 }
 
+/// Encodes (and MACs, per the terminal's profile) a response and queues
+/// it for the writer.
 async fn send(
+    switch: &Switch,
     tx: &mpsc::Sender<Frame>,
     dialect: &crate::iso8583::Dialect,
     header: Bytes,
-    response: &Message,
+    response: Message,
 ) {
-    match response.to_bytes(dialect) {
+    match switch.encode_for_terminal(response, dialect) {
         Ok(message) => {
             let _ = tx.send(Frame { header, message }).await;
         }

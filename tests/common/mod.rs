@@ -16,3 +16,56 @@ pub fn journal_section(dir: &Path) -> String {
         key.display()
     )
 }
+
+/// Clear test keys, imported into the store [`security_section`] makes:
+/// `(id, type, algorithm, hex)`.
+pub const TEST_KEYS: [(&str, &str, &str, &str); 6] = [
+    ("tak", "tak", "tdes2", "0123456789ABCDEFFEDCBA9876543210"),
+    ("tpk", "tpk", "tdes2", "89ABCDEF0123456776543210FEDCBA98"),
+    ("zak", "zak", "tdes2", "FEDCBA98765432100123456789ABCDEF"),
+    ("zpk", "zpk", "tdes2", "0F1E2D3C4B5A69788796A5B4C3D2E1F0"),
+    (
+        "zpk-aes",
+        "zpk",
+        "aes128",
+        "00112233445566778899AABBCCDDEEFF",
+    ),
+    ("bdk", "bdk", "tdes2", "0123456789ABCDEFFEDCBA9876543210"),
+];
+
+/// The test key `id` of [`TEST_KEYS`].
+#[allow(dead_code)]
+pub fn test_key(id: &str) -> cardswitch::security::SecretKey {
+    let (_, _, alg, hex) = TEST_KEYS.iter().find(|k| k.0 == id).unwrap();
+    cardswitch::security::SecretKey::new(alg.parse().unwrap(), &hex::decode(hex).unwrap()).unwrap()
+}
+
+/// Writes a master key file (mode 0600) and a key store holding
+/// [`TEST_KEYS`] in `dir`, and returns the `[security]` section naming them.
+#[allow(dead_code)]
+pub fn security_section(dir: &Path) -> String {
+    use cardswitch::security::keys::{KeyStore, MasterKey};
+    std::fs::create_dir_all(dir).unwrap();
+    let master = dir.join("master.key");
+    let store = dir.join("keys.store");
+    if !store.exists() {
+        cardswitch::files::write_private_atomically(&master, MasterKey::generate_hex().as_bytes())
+            .unwrap();
+        let mut keys = KeyStore::create(&store, MasterKey::from_file(&master).unwrap()).unwrap();
+        for (id, key_type, alg, hex) in TEST_KEYS {
+            keys.import(
+                id,
+                key_type.parse().unwrap(),
+                alg.parse().unwrap(),
+                &[(zeroize::Zeroizing::new(hex.to_string()), None)],
+            )
+            .unwrap();
+        }
+        keys.save().unwrap();
+    }
+    format!(
+        "[security]\nkey_store = \"{}\"\nmaster_key_file = \"{}\"\n",
+        store.display(),
+        master.display()
+    )
+}

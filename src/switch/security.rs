@@ -1,0 +1,146 @@
+//! The switch's security stages: the terminal's MAC checked before anything
+//! else, the PIN block translated from the terminal's zone to the
+//! destination's, and the terminal's responses MAC'd.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use tracing::warn;
+
+use crate::config::DestinationConfig;
+use crate::iso8583::{Dialect, Message};
+use crate::registry::Terminal;
+use crate::security::mac;
+use crate::security::pin::{self, PinZone};
+use crate::security::profile::PinKey;
+use crate::txn::Refusal;
+
+use super::Switch;
+
+impl Switch {
+    /// Checks the MAC of a terminal's request as it arrived (`frame`, in the
+    /// listener's `dialect`): a message carrying field 64/128 must verify
+    /// under the terminal's TAK, and a terminal whose profile requires MACs
+    /// must send one. A failure is counted and logged (terminal, STAN,
+    /// masked PAN; never the key or the MAC input) and the request is not
+    /// handled.
+    pub fn check_mac(
+        &self,
+        request: &Message,
+        frame: &[u8],
+        dialect: &Dialect,
+    ) -> Result<(), Refusal> {
+        let carries = request.contains(64) || request.contains(128);
+        let tables = self.tables();
+        let terminal = request
+            .terminal_id()
+            .and_then(|id| tables.terminals.get(id));
+        let profile = terminal.map(|t| &t.protection);
+        let result = match profile.and_then(|p| p.mac.as_ref()) {
+            Some(m) if carries => mac::verify_message(dialect, frame, request, m.algorithm, &m.key)
+                .map_err(|e| e.to_string()),
+            Some(_)
+                if profile.is_some_and(|p| p.require_mac)
+                    && !request.mti().is_network_management() =>
+            {
+                Err("the terminal must MAC its messages and this one has no MAC".into())
+            }
+            Some(_) => Ok(()),
+            None if carries => {
+                Err("the message carries a MAC but the terminal has no MAC key".into())
+            }
+            None => Ok(()),
+        };
+        result.map_err(|reason| {
+            self.stats.mac_failures.fetch_add(1, Ordering::Relaxed);
+            warn!(
+                terminal = request.terminal_id().unwrap_or_default(),
+                stan = request.text(11).unwrap_or_default(),
+                pan = %request.pan().map(|p| p.to_string()).unwrap_or_default(),
+                mti = %request.mti(),
+                %reason,
+                "MAC verification failed: request refused with 63, not forwarded"
+            );
+            Refusal::SecurityViolation
+        })
+    }
+
+    /// Encodes a response for the terminal in its listener's `dialect`, with
+    /// a MAC under the terminal's TAK when its profile has one.
+    pub fn encode_for_terminal(
+        &self,
+        mut response: Message,
+        dialect: &Dialect,
+    ) -> Result<Bytes, String> {
+        let tables = self.tables();
+        let profile = response
+            .terminal_id()
+            .and_then(|id| tables.terminals.get(id))
+            .and_then(|t| t.protection.mac.clone());
+        match profile {
+            Some(m) if !response.mti().is_network_management() => {
+                mac::sign(dialect, &mut response, m.algorithm, &m.key).map_err(|e| e.to_string())
+            }
+            _ => response.to_bytes(dialect).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Puts the terminal's PIN block (field 52 of `request`) into `out`
+    /// re-enciphered for `destination`: deciphered under the terminal's TPK
+    /// (or its DUKPT key for the KSN in the request) and enciphered under
+    /// the destination's ZPK in the destination's format. The clear PIN
+    /// lives only inside [`pin::translate`]. A request without field 52 is
+    /// left alone.
+    pub(super) fn translate_pin(
+        &self,
+        request: &Message,
+        terminal: &Terminal,
+        destination: &DestinationConfig,
+        out: &mut Message,
+    ) -> Result<(), Refusal> {
+        out.remove(52);
+        let Some(block) = request.pin_block() else {
+            return Ok(());
+        };
+        let terminal_id = terminal.id.trim_end();
+        let (Some(from), Some(to)) = (&terminal.protection.pin, &destination.protection.pin) else {
+            warn!(
+                terminal = terminal_id,
+                destination = %destination.name,
+                "a PIN block arrived but the terminal or the destination has no PIN key: refused with 96"
+            );
+            return Err(Refusal::System);
+        };
+        let pan = request.pan().map(|p| p.expose()).unwrap_or_default();
+        let from_key = from.key_for(request).map_err(|e| {
+            warn!(terminal = terminal_id, error = %e, "no PIN key for this request: refused with 55");
+            Refusal::PinBlock
+        })?;
+        let to_key = to.key_for(request).map_err(|e| {
+            warn!(destination = %destination.name, error = %e, "no zone PIN key: refused with 96");
+            Refusal::System
+        })?;
+        let translated = pin::translate(
+            block,
+            pan,
+            PinZone {
+                key: &from_key,
+                format: from.format,
+            },
+            PinZone {
+                key: &to_key,
+                format: to.format,
+            },
+        )
+        .map_err(|e| {
+            self.stats.pin_failures.fetch_add(1, Ordering::Relaxed);
+            warn!(terminal = terminal_id, error = %e, "PIN block cannot be translated: refused with 55");
+            Refusal::PinBlock
+        })?;
+        out.set(52, translated);
+        if let PinKey::Dukpt { ksn_field, .. } = &from.key {
+            out.remove(*ksn_field);
+        }
+        Ok(())
+    }
+}
