@@ -32,7 +32,7 @@ enum Command {
     /// Simulators: a bank host (`sim bank`) and a POS terminal load
     /// generator (`sim pos`).
     #[command(subcommand)]
-    Sim(sim::SimCommand),
+    Sim(Box<sim::SimCommand>),
     /// The write-ahead journal: show, tail, stats, verify, export, saf,
     /// reindex, backup, keygen.
     Journal(journal::JournalArgs),

@@ -12,6 +12,11 @@ use tokio_util::sync::CancellationToken;
 
 use cardswitch::iso8583::Dialect;
 use cardswitch::iso8583::framing::{FrameCodec, LengthPrefix};
+use cardswitch::security::keys::{KeyStore, MasterKey};
+use cardswitch::security::mac::MacAlgorithm;
+use cardswitch::security::pin::PinFormat;
+use cardswitch::security::profile::{Protection, ProtectionEntry, Side};
+use cardswitch::security::tls::{ServerTlsFiles, TlsAcceptor};
 use cardswitch::sim::{BankSim, PosConfig, Rules, Scenario};
 
 /// `cardswitch sim …`: the bank and POS simulators.
@@ -34,6 +39,20 @@ pub enum SimCommand {
         /// no answer, BIN 455599 → 20 ms delay).
         #[arg(long)]
         demo_rules: bool,
+        #[command(flatten)]
+        keys: SimKeys,
+        /// Decline with 55 a PIN block that does not hold this PIN.
+        #[arg(long)]
+        expect_pin: Option<String>,
+        /// Serve TLS with this certificate (PEM)…
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// … and this private key (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Require client certificates signed by this CA (mutual TLS).
+        #[arg(long, requires = "tls_cert")]
+        tls_client_ca: Option<PathBuf>,
     },
     /// A POS terminal load generator: pipelined requests on many
     /// connections, every response verified; prints a summary and a final
@@ -77,7 +96,63 @@ pub enum SimCommand {
         /// No progress bar or progress lines.
         #[arg(long)]
         quiet: bool,
+        #[command(flatten)]
+        keys: SimKeys,
+        /// PIN to send in field 52, enciphered under --pin-key.
+        #[arg(long, requires = "pin_key")]
+        pin: Option<String>,
     },
+}
+
+/// Keys of a simulator, from a key store (the bank plays a destination:
+/// ZAK and ZPK; the terminals play terminals: TAK and TPK).
+#[derive(Debug, Args)]
+pub struct SimKeys {
+    /// Key store file.
+    #[arg(long)]
+    key_store: Option<PathBuf>,
+    /// Master key file of the key store (else $CARDSWITCH_MASTER_KEY).
+    #[arg(long)]
+    master_key_file: Option<PathBuf>,
+    /// MAC algorithm: retail, cbc-des, aes-cmac or sm4.
+    #[arg(long, requires = "mac_key")]
+    mac: Option<MacAlgorithm>,
+    /// MAC key id in the store.
+    #[arg(long, requires = "mac")]
+    mac_key: Option<String>,
+    /// PIN key id in the store.
+    #[arg(long)]
+    pin_key: Option<String>,
+    /// PIN block format: iso0, iso1, iso3 or iso4.
+    #[arg(long, requires = "pin_key")]
+    pin_format: Option<PinFormat>,
+}
+
+impl SimKeys {
+    fn resolve(&self, side: Side) -> Result<Protection, Box<dyn std::error::Error>> {
+        let entry = ProtectionEntry {
+            mac: self.mac,
+            mac_key: self.mac_key.clone(),
+            pin_key: self.pin_key.clone(),
+            pin_format: self.pin_format,
+            ..ProtectionEntry::default()
+        };
+        if entry.is_empty() {
+            return Ok(Protection::default());
+        }
+        let path = self
+            .key_store
+            .as_ref()
+            .ok_or("--mac-key and --pin-key need --key-store")?;
+        let store = KeyStore::open(path, MasterKey::locate(self.master_key_file.as_deref())?)?;
+        entry.resolve(side, None, Some(&store)).map_err(|problems| {
+            let lines: Vec<String> = problems
+                .into_iter()
+                .map(|(key, reason)| format!("--{}: {reason}", key.replace('_', "-")))
+                .collect();
+            lines.join("\n").into()
+        })
+    }
 }
 
 /// Dialect and framing a simulator speaks.
@@ -127,6 +202,11 @@ impl SimCommand {
                 wire,
                 rules,
                 demo_rules,
+                keys,
+                expect_pin,
+                tls_cert,
+                tls_key,
+                tls_client_ca,
             } => {
                 let (dialect, codec) = wire.resolve()?;
                 let rules = match (rules, demo_rules) {
@@ -134,7 +214,16 @@ impl SimCommand {
                     (None, true) => Rules::builtin_demo(),
                     (None, false) => Rules::default(),
                 };
-                runtime()?.block_on(bank(listen, dialect, codec, rules))
+                let mut sim = BankSim::new(dialect, codec, rules)
+                    .with_security(keys.resolve(Side::Destination)?, expect_pin.as_deref());
+                if let (Some(cert), Some(key)) = (tls_cert, tls_key) {
+                    sim = sim.with_tls(Arc::new(TlsAcceptor::load(ServerTlsFiles {
+                        cert,
+                        key,
+                        client_ca: tls_client_ca,
+                    })?));
+                }
+                runtime()?.block_on(bank(listen, sim))
             }
             SimCommand::Pos {
                 connect,
@@ -150,6 +239,8 @@ impl SimCommand {
                 timeout,
                 json,
                 quiet,
+                keys,
+                pin,
             } => {
                 let (dialect, codec) = wire.resolve()?;
                 let expected = (expect != "any").then_some(expect.as_str());
@@ -177,6 +268,8 @@ impl SimCommand {
                 cfg.duration = duration;
                 cfg.timeout = timeout;
                 cfg.progress = !quiet;
+                cfg.security = keys.resolve(Side::Terminal)?;
+                cfg.pin = pin;
                 let report = rt.block_on(cardswitch::sim::run(cfg))?;
                 report.print_summary();
                 let line = report.to_json();
@@ -203,23 +296,16 @@ async fn resolve(addr: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{addr}: no address"))
 }
 
-async fn bank(
-    listen: String,
-    dialect: Arc<Dialect>,
-    codec: FrameCodec,
-    rules: Rules,
-) -> Result<ExitCode, Box<dyn std::error::Error>> {
+async fn bank(listen: String, sim: BankSim) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let listener = TcpListener::bind(&listen)
         .await
         .map_err(|e| format!("{listen}: {e}"))?;
     let addr = listener.local_addr()?;
     eprintln!(
-        "cardswitch sim bank: listening on {addr} ({}, {}, {} rules)",
-        dialect.name(),
-        codec.prefix(),
-        rules.len()
+        "cardswitch sim bank: listening on {addr} ({})",
+        sim.describe()
     );
-    let sim = Arc::new(BankSim::new(dialect, codec, rules));
+    let sim = Arc::new(sim);
     let stats = Arc::clone(sim.stats());
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(sim.serve(listener, shutdown.clone()));

@@ -28,7 +28,7 @@ pub const MAC_LEN: usize = 8;
 #[non_exhaustive]
 pub enum MacError {
     /// The key's algorithm does not fit the MAC algorithm.
-    #[error("a {mac} MAC needs a {needs} key, not {actual}")]
+    #[error("MAC algorithm {mac} needs key algorithm {needs}, not {actual}")]
     WrongKey {
         /// The MAC algorithm.
         mac: MacAlgorithm,
@@ -73,6 +73,22 @@ impl std::fmt::Display for MacAlgorithm {
             MacAlgorithm::AesCmac => "aes-cmac",
             MacAlgorithm::Sm4 => "sm4",
         })
+    }
+}
+
+impl std::str::FromStr for MacAlgorithm {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            MacAlgorithm::Retail,
+            MacAlgorithm::CbcDes,
+            MacAlgorithm::AesCmac,
+            MacAlgorithm::Sm4,
+        ]
+        .into_iter()
+        .find(|a| a.to_string() == s)
+        .ok_or_else(|| format!("unknown MAC algorithm `{s}` (retail, cbc-des, aes-cmac or sm4)"))
     }
 }
 

@@ -72,6 +72,22 @@ pub enum PinFormat {
     Iso4,
 }
 
+impl std::str::FromStr for PinFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "iso0" => Ok(PinFormat::Iso0),
+            "iso1" => Ok(PinFormat::Iso1),
+            "iso3" => Ok(PinFormat::Iso3),
+            "iso4" => Ok(PinFormat::Iso4),
+            _ => Err(format!(
+                "unknown PIN block format `{s}` (iso0, iso1, iso3 or iso4)"
+            )),
+        }
+    }
+}
+
 impl PinFormat {
     /// The format's number.
     pub fn number(self) -> u8 {

@@ -25,7 +25,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
@@ -38,6 +38,10 @@ use super::rules::{Action, Rules};
 use crate::codes;
 use crate::iso8583::framing::{Frame, FrameCodec};
 use crate::iso8583::{Dialect, Message, Mti};
+use crate::security::mac;
+use crate::security::pin::{self, ClearPin};
+use crate::security::profile::Protection;
+use crate::security::tls::TlsAcceptor;
 
 /// Fields never echoed in a response: track data, PIN block, ICC data, MACs.
 pub const DROPPED_FIELDS: [u8; 6] = [35, 45, 52, 55, 64, 128];
@@ -76,6 +80,13 @@ pub struct BankStats {
     pub unexpected: AtomicU64,
     /// Answers that could not be encoded; logged and skipped.
     pub encode_errors: AtomicU64,
+    /// Requests whose MAC was missing or wrong (declined `63`).
+    pub mac_failures: AtomicU64,
+    /// PIN blocks that did not decipher under the ZPK, or held another PIN
+    /// than expected (declined `55`).
+    pub pin_failures: AtomicU64,
+    /// PIN blocks that deciphered to the expected PIN.
+    pub pins_verified: AtomicU64,
 }
 
 /// A plain copy of [`BankStats`] at one moment.
@@ -105,6 +116,12 @@ pub struct BankStatsSnapshot {
     pub unexpected: u64,
     /// See [`BankStats::encode_errors`].
     pub encode_errors: u64,
+    /// See [`BankStats::mac_failures`].
+    pub mac_failures: u64,
+    /// See [`BankStats::pin_failures`].
+    pub pin_failures: u64,
+    /// See [`BankStats::pins_verified`].
+    pub pins_verified: u64,
 }
 
 impl BankStats {
@@ -124,6 +141,9 @@ impl BankStats {
             format_errors: get(&self.format_errors),
             unexpected: get(&self.unexpected),
             encode_errors: get(&self.encode_errors),
+            mac_failures: get(&self.mac_failures),
+            pin_failures: get(&self.pin_failures),
+            pins_verified: get(&self.pins_verified),
         }
     }
 }
@@ -154,6 +174,9 @@ pub struct BankSim {
     stats: Arc<BankStats>,
     ledger: Arc<Ledger>,
     action_codes: bool,
+    security: Protection,
+    expected_pin: Option<ClearPin>,
+    tls: Option<Arc<TlsAcceptor>>,
 }
 
 impl BankSim {
@@ -167,7 +190,48 @@ impl BankSim {
             rules,
             stats: Arc::default(),
             ledger: Arc::default(),
+            security: Protection::default(),
+            expected_pin: None,
+            tls: None,
         }
+    }
+
+    /// Checks and produces MACs with the ZAK of `security`, and deciphers
+    /// PIN blocks under its ZPK: a request with a missing or wrong MAC is
+    /// declined `63`, a PIN block that does not decipher (or holds another
+    /// PIN than `expected_pin`) `55`.
+    pub fn with_security(mut self, security: Protection, expected_pin: Option<&str>) -> BankSim {
+        self.security = security;
+        self.expected_pin = expected_pin.map(|p| zeroize::Zeroizing::new(p.as_bytes().to_vec()));
+        self
+    }
+
+    /// Serves TLS (mutual TLS when the acceptor names a client CA).
+    pub fn with_tls(mut self, tls: Arc<TlsAcceptor>) -> BankSim {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// One line for the start-up message: dialect, framing, rules, and
+    /// whether MACs, PINs and TLS are on.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}, {}, {} rules{}{}{}",
+            self.dialect.name(),
+            self.codec.prefix(),
+            self.rules.len(),
+            if self.security.mac.is_some() {
+                ", MAC"
+            } else {
+                ""
+            },
+            if self.security.pin.is_some() {
+                ", PIN"
+            } else {
+                ""
+            },
+            if self.tls.is_some() { ", TLS" } else { "" },
+        )
     }
 
     /// What the simulator approved and what was reversed.
@@ -198,7 +262,7 @@ impl BankSim {
                     Ok((stream, peer)) => {
                         bump(&self.stats.connections);
                         let sim = Arc::clone(&self);
-                        connections.spawn(sim.connection(stream, peer, shutdown.child_token()));
+                        connections.spawn(sim.accepted(stream, peer, shutdown.child_token()));
                     }
                     Err(error) => {
                         // Out of file descriptors and the like: back off
@@ -230,8 +294,9 @@ impl BankSim {
         })
     }
 
-    /// Serves one connection: this task reads, a spawned task writes.
-    async fn connection(
+    /// Serves one accepted connection, after a TLS handshake if the
+    /// simulator serves TLS.
+    async fn accepted(
         self: Arc<Self>,
         stream: TcpStream,
         peer: SocketAddr,
@@ -240,7 +305,35 @@ impl BankSim {
         if let Err(error) = stream.set_nodelay(true) {
             debug!(%peer, %error, "bank simulator: cannot set TCP_NODELAY");
         }
-        let (read, write) = stream.into_split();
+        match &self.tls {
+            None => {
+                let (read, write) = stream.into_split();
+                self.connection(read, write, peer, cancel).await;
+            }
+            Some(tls) => match tls.acceptor().accept(stream).await {
+                Ok(stream) => {
+                    let (read, write) = tokio::io::split(stream);
+                    self.connection(read, write, peer, cancel).await;
+                }
+                Err(error) => {
+                    warn!(%peer, %error, "bank simulator: TLS handshake failed");
+                    bump(&self.stats.closed);
+                }
+            },
+        }
+    }
+
+    /// Serves one connection: this task reads, a spawned task writes.
+    async fn connection<R, W>(
+        self: Arc<Self>,
+        read: R,
+        write: W,
+        peer: SocketAddr,
+        cancel: CancellationToken,
+    ) where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let mut reader = FramedRead::new(read, self.codec);
         let (outbox, answers) = mpsc::channel(OUTBOX);
         let writer = tokio::spawn(write_answers(
@@ -311,7 +404,9 @@ impl BankSim {
             bump(&self.stats.unexpected);
             return Reply::Nothing;
         };
+        let refused = self.security_check(&request, &frame.message);
         let (delay, decline) = match self.rules.decide(&request) {
+            _ if refused.is_some() => (Duration::ZERO, refused),
             None => (Duration::ZERO, None),
             Some(Action::Respond { delay, decline }) => (*delay, decline.as_deref()),
             Some(Action::NoAnswer) => {
@@ -381,8 +476,53 @@ impl BankSim {
         self.encode(&message)
     }
 
+    /// The `63` (MAC) or `55` (PIN) a request is declined with, if any.
+    fn security_check(&self, request: &Message, frame: &[u8]) -> Option<&'static str> {
+        if request.mti().is_network_management() {
+            return None;
+        }
+        if let Some(m) = &self.security.mac
+            && let Err(error) =
+                mac::verify_message(&self.dialect, frame, request, m.algorithm, &m.key)
+        {
+            debug!(%error, "bank simulator: MAC check failed");
+            bump(&self.stats.mac_failures);
+            return Some("63");
+        }
+        let (Some(profile), Some(block)) = (&self.security.pin, request.pin_block()) else {
+            return None;
+        };
+        let pan = request.pan().map(|p| p.expose()).unwrap_or_default();
+        let clear = profile
+            .key_for(request)
+            .ok()
+            .and_then(|key| pin::decipher(profile.format, &key, block, pan).ok());
+        match (clear, &self.expected_pin) {
+            (Some(pin), Some(expected)) if pin == *expected => {
+                bump(&self.stats.pins_verified);
+                None
+            }
+            (Some(_), None) => {
+                bump(&self.stats.pins_verified);
+                None
+            }
+            _ => {
+                bump(&self.stats.pin_failures);
+                Some("55")
+            }
+        }
+    }
+
     fn encode(&self, message: &Message) -> Option<Bytes> {
-        match message.to_bytes(&self.dialect) {
+        let encoded = match &self.security.mac {
+            Some(m) if !message.mti().is_network_management() => {
+                let mut signed = message.clone();
+                mac::sign(&self.dialect, &mut signed, m.algorithm, &m.key)
+                    .map_err(|e| e.to_string())
+            }
+            _ => message.to_bytes(&self.dialect).map_err(|e| e.to_string()),
+        };
+        match encoded {
             Ok(bytes) => Some(bytes),
             Err(error) => {
                 warn!(mti = %message.mti(), %error, "bank simulator: cannot encode the answer, skipped");
@@ -422,8 +562,8 @@ fn mti_class(mti: Mti) -> u8 {
 
 /// The writer task: takes answers from the channel and writes every answer
 /// ready at that moment before one flush.
-async fn write_answers(
-    mut sink: FramedWrite<OwnedWriteHalf, FrameCodec>,
+async fn write_answers<W: AsyncWrite + Unpin>(
+    mut sink: FramedWrite<W, FrameCodec>,
     mut answers: mpsc::Receiver<Frame>,
     cancel: CancellationToken,
     stats: Arc<BankStats>,

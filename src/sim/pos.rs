@@ -41,6 +41,10 @@ use crate::codes;
 use crate::iso8583::framing::{Frame, FrameCodec, FramingError};
 use crate::iso8583::spec::Length;
 use crate::iso8583::{Dialect, Message, Mti};
+use crate::security::mac;
+use crate::security::pin;
+use crate::security::profile::Protection;
+use zeroize::Zeroizing;
 
 /// Default wait for each response.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -92,6 +96,12 @@ pub struct PosConfig {
     pub terminals: Vec<String>,
     /// Seed of the random PAN digits (connection `i` uses `seed + i`).
     pub seed: u64,
+    /// MAC (TAK) and PIN (TPK) keys of the simulated terminals: requests
+    /// are MAC'd and responses must carry a valid MAC when a MAC key is
+    /// given; [`pin`](Self::pin) is enciphered under the PIN key.
+    pub security: Protection,
+    /// PIN to send in field 52 (needs a static PIN key in `security`).
+    pub pin: Option<String>,
 }
 
 impl PosConfig {
@@ -118,6 +128,8 @@ impl PosConfig {
             timeout: DEFAULT_TIMEOUT,
             terminals: Vec::new(),
             seed: 0x5EED,
+            security: Protection::default(),
+            pin: None,
         }
     }
 }
@@ -339,6 +351,8 @@ struct Setup {
     expected: Vec<Option<String>>,
     /// An empty latency histogram to clone.
     histogram: Histogram<u64>,
+    security: Protection,
+    pin: Option<Zeroizing<Vec<u8>>>,
 }
 
 impl Setup {
@@ -391,6 +405,11 @@ impl Setup {
             fixed,
             expected,
             histogram,
+            security: cfg.security.clone(),
+            pin: cfg
+                .pin
+                .as_ref()
+                .map(|p| Zeroizing::new(p.as_bytes().to_vec())),
         })
     }
 }
@@ -847,7 +866,31 @@ impl Connection {
         if setup.layout.currency {
             m.set(49, "978");
         }
-        let message = match m.to_bytes(&setup.dialect) {
+        if let (Some(pin), Some(profile)) = (&setup.pin, &setup.security.pin) {
+            let pan = std::str::from_utf8(&pan).unwrap_or_default();
+            match profile
+                .key_for(&m)
+                .map_err(|e| e.to_string())
+                .and_then(|key| {
+                    pin::encipher(profile.format, &key, pin, pan).map_err(|e| e.to_string())
+                }) {
+                Ok(block) => {
+                    m.set(52, block);
+                }
+                Err(error) => {
+                    self.tallies
+                        .mismatch(format!("cannot build a PIN block: {error}"));
+                    return None;
+                }
+            }
+        }
+        let encoded = match &setup.security.mac {
+            Some(k) => {
+                mac::sign(&setup.dialect, &mut m, k.algorithm, &k.key).map_err(|e| e.to_string())
+            }
+            None => m.to_bytes(&setup.dialect).map_err(|e| e.to_string()),
+        };
+        let message = match encoded {
             Ok(bytes) => bytes,
             Err(error) => {
                 self.tallies.mismatch(format!(
@@ -911,7 +954,7 @@ impl Connection {
     fn on_response(&mut self, frame: Frame) {
         self.tallies.received += 1;
         let id = self.terminal.id.trim_end().to_string();
-        let response = match Message::decode(&self.setup.dialect, frame.message) {
+        let response = match Message::decode(&self.setup.dialect, frame.message.clone()) {
             Ok(m) => m,
             Err(error) => {
                 self.tallies
@@ -966,6 +1009,17 @@ impl Connection {
                 problems.push(format!("field 39 {got}, expected {want}"));
             }
             _ => {}
+        }
+        if let Some(k) = &self.setup.security.mac
+            && let Err(error) = mac::verify_message(
+                &self.setup.dialect,
+                &frame.message,
+                &response,
+                k.algorithm,
+                &k.key,
+            )
+        {
+            problems.push(format!("response MAC: {error}"));
         }
         if problems.is_empty() {
             self.tallies.ok += 1;

@@ -19,7 +19,7 @@ pub fn journal_section(dir: &Path) -> String {
 
 /// Clear test keys, imported into the store [`security_section`] makes:
 /// `(id, type, algorithm, hex)`.
-pub const TEST_KEYS: [(&str, &str, &str, &str); 6] = [
+pub const TEST_KEYS: [(&str, &str, &str, &str); 7] = [
     ("tak", "tak", "tdes2", "0123456789ABCDEFFEDCBA9876543210"),
     ("tpk", "tpk", "tdes2", "89ABCDEF0123456776543210FEDCBA98"),
     ("zak", "zak", "tdes2", "FEDCBA98765432100123456789ABCDEF"),
@@ -31,6 +31,12 @@ pub const TEST_KEYS: [(&str, &str, &str, &str); 6] = [
         "00112233445566778899AABBCCDDEEFF",
     ),
     ("bdk", "bdk", "tdes2", "0123456789ABCDEFFEDCBA9876543210"),
+    (
+        "bdk-aes",
+        "bdk",
+        "aes128",
+        "FEDCBA9876543210F1F1F1F1F1F1F1F1",
+    ),
 ];
 
 /// The test key `id` of [`TEST_KEYS`].
