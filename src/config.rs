@@ -21,6 +21,7 @@ use crate::registry::{TerminalEntry, Terminals};
 use crate::route::{RouteEntry, RouteTable};
 use crate::security::keys::{KeyStore, MasterKey};
 use crate::security::profile::{Protection, ProtectionEntry, Side};
+use crate::security::tls::{ClientTlsFiles, ServerTlsFiles, TlsAcceptor, TlsConnector};
 
 /// A configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +145,30 @@ struct RawListener {
     max_connections: usize,
     #[serde(default = "default_idle_s")]
     idle_timeout_s: u64,
+    #[serde(default)]
+    tls: Option<RawServerTls>,
+}
+
+/// `tls = { cert, key, client_ca }` of a listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServerTls {
+    cert: PathBuf,
+    key: PathBuf,
+    #[serde(default)]
+    client_ca: Option<PathBuf>,
+}
+
+/// `tls = { ca, server_name, cert, key }` of a destination.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClientTls {
+    ca: PathBuf,
+    server_name: String,
+    #[serde(default)]
+    cert: Option<PathBuf>,
+    #[serde(default)]
+    key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -176,6 +201,8 @@ struct RawDestination {
     reconnect_max_ms: u64,
     #[serde(default)]
     security: ProtectionEntry,
+    #[serde(default)]
+    tls: Option<RawClientTls>,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -240,6 +267,8 @@ pub struct ListenerConfig {
     pub max_connections: usize,
     /// A connection silent for this long is closed.
     pub idle_timeout: Duration,
+    /// TLS (mutual TLS with a client CA); plain TCP when `None`.
+    pub tls: Option<Arc<TlsAcceptor>>,
 }
 
 /// A bank host or channel the switch connects out to.
@@ -273,6 +302,9 @@ pub struct DestinationConfig {
     pub reconnect_max: Duration,
     /// MAC and PIN keys of this destination.
     pub protection: Arc<Protection>,
+    /// TLS on its links (with a client certificate for mutual TLS); plain
+    /// TCP when `None`.
+    pub tls: Option<Arc<TlsConnector>>,
 }
 
 /// A validated configuration.
@@ -425,7 +457,18 @@ impl Config {
             if l.idle_timeout_s == 0 {
                 problem(key("idle_timeout_s"), "must be more than 0".into());
             }
-            if let (Some(address), Some(dialect)) = (address, dialect) {
+            let tls = match &l.tls {
+                None => Some(None),
+                Some(t) => TlsAcceptor::load(ServerTlsFiles {
+                    cert: base.join(&t.cert),
+                    key: base.join(&t.key),
+                    client_ca: t.client_ca.as_ref().map(|c| base.join(c)),
+                })
+                .map(|a| Some(Arc::new(a)))
+                .map_err(|e| problem(key("tls"), e.to_string()))
+                .ok(),
+            };
+            if let (Some(address), Some(dialect), Some(tls)) = (address, dialect, tls) {
                 listeners.push(ListenerConfig {
                     name: l.name.clone(),
                     address,
@@ -435,6 +478,7 @@ impl Config {
                         .with_max_frame(l.max_frame),
                     max_connections: l.max_connections,
                     idle_timeout: Duration::from_secs(l.idle_timeout_s),
+                    tls,
                 });
             }
         }
@@ -518,8 +562,20 @@ impl Config {
                     }
                 })
                 .ok();
-            if let (Some(address), Some(dialect), Some(header), Some(protection)) =
-                (address, dialect, header, protection)
+            let tls = match &d.tls {
+                None => Some(None),
+                Some(t) => TlsConnector::load(ClientTlsFiles {
+                    ca: base.join(&t.ca),
+                    server_name: t.server_name.clone(),
+                    cert: t.cert.as_ref().map(|c| base.join(c)),
+                    key: t.key.as_ref().map(|k| base.join(k)),
+                })
+                .map(|c| Some(Arc::new(c)))
+                .map_err(|e| problem(key("tls"), e.to_string()))
+                .ok(),
+            };
+            if let (Some(address), Some(dialect), Some(header), Some(protection), Some(tls)) =
+                (address, dialect, header, protection, tls)
             {
                 destinations.push(DestinationConfig {
                     name: d.name.clone(),
@@ -538,6 +594,7 @@ impl Config {
                     reconnect_min: Duration::from_millis(d.reconnect_min_ms),
                     reconnect_max: Duration::from_millis(d.reconnect_max_ms),
                     protection: Arc::new(protection),
+                    tls,
                 });
             }
         }

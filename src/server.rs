@@ -149,9 +149,30 @@ impl Running {
         &self.switch
     }
 
-    /// Re-reads terminals and routes from the config file and swaps them in
-    /// atomically. On any error the old tables stay.
+    /// Re-reads terminals and routes (with their keys from the key store)
+    /// from the config file and swaps them in atomically; on any error the
+    /// old tables stay. TLS certificates and keys of listeners and
+    /// destinations are re-read too: new connections use them, established
+    /// ones keep their session; a certificate that fails to load keeps its
+    /// old version.
     pub fn reload(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let acceptors = self.config.listeners.iter().filter_map(|l| l.tls.as_ref());
+        for tls in acceptors {
+            if let Err(e) = tls.reload() {
+                problems.push(e.to_string());
+            }
+        }
+        let connectors = self
+            .config
+            .destinations
+            .iter()
+            .filter_map(|d| d.tls.as_ref());
+        for tls in connectors {
+            if let Err(e) = tls.reload() {
+                problems.push(e.to_string());
+            }
+        }
         let (terminals, routes) = self.config.reload_tables()?;
         info!(
             terminals = terminals.len(),
@@ -159,7 +180,11 @@ impl Running {
             "tables reloaded"
         );
         self.switch.replace_tables(Tables { terminals, routes });
-        Ok(())
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
     }
 
     /// Graceful shutdown: stop accepting, let requests in flight finish (up

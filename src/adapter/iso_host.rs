@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -341,9 +342,36 @@ impl Destination {
             };
             match connected {
                 Ok(Ok(stream)) => {
-                    self.stats.connects.fetch_add(1, Ordering::Relaxed);
+                    let _ = stream.set_nodelay(true);
                     let since = tokio::time::Instant::now();
-                    let was_up = self.serve_link(index, stream, &shutdown).await;
+                    let was_up = match &self.config.tls {
+                        None => {
+                            self.stats.connects.fetch_add(1, Ordering::Relaxed);
+                            let (read, write) = stream.into_split();
+                            self.serve_link(index, read, write, &shutdown).await
+                        }
+                        Some(tls) => {
+                            let handshake = tokio::time::timeout(
+                                self.config.timeout.max(Duration::from_secs(1)),
+                                tls.connector().connect(tls.server_name(), stream),
+                            );
+                            match handshake.await {
+                                Ok(Ok(stream)) => {
+                                    self.stats.connects.fetch_add(1, Ordering::Relaxed);
+                                    let (read, write) = tokio::io::split(stream);
+                                    self.serve_link(index, read, write, &shutdown).await
+                                }
+                                Ok(Err(error)) => {
+                                    warn!(destination = %self.config.name, link = index, %error, "TLS handshake failed");
+                                    false
+                                }
+                                Err(_) => {
+                                    warn!(destination = %self.config.name, link = index, "TLS handshake timed out");
+                                    false
+                                }
+                            }
+                        }
+                    };
                     // Start over only after a link that held: a host that
                     // accepts and drops at once keeps backing off.
                     if was_up && since.elapsed() >= STABLE_LINK {
@@ -371,14 +399,17 @@ impl Destination {
 
     /// Runs one connected link until it fails, misses its echoes, or the
     /// switch shuts down. Returns whether the link got up (signed on).
-    async fn serve_link(
+    async fn serve_link<R, W>(
         &self,
         index: usize,
-        stream: TcpStream,
+        read_half: R,
+        write_half: W,
         shutdown: &CancellationToken,
-    ) -> bool {
-        let _ = stream.set_nodelay(true);
-        let (read_half, write_half) = stream.into_split();
+    ) -> bool
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let codec = self.config.codec;
         let mut reader = FramedRead::new(read_half, codec);
         let writer = FramedWrite::new(write_half, codec);

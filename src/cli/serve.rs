@@ -29,8 +29,8 @@ pub fn init_logging(default: &str) {
 }
 
 impl ServeArgs {
-    /// Runs the daemon until SIGTERM or SIGINT; SIGHUP reloads terminals and
-    /// routes.
+    /// Runs the daemon until SIGTERM or SIGINT; SIGHUP reloads terminals,
+    /// routes, their keys, and TLS certificates.
     pub fn run(self) -> Result<ExitCode, Box<dyn std::error::Error>> {
         init_logging("info");
         let config = Config::load(&self.config)?;
@@ -46,7 +46,7 @@ impl ServeArgs {
                 tokio::select! {
                     _ = hangup.recv() => match running.reload() {
                         Ok(()) => {}
-                        Err(e) => error!("reload refused, keeping the old tables:\n{e}"),
+                        Err(e) => error!("reload incomplete; whatever failed keeps its old version:\n{e}"),
                     },
                     _ = terminate.recv() => break,
                     _ = interrupt.recv() => break,

@@ -20,7 +20,13 @@ pub struct ListenerStats {
     pub accepted: AtomicU64,
     /// Connections refused because the listener was full.
     pub refused: AtomicU64,
+    /// TLS handshakes that failed (untrusted certificate, plaintext on a
+    /// TLS port, timeout).
+    pub tls_failures: AtomicU64,
 }
+
+/// Time a terminal has to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Accepts connections until `shutdown`, then waits for every session to
 /// finish its requests in flight.
@@ -58,8 +64,35 @@ pub async fn run(
         stats.accepted.fetch_add(1, Ordering::Relaxed);
         let (switch, config, shutdown) =
             (Arc::clone(&switch), Arc::clone(&config), shutdown.clone());
+        let stats = Arc::clone(&stats);
         sessions.spawn(async move {
-            let ended = session::serve(stream, switch, config, shutdown).await;
+            let _ = stream.set_nodelay(true);
+            let ended = match &config.tls {
+                None => {
+                    let (read, write) = stream.into_split();
+                    session::serve(read, write, switch, config, shutdown).await
+                }
+                Some(tls) => {
+                    let handshake =
+                        tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream));
+                    match handshake.await {
+                        Ok(Ok(stream)) => {
+                            let (read, write) = tokio::io::split(stream);
+                            session::serve(read, write, switch, config, shutdown).await
+                        }
+                        Ok(Err(error)) => {
+                            stats.tls_failures.fetch_add(1, Ordering::Relaxed);
+                            warn!(listener = %config.name, %peer, %error, "TLS handshake failed, connection closed");
+                            return;
+                        }
+                        Err(_) => {
+                            stats.tls_failures.fetch_add(1, Ordering::Relaxed);
+                            warn!(listener = %config.name, %peer, "TLS handshake timed out, connection closed");
+                            return;
+                        }
+                    }
+                }
+            };
             tracing::debug!(%peer, ?ended, "session ended");
             drop(permit);
         });

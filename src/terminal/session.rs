@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::codec::{FramedRead, FramedWrite};
@@ -49,15 +49,19 @@ pub fn response_header(header: &Bytes) -> Bytes {
     }
 }
 
-/// Serves one terminal connection until it ends.
-pub async fn serve(
-    stream: TcpStream,
+/// Serves one terminal connection (the read and write halves of a TCP or
+/// TLS stream) until it ends.
+pub async fn serve<R, W>(
+    read_half: R,
+    write_half: W,
     switch: Arc<Switch>,
     listener: Arc<ListenerConfig>,
     shutdown: CancellationToken,
-) -> Ended {
-    let _ = stream.set_nodelay(true);
-    let (read_half, write_half) = stream.into_split();
+) -> Ended
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let mut reader = FramedRead::new(read_half, listener.codec);
     let writer = FramedWrite::new(write_half, listener.codec);
     let (tx, rx) = mpsc::channel::<Frame>(1024);

@@ -1,0 +1,286 @@
+//! TLS end to end over 127.0.0.1, with certificates made by rcgen at test
+//! time: a TLS terminal (client certificate required) → the switch →
+//! a bank simulator that requires the switch's client certificate (mutual
+//! TLS). An untrusted client certificate and a plaintext client are refused
+//! without harming the sessions already open, and a reload picks up a new
+//! listener certificate while established sessions carry on.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cardswitch::config::Config;
+use cardswitch::iso8583::framing::{Frame, FrameCodec};
+use cardswitch::iso8583::{Dialect, Message, Mti};
+use cardswitch::security::tls::{ClientTlsFiles, ServerTlsFiles, TlsAcceptor, TlsConnector};
+use cardswitch::server;
+use cardswitch::sim::{BankSim, Rules};
+use futures_util::{SinkExt, StreamExt};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::Framed;
+
+/// A test certificate authority.
+struct Ca {
+    pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate().unwrap();
+        let pem = params.self_signed(&key).unwrap().pem();
+        Ca {
+            pem,
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// Writes `NAME.crt`, `NAME.key` (a leaf signed by this CA) and
+    /// `NAME-ca.crt` into `dir`.
+    fn issue(&self, dir: &Path, name: &str, server: bool) -> (PathBuf, PathBuf, PathBuf) {
+        let sans = if server {
+            vec!["localhost".to_string()]
+        } else {
+            vec![]
+        };
+        let mut params = CertificateParams::new(sans).unwrap();
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![if server {
+            ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let write = |file: String, text: &str| {
+            let path = dir.join(file);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        (
+            write(format!("{name}.crt"), &cert.pem()),
+            write(format!("{name}.key"), &key.serialize_pem()),
+            write(format!("{name}-ca.crt"), &self.pem),
+        )
+    }
+}
+
+/// Financial approvals at the bank (its sign-on and echoes excluded).
+fn approvals(bank: &cardswitch::sim::BankHandle) -> u64 {
+    let s = bank.stats().snapshot();
+    s.approved - s.network
+}
+
+fn ascii() -> Arc<Dialect> {
+    Dialect::builtin("iso87ascii").unwrap().unwrap()
+}
+
+fn purchase(stan: u32) -> Message {
+    let mut m = Message::new(Mti::parse("0200").unwrap());
+    m.set(2, "4761739001010119")
+        .set(3, "000000")
+        .set(4, "000000001000")
+        .set(7, "1126120000")
+        .set(11, format!("{stan:06}"))
+        .set(41, "TERM0001")
+        .set(49, "978");
+    m
+}
+
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Framed<S, FrameCodec>,
+    stan: u32,
+) -> Option<String> {
+    conn.send(Frame {
+        header: Bytes::new(),
+        message: purchase(stan).to_bytes(&ascii()).unwrap(),
+    })
+    .await
+    .ok()?;
+    let frame = tokio::time::timeout(Duration::from_secs(5), conn.next())
+        .await
+        .ok()??
+        .ok()?;
+    Message::decode(&ascii(), frame.message)
+        .ok()?
+        .response_code()
+        .map(String::from)
+}
+
+/// A terminal's TLS connection: `cert` is `(cert, key)` of its client
+/// certificate.
+async fn terminal(
+    addr: std::net::SocketAddr,
+    ca: &Path,
+    cert: Option<(&Path, &Path)>,
+) -> std::io::Result<Framed<tokio_rustls::client::TlsStream<TcpStream>, FrameCodec>> {
+    let connector = TlsConnector::load(ClientTlsFiles {
+        ca: ca.to_path_buf(),
+        server_name: "localhost".into(),
+        cert: cert.map(|c| c.0.to_path_buf()),
+        key: cert.map(|c| c.1.to_path_buf()),
+    })
+    .unwrap();
+    let tcp = TcpStream::connect(addr).await?;
+    let tls = connector
+        .connector()
+        .connect(connector.server_name(), tcp)
+        .await?;
+    Ok(Framed::new(tls, FrameCodec::default()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_terminal_to_switch_to_mutual_tls_bank() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (switch_ca, terminal_ca, bank_ca, links_ca) = (
+        Ca::new("switch CA"),
+        Ca::new("terminal CA"),
+        Ca::new("bank CA"),
+        Ca::new("switch links CA"),
+    );
+    let (listener_cert, listener_key, listener_ca) = switch_ca.issue(d, "listener", true);
+    let (term_cert, term_key, term_ca) = terminal_ca.issue(d, "term", false);
+    let (bank_cert, bank_key, bank_ca_file) = bank_ca.issue(d, "bank", true);
+    let (link_cert, link_key, link_ca) = links_ca.issue(d, "link", false);
+
+    // The bank requires the switch's client certificate.
+    let bank = Arc::new(
+        BankSim::new(
+            Dialect::builtin("iso87binary").unwrap().unwrap(),
+            FrameCodec::default(),
+            Rules::default(),
+        )
+        .with_tls(Arc::new(
+            TlsAcceptor::load(ServerTlsFiles {
+                cert: bank_cert,
+                key: bank_key,
+                client_ca: Some(link_ca),
+            })
+            .unwrap(),
+        )),
+    )
+    .start(TcpListener::bind("127.0.0.1:0").await.unwrap())
+    .unwrap();
+
+    let text = format!(
+        r#"{journal}
+[switch]
+acquirer_id = "4123456"
+[[listener]]
+name = "pos"
+address = "127.0.0.1:0"
+dialect = "iso87ascii"
+tls = {{ cert = "{listener_cert}", key = "{listener_key}", client_ca = "{term_ca}" }}
+[[destination]]
+name = "bank"
+address = "{bank}"
+dialect = "iso87binary"
+links = 1
+tls = {{ ca = "{bank_ca}", server_name = "localhost", cert = "{link_cert}", key = "{link_key}" }}
+[[route]]
+prefix = "476173"
+destination = "bank"
+[[terminal]]
+id = "TERM0001"
+merchant_id = "M1"
+name_location = "SHOP"
+mcc = "5411"
+currency = "978"
+"#,
+        journal = common::journal_section(d),
+        listener_cert = listener_cert.display(),
+        listener_key = listener_key.display(),
+        term_ca = term_ca.display(),
+        bank = bank.addr(),
+        bank_ca = bank_ca_file.display(),
+        link_cert = link_cert.display(),
+        link_key = link_key.display(),
+    );
+    let path = d.join("cardswitch.toml");
+    std::fs::write(&path, text).unwrap();
+    let running = server::start(Config::load(&path).unwrap()).await.unwrap();
+    let since = Instant::now();
+    while running.switch().destination("bank").unwrap().links_up() == 0 {
+        assert!(
+            since.elapsed() < Duration::from_secs(5),
+            "mutual TLS link to the bank"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let addr = running.address("pos").unwrap();
+
+    let mut good = terminal(addr, &listener_ca, Some((&term_cert, &term_key)))
+        .await
+        .unwrap();
+    assert_eq!(exchange(&mut good, 1).await.as_deref(), Some("00"));
+    assert_eq!(approvals(&bank), 1);
+
+    // A client certificate from another CA: refused. With TLS 1.3 the
+    // client may finish its side first; it never gets an answer.
+    let rogue_ca = Ca::new("rogue CA");
+    let (rogue_cert, rogue_key, _) = rogue_ca.issue(d, "rogue", false);
+    if let Ok(mut rogue) = terminal(addr, &listener_ca, Some((&rogue_cert, &rogue_key))).await {
+        assert_eq!(exchange(&mut rogue, 2).await, None);
+    }
+    // No client certificate at all: refused the same way.
+    if let Ok(mut anonymous) = terminal(addr, &listener_ca, None).await {
+        assert_eq!(exchange(&mut anonymous, 3).await, None);
+    }
+    // Plaintext ISO 8583 on the TLS port: the connection is closed.
+    let mut plain = TcpStream::connect(addr).await.unwrap();
+    let frame = purchase(4).to_bytes(&ascii()).unwrap();
+    let mut bytes = (frame.len() as u16).to_be_bytes().to_vec();
+    bytes.extend_from_slice(&frame);
+    plain.write_all(&bytes).await.unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), plain.read(&mut buf))
+        .await
+        .expect("closed, not left hanging");
+    assert!(
+        matches!(read, Ok(0) | Err(_)) || buf[0] == 0x15,
+        "no ISO answer"
+    );
+    // The session opened first is unharmed.
+    assert_eq!(exchange(&mut good, 5).await.as_deref(), Some("00"));
+    let stats = running.listener_stats("pos").unwrap();
+    assert!(stats.tls_failures.load(Ordering::Relaxed) >= 3);
+    assert_eq!(approvals(&bank), 2);
+
+    // Certificate rotation: the listener gets a certificate from a new CA;
+    // after the reload new terminals must trust the new CA, and the
+    // session opened before the reload carries on.
+    let new_ca = Ca::new("switch CA 2");
+    let (new_cert, new_key, new_ca_file) = new_ca.issue(d, "listener-new", true);
+    std::fs::copy(&new_cert, &listener_cert).unwrap();
+    std::fs::copy(&new_key, &listener_key).unwrap();
+    running.reload().unwrap();
+    let mut fresh = terminal(addr, &new_ca_file, Some((&term_cert, &term_key)))
+        .await
+        .unwrap();
+    assert_eq!(exchange(&mut fresh, 6).await.as_deref(), Some("00"));
+    assert!(
+        terminal(addr, &listener_ca, Some((&term_cert, &term_key)))
+            .await
+            .is_err(),
+        "the old certificate is no longer served"
+    );
+    assert_eq!(exchange(&mut good, 7).await.as_deref(), Some("00"));
+
+    running.shutdown().await;
+    bank.stop().await;
+}
