@@ -70,7 +70,7 @@ fn journal_run(base: &Path, appenders: usize, seconds: u64) -> Measured {
         durability: Durability::Fsync,
         segment_bytes: 64 << 20,
         cutover_secs: 0,
-        data_key_file: dir.join("unused"),
+        data_key: cardswitch::journal::DataKey::File(dir.join("unused")),
         saf_retry_min: Duration::from_millis(500),
         saf_retry_max: Duration::from_secs(30),
     };

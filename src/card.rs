@@ -1,7 +1,8 @@
 //! Card data that masks itself.
 //!
 //! [`Pan`] and [`Track2`] print as `411111******1111` in `Debug` and
-//! `Display`; the clear value takes an explicit [`Pan::expose`] call. This is
+//! `Display`, a [`PinBlock`] as its length only; the clear value takes an
+//! explicit `expose` call. This is
 //! what keeps full card numbers out of logs (PCI DSS 3.3).
 
 use std::fmt;
@@ -64,6 +65,36 @@ impl fmt::Display for Track2<'_> {
 impl fmt::Debug for Track2<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Track2({self})")
+    }
+}
+
+/// An enciphered PIN block (field 52), borrowed from a message. Even
+/// enciphered, it never reaches a log: `Debug` and `Display` show only its
+/// length.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct PinBlock<'a>(&'a [u8]);
+
+impl<'a> PinBlock<'a> {
+    /// Wraps a PIN block.
+    pub fn new(block: &'a [u8]) -> Self {
+        PinBlock(block)
+    }
+
+    /// The block's bytes. Call it only where they are needed (translation).
+    pub fn expose(&self) -> &'a [u8] {
+        self.0
+    }
+}
+
+impl fmt::Display for PinBlock<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<PIN block, {} bytes>", self.0.len())
+    }
+}
+
+impl fmt::Debug for PinBlock<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PinBlock({self})")
     }
 }
 

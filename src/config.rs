@@ -16,10 +16,11 @@ use serde::Deserialize;
 
 use crate::iso8583::Dialect;
 use crate::iso8583::framing::{FrameCodec, LengthPrefix};
-use crate::journal::{Durability, JournalConfig};
+use crate::journal::{DataKey, Durability, JournalConfig};
 use crate::registry::{TerminalEntry, Terminals};
 use crate::route::{RouteEntry, RouteTable};
-use crate::security::keys::{KeyStore, MasterKey};
+use crate::security::KeyAlgorithm;
+use crate::security::keys::{KeyStore, KeyType, MasterKey};
 use crate::security::profile::{Protection, ProtectionEntry, Side};
 use crate::security::tls::{ClientTlsFiles, ServerTlsFiles, TlsAcceptor, TlsConnector};
 
@@ -96,7 +97,10 @@ struct RawSwitch {
 #[serde(deny_unknown_fields)]
 struct RawJournal {
     dir: PathBuf,
-    data_key_file: PathBuf,
+    #[serde(default)]
+    data_key_file: Option<PathBuf>,
+    #[serde(default)]
+    data_key: Option<String>,
     #[serde(default)]
     durability: Durability,
     #[serde(default = "default_segment_mb")]
@@ -391,7 +395,45 @@ impl Config {
             problem("switch.timeout_ms".into(), "must be more than 0".into());
         }
 
+        let store = open_store(&raw.security, base)
+            .map_err(|reason| problem("security.key_store".into(), reason))
+            .ok()
+            .flatten();
+
         let j = &raw.journal;
+        let data_key = match (&j.data_key_file, &j.data_key) {
+            (Some(file), None) => Some(DataKey::File(base.join(file))),
+            (None, Some(id)) => match store.as_ref().map(|s| s.get(id, KeyType::Data)) {
+                Some(Ok(key)) if key.algorithm() == KeyAlgorithm::Aes256 => {
+                    Some(DataKey::Stored(key))
+                }
+                Some(Ok(_)) => {
+                    problem(
+                        "journal.data_key".into(),
+                        format!("key `{id}` must be aes256"),
+                    );
+                    None
+                }
+                Some(Err(e)) => {
+                    problem("journal.data_key".into(), e.to_string());
+                    None
+                }
+                None => {
+                    problem(
+                        "journal.data_key".into(),
+                        "needs a key store: set [security] key_store".into(),
+                    );
+                    None
+                }
+            },
+            _ => {
+                problem(
+                    "journal.data_key_file".into(),
+                    "give exactly one of `data_key_file` and `data_key` (a key store id)".into(),
+                );
+                None
+            }
+        };
         let cutover_secs = parse_cutover(&j.cutover).unwrap_or_else(|| {
             problem(
                 "journal.cutover".into(),
@@ -416,7 +458,7 @@ impl Config {
             durability: j.durability,
             segment_bytes: j.segment_mb << 20,
             cutover_secs,
-            data_key_file: base.join(&j.data_key_file),
+            data_key: data_key.unwrap_or(DataKey::File(PathBuf::new())),
             saf_retry_min: Duration::from_millis(j.saf_retry_min_ms),
             saf_retry_max: Duration::from_millis(j.saf_retry_max_ms),
         };
@@ -488,11 +530,6 @@ impl Config {
                 "at least one [[listener]] is needed".into(),
             );
         }
-
-        let store = open_store(&raw.security, base)
-            .map_err(|reason| problem("security.key_store".into(), reason))
-            .ok()
-            .flatten();
 
         let mut destinations = Vec::new();
         let dest_names: BTreeSet<String> =

@@ -69,7 +69,9 @@ fn typed_accessors_read_the_golden_0200() {
     assert_eq!(m.terminal_id(), Some("TERM0001"));
     assert_eq!(m.currency(), Some("826"));
     assert_eq!(
-        m.pin_block().map(hex::encode_upper).as_deref(),
+        m.pin_block()
+            .map(|b| hex::encode_upper(b.expose()))
+            .as_deref(),
         Some("9F3A1C77B2E4D058")
     );
     let track = m.track2().unwrap();

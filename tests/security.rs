@@ -78,6 +78,21 @@ async fn bank(dialect: Arc<Dialect>, security: Protection, pin: &str) -> BankHan
     .unwrap()
 }
 
+/// A `[journal]` section with its data key taken from the key store.
+fn stored_data_key(section: &str) -> String {
+    section
+        .lines()
+        .map(|l| {
+            if l.starts_with("data_key_file") {
+                "data_key = \"data\"".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 struct Setup {
     running: Running,
     good: BankHandle,
@@ -173,7 +188,8 @@ mcc = "5411"
 currency = "978"
 security = {{ dukpt = "aes", dukpt_bdk = "bdk-aes", ksn_field = 62 }}
 "#,
-        journal = common::journal_section(dir.path()),
+        // The journal seals PANs under the key store's data key.
+        journal = stored_data_key(&common::journal_section(dir.path())),
         security = common::security_section(dir.path()),
         good = good.addr(),
         bad = bad.addr(),

@@ -9,7 +9,7 @@ use super::ebcdic;
 use super::error::{CodecError, Direction, ErrorKind, Location};
 use super::field::{self, Cursor, Decoded};
 use super::spec::{DataEncoding, Dialect, MtiEncoding};
-use crate::card::{Pan, Track2};
+use crate::card::{Pan, PinBlock, Track2};
 
 /// A message type indicator: four decimal digits (version, class, function,
 /// origin), e.g. `0200`.
@@ -483,9 +483,9 @@ impl Message {
         self.text(49)
     }
 
-    /// Field 52, PIN block (8 bytes).
-    pub fn pin_block(&self) -> Option<&[u8]> {
-        self.get(52)
+    /// Field 52, the enciphered PIN block (masks itself when printed).
+    pub fn pin_block(&self) -> Option<PinBlock<'_>> {
+        self.get(52).map(PinBlock::new)
     }
 
     /// The MAC: field 128 when the secondary bitmap is in use, else field 64.

@@ -66,12 +66,21 @@ pub struct JournalConfig {
     pub segment_bytes: u64,
     /// Business-day cutover, seconds after 00:00 UTC.
     pub cutover_secs: u32,
-    /// File holding the 256-bit data key as 64 hex characters.
-    pub data_key_file: PathBuf,
+    /// Where the 256-bit data key that seals PANs comes from.
+    pub data_key: DataKey,
     /// First delay before a store-and-forward retry.
     pub saf_retry_min: std::time::Duration,
     /// Longest delay between store-and-forward retries.
     pub saf_retry_max: std::time::Duration,
+}
+
+/// The source of the journal's data key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataKey {
+    /// A file of 64 hex characters, mode 0600 (`journal keygen`).
+    File(PathBuf),
+    /// A `data` key (AES-256) from the key store.
+    Stored(crate::security::SecretKey),
 }
 
 impl JournalConfig {
@@ -157,7 +166,17 @@ impl Journal {
     /// Opens the log (dropping a torn tail), replays it into the index and
     /// starts the writer and the indexer.
     pub fn open(config: JournalConfig) -> Result<(Journal, OpenReport), JournalError> {
-        let vault = read_data_key(&config.data_key_file)?;
+        let vault = match &config.data_key {
+            DataKey::File(path) => read_data_key(path)?,
+            DataKey::Stored(key) => {
+                let bytes: &[u8; vault::KEY_LEN] =
+                    key.expose().try_into().map_err(|_| JournalError::DataKey {
+                        path: "key store".into(),
+                        reason: "the data key must be an aes256 key".into(),
+                    })?;
+                Vault::new(bytes)
+            }
+        };
         Journal::open_with(config, vault)
     }
 

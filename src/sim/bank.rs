@@ -496,7 +496,7 @@ impl BankSim {
         let clear = profile
             .key_for(request)
             .ok()
-            .and_then(|key| pin::decipher(profile.format, &key, block, pan).ok());
+            .and_then(|key| pin::decipher(profile.format, &key, block.expose(), pan).ok());
         match (clear, &self.expected_pin) {
             (Some(pin), Some(expected)) if pin == *expected => {
                 bump(&self.stats.pins_verified);

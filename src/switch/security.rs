@@ -121,7 +121,7 @@ impl Switch {
             Refusal::System
         })?;
         let translated = pin::translate(
-            block,
+            block.expose(),
             pan,
             PinZone {
                 key: &from_key,

@@ -19,7 +19,7 @@ pub fn journal_section(dir: &Path) -> String {
 
 /// Clear test keys, imported into the store [`security_section`] makes:
 /// `(id, type, algorithm, hex)`.
-pub const TEST_KEYS: [(&str, &str, &str, &str); 7] = [
+pub const TEST_KEYS: [(&str, &str, &str, &str); 8] = [
     ("tak", "tak", "tdes2", "0123456789ABCDEFFEDCBA9876543210"),
     ("tpk", "tpk", "tdes2", "89ABCDEF0123456776543210FEDCBA98"),
     ("zak", "zak", "tdes2", "FEDCBA98765432100123456789ABCDEF"),
@@ -36,6 +36,12 @@ pub const TEST_KEYS: [(&str, &str, &str, &str); 7] = [
         "bdk",
         "aes128",
         "FEDCBA9876543210F1F1F1F1F1F1F1F1",
+    ),
+    (
+        "data",
+        "data",
+        "aes256",
+        "6A5F0C9E3B2D18F47A1C0E9B8D7F6A5B4C3D2E1F0A9B8C7D6E5F4A3B2C1D0E9F",
     ),
 ];
 
