@@ -26,8 +26,11 @@ fn write_with_mode(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> 
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".tmp{}", std::process::id()));
     let temp = dir.join(name);
+    // A temporary file left by a crash is replaced, so the new one gets
+    // the mode asked for.
+    let _ = std::fs::remove_file(&temp);
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;

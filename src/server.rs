@@ -173,13 +173,18 @@ impl Running {
                 problems.push(e.to_string());
             }
         }
-        let (terminals, routes) = self.config.reload_tables()?;
-        info!(
-            terminals = terminals.len(),
-            routes = routes.len(),
-            "tables reloaded"
-        );
-        self.switch.replace_tables(Tables { terminals, routes });
+        match self.config.reload_tables() {
+            Ok((terminals, routes)) => {
+                info!(
+                    terminals = terminals.len(),
+                    routes = routes.len(),
+                    "tables reloaded"
+                );
+                self.switch.replace_tables(Tables { terminals, routes });
+            }
+            Err(ConfigError::Invalid(mut more)) => problems.append(&mut more),
+            Err(other) => problems.push(other.to_string()),
+        }
         if problems.is_empty() {
             Ok(())
         } else {

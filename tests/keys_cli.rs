@@ -123,9 +123,9 @@ fn a_key_custodian_session() {
             "--alg",
             "tdes2",
             "--components",
-            "1",
+            "2",
         ],
-        &format!("{c1} 000000\n"),
+        &format!("{c1} 000000\n{c2}\n"),
     );
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("component 1: check value is"));

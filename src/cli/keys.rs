@@ -62,9 +62,9 @@ enum KeysCommand {
         /// des, tdes2, tdes3, aes128, aes192, aes256 or sm4.
         #[arg(long = "alg")]
         algorithm: KeyAlgorithm,
-        /// Number of components.
-        #[arg(long, default_value_t = 2)]
-        components: usize,
+        /// Number of components (at least 2: split knowledge).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(2..=9))]
+        components: u8,
     },
     /// Lists keys: id, type, algorithm, version, state, check value.
     List,
@@ -117,7 +117,7 @@ impl KeysArgs {
                 algorithm,
                 components,
             } => {
-                let parts = read_components(components)?;
+                let parts = read_components(usize::from(components))?;
                 let info = store.import(&id, key_type, algorithm, &parts)?;
                 store.save()?;
                 print_table(&[info]);

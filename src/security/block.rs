@@ -265,9 +265,14 @@ impl Cipher {
     /// One block; `chunk` has the block length (checked by the callers).
     fn encrypt_block(&self, chunk: &mut [u8]) {
         fn run<C: BlockCipherEncrypt>(c: &C, chunk: &mut [u8]) {
-            if let Ok(mut block) = Block::<C>::try_from(&*chunk) {
-                c.encrypt_block(&mut block);
-                chunk.copy_from_slice(&block);
+            match Block::<C>::try_from(&*chunk) {
+                Ok(mut block) => {
+                    c.encrypt_block(&mut block);
+                    chunk.copy_from_slice(&block);
+                }
+                // Unreachable (callers pass whole blocks); fail closed
+                // rather than leave clear data in place.
+                Err(_) => chunk.fill(0),
             }
         }
         match self {
@@ -283,9 +288,12 @@ impl Cipher {
 
     fn decrypt_block(&self, chunk: &mut [u8]) {
         fn run<C: BlockCipherDecrypt>(c: &C, chunk: &mut [u8]) {
-            if let Ok(mut block) = Block::<C>::try_from(&*chunk) {
-                c.decrypt_block(&mut block);
-                chunk.copy_from_slice(&block);
+            match Block::<C>::try_from(&*chunk) {
+                Ok(mut block) => {
+                    c.decrypt_block(&mut block);
+                    chunk.copy_from_slice(&block);
+                }
+                Err(_) => chunk.fill(0),
             }
         }
         match self {

@@ -20,9 +20,8 @@
 //! dropped. Errors carry only lengths and counters (the counter travels in
 //! clear in the KSN), never key bytes.
 //!
-//! The block cipher crates are built without their `zeroize` feature, so
-//! their expanded round keys are not wiped on drop; that is a limitation of
-//! the dependency configuration, not of this module.
+//! The block cipher crates are built with their `zeroize` feature, so their
+//! expanded round keys are wiped on drop too.
 
 use aes::{Aes128, Aes192, Aes256};
 use cipher::{BlockCipherEncrypt, KeyInit};

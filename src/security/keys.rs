@@ -102,6 +102,15 @@ pub enum KeyStoreError {
     /// Key material does not fit its algorithm.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// The journal's data key cannot be rotated in place: the journal seals
+    /// every PAN under one data key, and reversals owed must still open them.
+    #[error(
+        "key `{0}` is a data key: the journal's PANs are sealed under it, so it is not rotated in place"
+    )]
+    DataKeyRotation(String),
+    /// Imported components that combine to an all-zero key.
+    #[error("the components combine to an all-zero key")]
+    ZeroKey,
 }
 
 /// A clear key component as typed by a key custodian (hex) with the check
@@ -504,6 +513,9 @@ impl KeyStore {
                 *c ^= p;
             }
         }
+        if combined.iter().all(|&b| b == 0) {
+            return Err(KeyStoreError::ZeroKey);
+        }
         let key = SecretKey::new(algorithm, &combined)?;
         Ok(self.add(id, key_type, &key, 1))
     }
@@ -517,10 +529,16 @@ impl KeyStore {
             .filter(|e| e.id == id)
             .max_by_key(|e| e.version)
             .ok_or_else(|| KeyStoreError::UnknownKey(id.to_string()))?;
-        current.state = KeyState::Retired;
-        let (key_type, algorithm, version) =
-            (current.key_type, current.algorithm, current.version + 1);
+        if current.key_type == KeyType::Data {
+            return Err(KeyStoreError::DataKeyRotation(id.to_string()));
+        }
+        let version = current
+            .version
+            .checked_add(1)
+            .ok_or_else(|| KeyStoreError::Exists(id.to_string()))?;
+        let (key_type, algorithm) = (current.key_type, current.algorithm);
         let key = SecretKey::new(algorithm, &random_key(algorithm))?;
+        current.state = KeyState::Retired;
         Ok(self.add(id, key_type, &key, version))
     }
 

@@ -208,6 +208,10 @@ pub fn sign(
     algorithm.check_key(key.algorithm())?;
     message.remove(64);
     message.remove(128);
+    if message.fields().any(|(n, _)| n > 128) {
+        // Fields of a tertiary bitmap would follow field 128.
+        return Err(MacError::NotLast(128));
+    }
     let field = mac_field(message);
     message.set(field, Bytes::from_static(&[0; MAC_LEN]));
     let encoded = message
@@ -319,17 +323,41 @@ mod tests {
             let frame = sign(&d, &mut m, MacAlgorithm::Retail, &k).unwrap();
             let decoded = Message::decode(&d, frame.clone()).unwrap();
             verify_message(&d, &frame, &decoded, MacAlgorithm::Retail, &k).unwrap();
-            let mut bad = frame.to_vec();
-            bad[frame.len() - 20] ^= 1;
-            let bad = Bytes::from(bad);
-            if let Ok(decoded) = Message::decode(&d, bad.clone()) {
-                assert_eq!(
-                    verify_message(&d, &bad, &decoded, MacAlgorithm::Retail, &k),
-                    Err(MacError::Mismatch),
-                    "{dialect}"
-                );
-            }
+            // The amount changes from 1000 to 9000 under the same MAC field:
+            // still a valid message, no longer the one the MAC was made for.
+            let mut tampered = decoded.clone();
+            tampered.set(4, "000000009000");
+            let bad = tampered.to_bytes(&d).unwrap();
+            let decoded = Message::decode(&d, bad.clone()).unwrap();
+            assert_eq!(
+                verify_message(&d, &bad, &decoded, MacAlgorithm::Retail, &k),
+                Err(MacError::Mismatch),
+                "{dialect}"
+            );
         }
+    }
+
+    #[test]
+    fn fields_after_the_mac_field_are_refused() {
+        let k = key(KeyAlgorithm::Tdes2, "0123456789ABCDEFFEDCBA9876543210");
+        let d = Dialect::resolve("iso87ascii").unwrap();
+        let mut m = Message::new(crate::iso8583::Mti::parse("0200").unwrap());
+        m.set(11, "000123")
+            .set(64, Bytes::from_static(&[0; 8]))
+            .set(70, "301");
+        let frame = m.to_bytes(&d).unwrap();
+        // With field 70 the MAC belongs in 128; a 64 in front is not last.
+        assert_eq!(
+            verify_message(&d, &frame, &m, MacAlgorithm::Retail, &k),
+            Err(MacError::Missing)
+        );
+        m.set(128, Bytes::from_static(&[0; 8]));
+        m.set(100, "12");
+        let frame = m.to_bytes(&d).unwrap();
+        assert_eq!(
+            verify_message(&d, &frame, &m, MacAlgorithm::Retail, &k),
+            Err(MacError::Mismatch)
+        );
     }
 
     #[test]

@@ -56,6 +56,10 @@ pub enum PinError {
     /// The cipher refused the data.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// Translating a PAN-bound block (format 0, 3 or 4) into format 1 would
+    /// drop the binding to the PAN, which ISO 9564-1 forbids.
+    #[error("a PAN-bound PIN block is never translated into format 1")]
+    Downgrade,
 }
 
 /// An ISO 9564-1 PIN block format.
@@ -156,15 +160,18 @@ fn xor_into(target: &mut [u8], other: &[u8]) {
 }
 
 /// The PAN field of formats 0 and 3: `0000` and the 12 rightmost digits of
-/// the PAN without its check digit.
+/// the PAN without its check digit (left-padded with zeros when there are
+/// fewer).
 fn pan_field_8(pan: &str) -> Result<Vec<u8>, PinError> {
     let digits = pan.as_bytes();
-    if !(13..=19).contains(&digits.len()) || !digits.iter().all(u8::is_ascii_digit) {
+    if !(2..=19).contains(&digits.len()) || !digits.iter().all(u8::is_ascii_digit) {
         return Err(PinError::BadPan);
     }
-    let end = digits.len() - 1;
-    let twelve = digits.get(end - 12..end).ok_or(PinError::BadPan)?;
-    let mut nibbles = vec![0u8; 4];
+    let body = digits.get(..digits.len() - 1).unwrap_or_default();
+    let twelve = body
+        .get(body.len().saturating_sub(12)..)
+        .unwrap_or_default();
+    let mut nibbles = vec![0u8; 16 - twelve.len()];
     nibbles.extend(twelve.iter().map(|d| d - b'0'));
     Ok(pack(&nibbles).to_vec())
 }
@@ -324,6 +331,9 @@ pub fn translate(
     from: PinZone<'_>,
     to: PinZone<'_>,
 ) -> Result<Vec<u8>, PinError> {
+    if to.format == PinFormat::Iso1 && from.format != PinFormat::Iso1 {
+        return Err(PinError::Downgrade);
+    }
     let pin = decipher(from.format, from.key, block, pan)?;
     encipher(to.format, to.key, &pin, pan)
 }
@@ -451,6 +461,18 @@ mod tests {
     }
 
     #[test]
+    fn a_pan_bound_block_is_never_translated_into_format_1() {
+        let tpk = key(KeyAlgorithm::Tdes2, "0123456789ABCDEFFEDCBA9876543210");
+        let pan = "4761739001010119";
+        let block = encipher(PinFormat::Iso0, &tpk, b"1234", pan).unwrap();
+        let zone = |format| PinZone { key: &tpk, format };
+        assert_eq!(
+            translate(&block, pan, zone(PinFormat::Iso0), zone(PinFormat::Iso1)),
+            Err(PinError::Downgrade)
+        );
+    }
+
+    #[test]
     fn bad_input_is_refused_precisely() {
         let tdes = key(KeyAlgorithm::Tdes2, "0123456789ABCDEFFEDCBA9876543210");
         let aes = key(KeyAlgorithm::Aes128, "00112233445566778899AABBCCDDEEFF");
@@ -464,8 +486,13 @@ mod tests {
             Err(PinError::BadPin)
         );
         assert_eq!(
-            encipher(PinFormat::Iso0, &tdes, b"1234", "4111"),
+            encipher(PinFormat::Iso0, &tdes, b"1234", "4111x"),
             Err(PinError::BadPan)
+        );
+        // A short PAN is left-padded with zeros (ISO 9564-1).
+        assert_eq!(
+            hex::encode_upper(pan_field_8("123456789").unwrap()),
+            "0000000012345678"
         );
         assert!(matches!(
             encipher(PinFormat::Iso4, &tdes, b"1234", pan),

@@ -33,9 +33,10 @@ pub struct ProtectionEntry {
     /// MAC key id (TAK for a terminal, ZAK for a destination).
     #[serde(default)]
     pub mac_key: Option<String>,
-    /// Refuse a terminal's financial message that carries no MAC.
+    /// Refuse a terminal's financial message that carries no MAC (default:
+    /// yes when the terminal has a MAC key).
     #[serde(default)]
-    pub require_mac: bool,
+    pub require_mac: Option<bool>,
     /// PIN key id (TPK for a terminal, ZPK for a destination).
     #[serde(default)]
     pub pin_key: Option<String>,
@@ -223,30 +224,74 @@ impl ProtectionEntry {
                 None
             }
         };
-        if self.require_mac && side == Side::Destination {
+        let require_mac = self
+            .require_mac
+            .unwrap_or(side == Side::Terminal && self.mac.is_some());
+        if self.require_mac.is_some() && side == Side::Destination {
             problem("require_mac", "applies to terminals only".into());
-        } else if self.require_mac && self.mac.is_none() {
+        } else if require_mac && self.mac.is_none() {
             problem("require_mac", "needs `mac` and `mac_key`".into());
         }
 
         let key = match (&self.pin_key, self.dukpt, &self.dukpt_bdk) {
             (None, None, None) => None,
-            (Some(id), None, None) => lookup(id, pin_type)
-                .map_err(|e| problem("pin_key", e))
-                .ok()
-                .map(PinKey::Static),
+            (Some(id), None, None) => match lookup(id, pin_type) {
+                Ok(key) if key.algorithm() == KeyAlgorithm::Des => {
+                    problem(
+                        "pin_key",
+                        "single DES is not allowed for PIN keys (ISO 9564-2)".into(),
+                    );
+                    None
+                }
+                Ok(key) => Some(PinKey::Static(key)),
+                Err(e) => {
+                    problem("pin_key", e);
+                    None
+                }
+            },
             (None, Some(_), Some(_)) if side == Side::Destination => {
                 problem("dukpt", "applies to terminals only".into());
                 None
             }
-            (None, Some(scheme), Some(bdk)) => lookup(bdk, KeyType::Bdk)
-                .map_err(|e| problem("dukpt_bdk", e))
-                .ok()
-                .map(|bdk| PinKey::Dukpt {
-                    scheme,
-                    bdk,
-                    ksn_field: self.ksn_field.unwrap_or(53),
-                }),
+            (None, Some(scheme), Some(bdk)) => {
+                let ksn_field = self.ksn_field.unwrap_or(53);
+                if !(2..=192).contains(&ksn_field) || [52, 64, 128].contains(&ksn_field) {
+                    problem(
+                        "ksn_field",
+                        "must be a data field other than 52, 64 and 128".into(),
+                    );
+                }
+                match lookup(bdk, KeyType::Bdk) {
+                    Ok(bdk) => {
+                        let fits = match scheme {
+                            DukptScheme::Tdes => bdk.algorithm() == KeyAlgorithm::Tdes2,
+                            DukptScheme::Aes => bdk.algorithm().is_aes(),
+                        };
+                        if !fits {
+                            let (name, needs) = match scheme {
+                                DukptScheme::Tdes => ("tdes", "a tdes2"),
+                                DukptScheme::Aes => ("aes", "an aes128, aes192 or aes256"),
+                            };
+                            problem(
+                                "dukpt_bdk",
+                                format!(
+                                    "dukpt = \"{name}\" needs {needs} BDK, not {}",
+                                    bdk.algorithm()
+                                ),
+                            );
+                        }
+                        Some(PinKey::Dukpt {
+                            scheme,
+                            bdk,
+                            ksn_field,
+                        })
+                    }
+                    Err(e) => {
+                        problem("dukpt_bdk", e);
+                        None
+                    }
+                }
+            }
             _ => {
                 problem(
                     "pin_key",
@@ -270,6 +315,12 @@ impl ProtectionEntry {
                 problem(
                     "pin_format",
                     "iso4 needs an AES or SM4 key; iso0, iso1 and iso3 a TDES key".into(),
+                );
+            }
+            if side == Side::Destination && format == PinFormat::Iso1 {
+                problem(
+                    "pin_format",
+                    "iso1 is not bound to the PAN; PIN blocks are never translated into it (ISO 9564-1)".into(),
                 );
             }
             PinProfile { key, format }
@@ -297,7 +348,7 @@ impl ProtectionEntry {
         if problems.is_empty() {
             Ok(Protection {
                 mac,
-                require_mac: self.require_mac,
+                require_mac,
                 pin,
             })
         } else {

@@ -310,16 +310,24 @@ impl BankSim {
                 let (read, write) = stream.into_split();
                 self.connection(read, write, peer, cancel).await;
             }
-            Some(tls) => match tls.acceptor().accept(stream).await {
-                Ok(stream) => {
-                    let (read, write) = tokio::io::split(stream);
-                    self.connection(read, write, peer, cancel).await;
+            Some(tls) => {
+                let handshake =
+                    tokio::time::timeout(Duration::from_secs(10), tls.acceptor().accept(stream));
+                match handshake.await {
+                    Ok(Ok(stream)) => {
+                        let (read, write) = tokio::io::split(stream);
+                        self.connection(read, write, peer, cancel).await;
+                    }
+                    Ok(Err(error)) => {
+                        warn!(%peer, %error, "bank simulator: TLS handshake failed");
+                        bump(&self.stats.closed);
+                    }
+                    Err(_) => {
+                        warn!(%peer, "bank simulator: TLS handshake timed out");
+                        bump(&self.stats.closed);
+                    }
                 }
-                Err(error) => {
-                    warn!(%peer, %error, "bank simulator: TLS handshake failed");
-                    bump(&self.stats.closed);
-                }
-            },
+            }
         }
     }
 
@@ -492,7 +500,11 @@ impl BankSim {
         let (Some(profile), Some(block)) = (&self.security.pin, request.pin_block()) else {
             return None;
         };
-        let pan = request.pan().map(|p| p.expose()).unwrap_or_default();
+        let pan = request
+            .pan()
+            .or_else(|| request.track2().map(|t| t.pan()))
+            .map(|p| p.expose())
+            .unwrap_or_default();
         let clear = profile
             .key_for(request)
             .ok()

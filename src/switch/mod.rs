@@ -351,7 +351,13 @@ impl Switch {
         let dialect = &destination.config().dialect;
         let version = dialect.version();
         let mut message = translate::request_for(dialect, &outgoing);
-        self.translate_pin(&txn.request, terminal, destination.config(), &mut message)?;
+        self.translate_pin(
+            &txn.request,
+            pan.expose(),
+            terminal,
+            destination.config(),
+            &mut message,
+        )?;
         let transmission = message.text(7).unwrap_or_default().to_string();
         let local_93 = message.text(12).filter(|t| t.len() == 12).map(String::from);
         self.stats.forwarded.fetch_add(1, Ordering::Relaxed);

@@ -85,7 +85,8 @@ impl Switch {
         }
     }
 
-    /// Puts the terminal's PIN block (field 52 of `request`) into `out`
+    /// Puts the terminal's PIN block (field 52 of `request`, bound to `pan`
+    /// from field 2 or track 2) into `out`
     /// re-enciphered for `destination`: deciphered under the terminal's TPK
     /// (or its DUKPT key for the KSN in the request) and enciphered under
     /// the destination's ZPK in the destination's format. The clear PIN
@@ -94,6 +95,7 @@ impl Switch {
     pub(super) fn translate_pin(
         &self,
         request: &Message,
+        pan: &str,
         terminal: &Terminal,
         destination: &DestinationConfig,
         out: &mut Message,
@@ -111,8 +113,8 @@ impl Switch {
             );
             return Err(Refusal::System);
         };
-        let pan = request.pan().map(|p| p.expose()).unwrap_or_default();
         let from_key = from.key_for(request).map_err(|e| {
+            self.stats.pin_failures.fetch_add(1, Ordering::Relaxed);
             warn!(terminal = terminal_id, error = %e, "no PIN key for this request: refused with 55");
             Refusal::PinBlock
         })?;

@@ -103,11 +103,19 @@ where
                 let dialect = Arc::clone(&dialect);
                 let raw = frame.message;
                 in_flight.spawn(async move {
-                    let response = match switch.check_mac(&request, &raw, &dialect) {
-                        Ok(()) => switch.handle(request).await,
-                        Err(refusal) => switch::respond(&request, refusal.response_code(), None),
-                    };
-                    send(&switch, &tx, &dialect, header, response).await;
+                    match switch.check_mac(&request, &raw, &dialect) {
+                        Ok(()) => {
+                            let response = switch.handle(request).await;
+                            send(&switch, &tx, &dialect, header, response).await;
+                        }
+                        Err(refusal) => {
+                            // Unsigned: a MAC under the terminal's key on an
+                            // answer to fields anyone chose would make the
+                            // switch a signing oracle.
+                            let response = switch::respond(&request, refusal.response_code(), None);
+                            send_unsigned(&tx, &dialect, header, &response).await;
+                        }
+                    }
                     drop(permit);
                 });
             }
@@ -134,6 +142,21 @@ where
     drop(tx);
     let _ = write_task.await;
     ended
+}
+
+/// Encodes a response without a MAC and queues it for the writer.
+async fn send_unsigned(
+    tx: &mpsc::Sender<Frame>,
+    dialect: &crate::iso8583::Dialect,
+    header: Bytes,
+    response: &Message,
+) {
+    match response.to_bytes(dialect) {
+        Ok(message) => {
+            let _ = tx.send(Frame { header, message }).await;
+        }
+        Err(e) => warn!(error = %e, "cannot encode response for terminal"),
+    }
 }
 
 /// Encodes (and MACs, per the terminal's profile) a response and queues
