@@ -38,30 +38,13 @@ enum KeysCommand {
         new_master_key: Option<PathBuf>,
     },
     /// Generates a random key.
-    Generate {
-        /// Key id, e.g. `zpk-bank-a`.
-        #[arg(long)]
-        id: String,
-        /// tpk, zpk, tak, zak, bdk or data.
-        #[arg(long = "type")]
-        key_type: KeyType,
-        /// des, tdes2, tdes3, aes128, aes192, aes256 or sm4.
-        #[arg(long = "alg")]
-        algorithm: KeyAlgorithm,
-    },
+    Generate(NewKey),
     /// Imports a key from N clear components, combined by XOR. Each
     /// component is read from standard input as one line: the hex
     /// component, optionally followed by a space and its check value.
     Import {
-        /// Key id.
-        #[arg(long)]
-        id: String,
-        /// tpk, zpk, tak, zak, bdk or data.
-        #[arg(long = "type")]
-        key_type: KeyType,
-        /// des, tdes2, tdes3, aes128, aes192, aes256 or sm4.
-        #[arg(long = "alg")]
-        algorithm: KeyAlgorithm,
+        #[command(flatten)]
+        key: NewKey,
         /// Number of components (at least 2: split knowledge).
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(2..=9))]
         components: u8,
@@ -76,6 +59,20 @@ enum KeysCommand {
     /// Prints `id,type,algorithm,version,state,kcv` of every key (CSV), for
     /// exchanging check values with a bank.
     ExportKcv,
+}
+
+/// The id, type and algorithm of a key to add.
+#[derive(Debug, Args)]
+struct NewKey {
+    /// Key id, e.g. `zpk-bank-a`.
+    #[arg(long)]
+    id: String,
+    /// tpk, zpk, tak, zak, bdk or data.
+    #[arg(long = "type")]
+    key_type: KeyType,
+    /// des, tdes2, tdes3, aes128, aes192, aes256 or sm4.
+    #[arg(long = "alg")]
+    algorithm: KeyAlgorithm,
 }
 
 impl KeysArgs {
@@ -102,23 +99,14 @@ impl KeysArgs {
         let mut store = KeyStore::open(&self.store, master)?;
         match self.command {
             KeysCommand::Init { .. } => {}
-            KeysCommand::Generate {
-                id,
-                key_type,
-                algorithm,
-            } => {
-                let info = store.generate(&id, key_type, algorithm)?;
+            KeysCommand::Generate(key) => {
+                let info = store.generate(&key.id, key.key_type, key.algorithm)?;
                 store.save()?;
                 print_table(&[info]);
             }
-            KeysCommand::Import {
-                id,
-                key_type,
-                algorithm,
-                components,
-            } => {
+            KeysCommand::Import { key, components } => {
                 let parts = read_components(usize::from(components))?;
-                let info = store.import(&id, key_type, algorithm, &parts)?;
+                let info = store.import(&key.id, key.key_type, key.algorithm, &parts)?;
                 store.save()?;
                 print_table(&[info]);
             }

@@ -175,7 +175,7 @@ impl SecretKey {
             hex::encode_upper(mac.get(..5).unwrap_or_default())
         } else {
             let mut block = vec![0u8; self.algorithm.block_len()];
-            self.cipher().encrypt_block(&mut block);
+            let _ = self.cipher().encrypt(&mut block);
             hex::encode_upper(block.get(..3).unwrap_or_default())
         }
     }
@@ -238,7 +238,7 @@ impl Cipher {
     pub fn encrypt(&self, data: &mut [u8]) -> Result<(), KeyError> {
         self.check(data)?;
         for chunk in data.chunks_exact_mut(self.block_len()) {
-            self.encrypt_block(chunk);
+            self.apply(chunk, Direction::Encrypt);
         }
         Ok(())
     }
@@ -247,7 +247,7 @@ impl Cipher {
     pub fn decrypt(&self, data: &mut [u8]) -> Result<(), KeyError> {
         self.check(data)?;
         for chunk in data.chunks_exact_mut(self.block_len()) {
-            self.decrypt_block(chunk);
+            self.apply(chunk, Direction::Decrypt);
         }
         Ok(())
     }
@@ -262,12 +262,20 @@ impl Cipher {
         Ok(())
     }
 
-    /// One block; `chunk` has the block length (checked by the callers).
-    fn encrypt_block(&self, chunk: &mut [u8]) {
-        fn run<C: BlockCipherEncrypt>(c: &C, chunk: &mut [u8]) {
+    /// One block in place; `chunk` has the block length (checked by the
+    /// callers).
+    fn apply(&self, chunk: &mut [u8], direction: Direction) {
+        fn run<C: BlockCipherEncrypt + BlockCipherDecrypt>(
+            c: &C,
+            chunk: &mut [u8],
+            direction: Direction,
+        ) {
             match Block::<C>::try_from(&*chunk) {
                 Ok(mut block) => {
-                    c.encrypt_block(&mut block);
+                    match direction {
+                        Direction::Encrypt => c.encrypt_block(&mut block),
+                        Direction::Decrypt => c.decrypt_block(&mut block),
+                    }
                     chunk.copy_from_slice(&block);
                 }
                 // Unreachable (callers pass whole blocks); fail closed
@@ -276,36 +284,21 @@ impl Cipher {
             }
         }
         match self {
-            Cipher::Des(c) => run(c, chunk),
-            Cipher::Tdes2(c) => run(c, chunk),
-            Cipher::Tdes3(c) => run(c, chunk),
-            Cipher::Aes128(c) => run(c, chunk),
-            Cipher::Aes192(c) => run(c, chunk),
-            Cipher::Aes256(c) => run(c, chunk),
-            Cipher::Sm4(c) => run(c, chunk),
+            Cipher::Des(c) => run(c, chunk, direction),
+            Cipher::Tdes2(c) => run(c, chunk, direction),
+            Cipher::Tdes3(c) => run(c, chunk, direction),
+            Cipher::Aes128(c) => run(c, chunk, direction),
+            Cipher::Aes192(c) => run(c, chunk, direction),
+            Cipher::Aes256(c) => run(c, chunk, direction),
+            Cipher::Sm4(c) => run(c, chunk, direction),
         }
     }
+}
 
-    fn decrypt_block(&self, chunk: &mut [u8]) {
-        fn run<C: BlockCipherDecrypt>(c: &C, chunk: &mut [u8]) {
-            match Block::<C>::try_from(&*chunk) {
-                Ok(mut block) => {
-                    c.decrypt_block(&mut block);
-                    chunk.copy_from_slice(&block);
-                }
-                Err(_) => chunk.fill(0),
-            }
-        }
-        match self {
-            Cipher::Des(c) => run(c, chunk),
-            Cipher::Tdes2(c) => run(c, chunk),
-            Cipher::Tdes3(c) => run(c, chunk),
-            Cipher::Aes128(c) => run(c, chunk),
-            Cipher::Aes192(c) => run(c, chunk),
-            Cipher::Aes256(c) => run(c, chunk),
-            Cipher::Sm4(c) => run(c, chunk),
-        }
-    }
+#[derive(Clone, Copy)]
+enum Direction {
+    Encrypt,
+    Decrypt,
 }
 
 #[cfg(test)]
