@@ -68,7 +68,7 @@ impl Ca {
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         let write = |file: String, text: &str| {
             let path = dir.join(file);
-            std::fs::write(&path, text).unwrap();
+            cardswitch::files::write_private_atomically(&path, text.as_bytes()).unwrap();
             path
         };
         (

@@ -5,7 +5,7 @@
 //! directory, else `$CARDSWITCH_MASTER_KEY`. Nothing here prints key
 //! material: listings show ids, types, versions and check values.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -130,21 +130,25 @@ impl KeysArgs {
     }
 }
 
-/// Reads `n` component lines (`HEX [KCV]`) from standard input.
+/// Reads `n` component lines (`HEX [KCV]`): at a terminal without echo,
+/// one prompt per custodian; otherwise from standard input.
 fn read_components(n: usize) -> Result<Vec<Component>, Box<dyn std::error::Error>> {
     let stdin = std::io::stdin();
     let interactive = stdin.is_terminal();
     let mut lines = stdin.lock();
     let mut parts = Vec::with_capacity(n);
     for i in 1..=n {
-        if interactive {
-            eprint!("component {i} of {n} (hex, then optional check value): ");
-            std::io::stderr().flush()?;
-        }
-        let mut line = Zeroizing::new(String::new());
-        if lines.read_line(&mut line)? == 0 {
-            return Err(format!("standard input ended before component {i} of {n}").into());
-        }
+        let line = if interactive {
+            Zeroizing::new(rpassword::prompt_password(format!(
+                "component {i} of {n} (hex, then optional check value; not echoed): "
+            ))?)
+        } else {
+            let mut line = Zeroizing::new(String::new());
+            if lines.read_line(&mut line)? == 0 {
+                return Err(format!("standard input ended before component {i} of {n}").into());
+            }
+            line
+        };
         let mut words = line.split_whitespace();
         let hex = Zeroizing::new(words.next().unwrap_or_default().to_string());
         parts.push((hex, words.next().map(String::from)));

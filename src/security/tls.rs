@@ -326,8 +326,13 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
+/// Reads a private key, refusing a file that group or others may read.
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| match e {
+    let text = crate::files::read_private_file(path).map_err(|reason| TlsError::Read {
+        path: path.to_path_buf(),
+        reason,
+    })?;
+    PrivateKeyDer::from_pem_slice(text.as_bytes()).map_err(|e| match e {
         pem::Error::NoItemsFound => TlsError::NoPrivateKey {
             path: path.to_path_buf(),
         },
@@ -423,9 +428,10 @@ mod tests {
         (cert.pem(), key.serialize_pem())
     }
 
+    /// Writes a test file readable by its owner only (private keys must be).
     fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
         let path = dir.join(name);
-        std::fs::write(&path, contents).unwrap();
+        crate::files::write_private_atomically(&path, contents.as_bytes()).unwrap();
         path
     }
 
@@ -706,6 +712,25 @@ mod tests {
         let ca = TestCa::new("test ca");
         let (files, ca_file) = server_files(dir.path(), &ca);
         let not_pem = write(dir.path(), "notes.txt", "this is not a certificate\n");
+
+        // A private key others may read is refused.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let open_key = dir.path().join("open.key");
+            std::fs::copy(&files.key, &open_key).unwrap();
+            std::fs::set_permissions(&open_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let err = TlsAcceptor::load(ServerTlsFiles {
+                key: open_key,
+                ..files.clone()
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("open.key") && err.contains("chmod 600"),
+                "{err}"
+            );
+        }
 
         // Missing certificate file.
         let missing = dir.path().join("missing.crt");
