@@ -69,6 +69,65 @@ struct RawConfig {
     routes: Vec<RouteEntry>,
     #[serde(default)]
     security: RawSecurity,
+    #[serde(default)]
+    log: LogSettings,
+}
+
+/// `[log]`: how the daemon logs. The level is re-read on `SIGHUP`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// `text` (readable, for a terminal) or `json` (one object per line, for
+    /// log shippers).
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A `tracing` filter: `info`, `warn`, `cardswitch=debug,info` …
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            format: LogFormat::default(),
+            level: default_log_level(),
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl LogSettings {
+    /// Reads only the `[log]` section of a config file (for a reload).
+    pub fn load(path: &Path) -> Result<LogSettings, ConfigError> {
+        #[derive(Deserialize)]
+        struct OnlyLog {
+            #[serde(default)]
+            log: LogSettings,
+        }
+        let text = read(path)?;
+        let raw: toml::Table = parse(&text, path)?;
+        let only: OnlyLog = toml::Value::Table(raw)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                file: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+        Ok(only.log)
+    }
 }
 
 /// `[security]`: where the key store is and how to find its master key.
@@ -328,6 +387,8 @@ pub struct Config {
     pub terminals: Terminals,
     /// BIN routes.
     pub routes: RouteTable,
+    /// Logging.
+    pub log: LogSettings,
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
@@ -377,6 +438,9 @@ impl Config {
         let mut problem =
             |key: String, reason: String| problems.push(format!("{file}: {key}: {reason}"));
 
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
+            problem("log.level".into(), format!("`{}`: {e}", raw.log.level));
+        }
         let sw = &raw.switch;
         if !valid_institution(&sw.acquirer_id) {
             problem("switch.acquirer_id".into(), "must be 1 to 11 digits".into());
@@ -660,6 +724,7 @@ impl Config {
             destinations,
             terminals,
             routes,
+            log: raw.log.clone(),
         })
     }
 

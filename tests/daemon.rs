@@ -206,6 +206,120 @@ currency = "978"
     let _ = std::fs::remove_dir_all(dir);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_and_a_level_reloaded_on_sighup() {
+    let bank = Arc::new(BankSim::new(
+        Dialect::builtin("iso87binary").unwrap().unwrap(),
+        FrameCodec::new(LengthPrefix::Binary2),
+        Rules::default(),
+    ))
+    .start(TcpListener::bind("127.0.0.1:0").await.unwrap())
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cardswitch.toml");
+    let write_config = |level: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                r#"{journal}
+[log]
+format = "json"
+level = "{level}"
+[switch]
+acquirer_id = "4123456"
+[[listener]]
+name = "pos"
+address = "{listen}"
+dialect = "iso87ascii"
+[[destination]]
+name = "bank"
+address = "{bank}"
+dialect = "iso87binary"
+links = 1
+[[route]]
+prefix = "476173"
+destination = "bank"
+[[terminal]]
+id = "TERM0001"
+merchant_id = "MERCHANT1"
+name_location = "SHOP"
+mcc = "5411"
+currency = "978"
+"#,
+                journal = common::journal_section(dir.path()),
+                bank = bank.addr(),
+            ),
+        )
+        .unwrap();
+    };
+    write_config("info");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cardswitch"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _guard = KillOnDrop(child.id());
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let value: serde_json::Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            let _ = tx.send(value);
+        }
+    });
+    let message = |v: &serde_json::Value| v["fields"]["message"].as_str().unwrap_or("").to_string();
+    let wait_for = |what: &str| loop {
+        let v = rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("no {what:?} event"));
+        if message(&v) == what {
+            return v;
+        }
+    };
+    wait_for("link up");
+    assert!(purchase(listen, "476173", "00", 2).await.all_checked_out());
+    let event = wait_for("transaction");
+    let fields = &event["fields"];
+    assert_eq!(event["level"], "INFO");
+    assert!(fields["pan"].as_str().unwrap().starts_with("476173******"));
+    assert_eq!(fields["terminal"], "TERM0001");
+    assert_eq!(fields["merchant"], "MERCHANT1");
+    assert_eq!(fields["destination"], "bank");
+    assert_eq!(fields["code"], "00");
+    for key in ["stan", "rrn", "latency_us", "mti"] {
+        assert!(!fields[key].is_null(), "{key} in {event}");
+    }
+
+    // Quieter: after the reload no transaction events are logged.
+    write_config("warn");
+    kill(&child, "-HUP");
+    let reloaded = wait_for("log level reloaded");
+    assert_eq!(reloaded["fields"]["level"], "warn");
+    assert!(purchase(listen, "476173", "00", 3).await.all_checked_out());
+    kill(&child, "-TERM");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+    reader.join().unwrap();
+    let after: Vec<serde_json::Value> = rx.try_iter().collect();
+    assert!(
+        after.iter().all(|v| message(v) != "transaction"),
+        "transaction events at level warn: {after:?}"
+    );
+    bank.stop().await;
+}
+
 /// Kills the daemon if the test fails before stopping it, so that no
 /// orphan keeps the test's output pipe open.
 struct KillOnDrop(u32);

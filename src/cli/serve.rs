@@ -7,8 +7,11 @@ use clap::Args;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info};
 
-use cardswitch::config::Config;
+use cardswitch::config::{Config, LogFormat, LogSettings};
 use cardswitch::server;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Arguments of `serve`.
 #[derive(Debug, Args)]
@@ -16,6 +19,53 @@ pub struct ServeArgs {
     /// Configuration file (see docs/config.md).
     #[arg(long, short)]
     config: PathBuf,
+}
+
+/// Changes the daemon's log level on a reload.
+type LevelHandle = tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>;
+
+/// Installs the daemon's log subscriber on stderr in the configured format.
+/// `RUST_LOG`, when set, fixes the filter; otherwise the configured level
+/// applies and the returned handle changes it on a reload.
+fn init_daemon_logging(settings: &LogSettings) -> Option<LevelHandle> {
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let fixed = from_env.is_some();
+    let filter = from_env.unwrap_or_else(|| EnvFilter::new(&settings.level));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    let installed = match settings.format {
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(false)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+    };
+    (installed.is_ok() && !fixed).then_some(handle)
+}
+
+/// Applies the `[log]` level of the config file again (on SIGHUP).
+fn reload_level(handle: Option<&LevelHandle>, config: &std::path::Path) {
+    let Some(handle) = handle else {
+        info!("log level fixed by RUST_LOG; [log] level not reloaded");
+        return;
+    };
+    match LogSettings::load(config).and_then(|s| {
+        EnvFilter::try_new(&s.level)
+            .map_err(|e| cardswitch::config::ConfigError::Invalid(vec![format!("log.level: {e}")]))
+    }) {
+        Ok(filter) => {
+            // Said under the old level, which is what the operator watches.
+            info!(level = %filter, "log level reloaded");
+            let _ = handle.modify(|f| *f = filter);
+        }
+        Err(e) => error!("log level not reloaded:\n{e}"),
+    }
 }
 
 /// Installs the log subscriber on stderr: `RUST_LOG` filters, else `default`.
@@ -32,8 +82,9 @@ impl ServeArgs {
     /// Runs the daemon until SIGTERM or SIGINT; SIGHUP reloads terminals,
     /// routes, their keys, and TLS certificates.
     pub fn run(self) -> Result<ExitCode, Box<dyn std::error::Error>> {
-        init_logging("info");
         let config = Config::load(&self.config)?;
+        let level = init_daemon_logging(&config.log);
+        let path = self.config.clone();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
@@ -44,9 +95,12 @@ impl ServeArgs {
             let mut interrupt = signal(SignalKind::interrupt())?;
             loop {
                 tokio::select! {
-                    _ = hangup.recv() => match running.reload() {
-                        Ok(()) => {}
-                        Err(e) => error!("reload incomplete; whatever failed keeps its old version:\n{e}"),
+                    _ = hangup.recv() => {
+                        reload_level(level.as_ref(), &path);
+                        match running.reload() {
+                            Ok(()) => {}
+                            Err(e) => error!("reload incomplete; whatever failed keeps its old version:\n{e}"),
+                        }
                     },
                     _ = terminate.recv() => break,
                     _ = interrupt.recv() => break,

@@ -193,6 +193,10 @@ impl Switch {
             stan = request.text(11).unwrap_or_default(),
             rrn = request.rrn().unwrap_or_default(),
             terminal = request.terminal_id().unwrap_or_default(),
+            merchant = request
+                .terminal_id()
+                .and_then(|id| self.tables().terminals.get(id).map(|t| t.merchant_id.trim_end().to_string()))
+                .unwrap_or_default(),
             destination = answer.destination.as_deref().unwrap_or("-"),
             code = answer.code,
             latency_us = started.elapsed().as_micros() as u64,
