@@ -144,6 +144,11 @@ impl Running {
             .map(|(_, _, s)| s)
     }
 
+    /// The configuration the daemon started with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// The switch.
     pub fn switch(&self) -> &Arc<Switch> {
         &self.switch

@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
+use sd_notify::NotifyState;
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use cardswitch::config::{Config, LogFormat, LogSettings};
 use cardswitch::server;
@@ -93,23 +94,82 @@ impl ServeArgs {
             let mut hangup = signal(SignalKind::hangup())?;
             let mut terminate = signal(SignalKind::terminate())?;
             let mut interrupt = signal(SignalKind::interrupt())?;
+            wait_for_links(&running).await;
+            systemd::notify(&[NotifyState::Ready]);
+            // Fed from this loop, so a stuck main loop is restarted by
+            // systemd (WatchdogSec=); at half the interval, as sd_watchdog_enabled(3) advises.
+            let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+            let mut feed = tokio::time::interval(watchdog.unwrap_or(std::time::Duration::from_secs(3600)));
             loop {
                 tokio::select! {
                     _ = hangup.recv() => {
+                        systemd::notify(&[NotifyState::Reloading, systemd::monotonic_now()]);
                         reload_level(level.as_ref(), &path);
                         match running.reload() {
                             Ok(()) => {}
                             Err(e) => error!("reload incomplete; whatever failed keeps its old version:\n{e}"),
                         }
+                        systemd::notify(&[NotifyState::Ready]);
                     },
+                    _ = feed.tick(), if watchdog.is_some() => systemd::notify(&[NotifyState::Watchdog]),
                     _ = terminate.recv() => break,
                     _ = interrupt.recv() => break,
                 }
             }
             info!("shutting down");
+            systemd::notify(&[NotifyState::Stopping]);
             running.shutdown().await;
             Ok(ExitCode::SUCCESS)
         })
+    }
+}
+
+/// How long start-up waits for every destination to have a link up before
+/// it reports ready anyway (a bank that is down must not keep the switch
+/// from serving the others).
+const LINKS_AT_START: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits until every destination has a link up, at most [`LINKS_AT_START`].
+async fn wait_for_links(running: &server::Running) {
+    let since = std::time::Instant::now();
+    loop {
+        let down: Vec<&str> = running
+            .config()
+            .destinations
+            .iter()
+            .map(|d| d.name.as_str())
+            .filter(|name| {
+                running
+                    .switch()
+                    .destination(name)
+                    .is_some_and(|d| d.links_up() == 0)
+            })
+            .collect();
+        if down.is_empty() {
+            return;
+        }
+        if since.elapsed() >= LINKS_AT_START {
+            warn!(destinations = ?down, "ready with destinations that have no link up yet");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// systemd notifications (`Type=notify`); nothing happens outside systemd.
+mod systemd {
+    use sd_notify::NotifyState;
+
+    /// Sends state changes to the service manager, if there is one.
+    pub fn notify(states: &[NotifyState<'_>]) {
+        if let Err(error) = sd_notify::notify(states) {
+            tracing::warn!(%error, "cannot notify systemd");
+        }
+    }
+
+    /// `MONOTONIC_USEC=` now, which systemd wants with `RELOADING=1`.
+    pub fn monotonic_now() -> NotifyState<'static> {
+        NotifyState::monotonic_usec_now().unwrap_or(NotifyState::MonotonicUsec(0))
     }
 }
 

@@ -1,0 +1,209 @@
+//! The systemd units and the daemon's side of `Type=notify`: the unit
+//! passes `systemd-analyze verify` and keeps a low exposure score, and the
+//! real daemon reports READY=1, feeds the watchdog, and announces reloads
+//! and its stop on $NOTIFY_SOCKET.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cardswitch::iso8583::Dialect;
+use cardswitch::iso8583::framing::FrameCodec;
+use cardswitch::sim::{BankSim, Rules};
+use tokio::net::{TcpListener, UnixDatagram};
+
+const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/cardswitch.service");
+
+/// The unit with ExecStart pointing at the binary under test, written to
+/// `dir` (verify checks that the command exists).
+fn unit_under_test(dir: &Path) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(UNIT)
+        .unwrap()
+        .replace("/usr/bin/cardswitch", env!("CARGO_BIN_EXE_cardswitch"));
+    let path = dir.join("cardswitch.service");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn the_unit_verifies_and_is_hardened() {
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("skipped: systemd-analyze is not installed (Debian package `systemd`)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let unit = unit_under_test(dir.path());
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&verify.stderr);
+    assert!(verify.status.success() && said.trim().is_empty(), "{said}");
+
+    let security = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&security.stdout);
+    let score: f64 = report
+        .lines()
+        .find_map(|l| l.split("cardswitch.service: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{report}"));
+    assert!(score <= 2.0, "exposure {score}:\n{report}");
+
+    let text = std::fs::read_to_string(UNIT).unwrap();
+    for directive in [
+        "Type=notify",
+        "WatchdogSec=",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "User=cardswitch",
+        "StateDirectory=cardswitch",
+        "LogsDirectory=cardswitch",
+        "ConfigurationDirectory=cardswitch",
+        "LoadCredential=cardswitch-master-key:",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "PrivateDevices=yes",
+        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+        "SystemCallFilter=@system-service",
+        "\nCapabilityBoundingSet=\n",
+        "MemoryDenyWriteExecute=yes",
+        "LimitNOFILE=",
+    ] {
+        assert!(text.contains(directive), "missing {directive:?}");
+    }
+    let sysusers = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/cardswitch.sysusers"
+    ))
+    .unwrap();
+    assert!(sysusers.lines().any(|l| l.starts_with("u cardswitch ")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_notifies_ready_watchdog_reload_and_stop() {
+    let bank = Arc::new(BankSim::new(
+        Dialect::builtin("iso87binary").unwrap().unwrap(),
+        FrameCodec::default(),
+        Rules::default(),
+    ))
+    .start(TcpListener::bind("127.0.0.1:0").await.unwrap())
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cardswitch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{journal}
+[switch]
+acquirer_id = "4123456"
+[[listener]]
+name = "pos"
+address = "127.0.0.1:0"
+dialect = "iso87ascii"
+[[destination]]
+name = "bank"
+address = "{bank}"
+dialect = "iso87binary"
+links = 1
+"#,
+            journal = common::journal_section(dir.path()),
+            bank = bank.addr(),
+        ),
+    )
+    .unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_cardswitch"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "200000")
+        .env_remove("WATCHDOG_PID")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let _guard = KillOnDrop(pid);
+    let mut child = child;
+    let mut buf = vec![0u8; 4096];
+    let mut next = async || -> String {
+        let n = tokio::time::timeout(Duration::from_secs(10), socket.recv(&mut buf))
+            .await
+            .expect("a notification")
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let first = next().await;
+    assert_eq!(first.trim(), "READY=1", "ready first, once the link is up");
+    assert!(
+        bank.stats().snapshot().network >= 1,
+        "signed on before READY"
+    );
+    let since = Instant::now();
+    let mut feeds = 0;
+    while feeds < 3 {
+        if next().await.trim() == "WATCHDOG=1" {
+            feeds += 1;
+        }
+    }
+    assert!(since.elapsed() < Duration::from_secs(2), "fed every 100 ms");
+
+    let signal = |s: &str| {
+        Command::new("kill")
+            .args([s, &pid.to_string()])
+            .status()
+            .unwrap()
+    };
+    signal("-HUP");
+    let mut seen = Vec::new();
+    while !seen.iter().any(|m: &String| m.trim() == "READY=1") {
+        let m = next().await;
+        if m.trim() != "WATCHDOG=1" {
+            seen.push(m);
+        }
+    }
+    assert!(
+        seen[0].starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{seen:?}"
+    );
+    signal("-TERM");
+    loop {
+        if next().await.trim() == "STOPPING=1" {
+            break;
+        }
+    }
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+    bank.stop().await;
+}
+
+/// Kills the daemon if the test fails before it stopped.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = Command::new("kill")
+                .args(["-9", &self.0.to_string()])
+                .status();
+        }
+    }
+}
