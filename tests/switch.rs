@@ -396,8 +396,11 @@ async fn bank_timeout_is_answered_91_within_the_timeout() {
         max >= Duration::from_millis(300),
         "waited the timeout: {max:?}"
     );
+    // The margin only tells the 300 ms timeout from the 5 s default: the
+    // 91 waits for its reversal to be durable, and fsync on this shared
+    // 2-core VM can take hundreds of milliseconds under the parallel tests.
     assert!(
-        max < Duration::from_millis(600),
+        max < Duration::from_millis(1300),
         "answered within timeout + margin: {max:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(3));
