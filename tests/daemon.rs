@@ -107,7 +107,7 @@ currency = "978"
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let _guard = KillOnDrop(child.id());
+    let _guard = common::KillOnDrop(child.id());
     let stderr = child.stderr.take().unwrap();
     let (log_tx, log_rx) = std::sync::mpsc::channel::<String>();
     let all_lines = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -266,7 +266,7 @@ currency = "978"
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let _guard = KillOnDrop(child.id());
+    let _guard = common::KillOnDrop(child.id());
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
     let reader = std::thread::spawn(move || {
@@ -318,18 +318,4 @@ currency = "978"
         "transaction events at level warn: {after:?}"
     );
     bank.stop().await;
-}
-
-/// Kills the daemon if the test fails before stopping it, so that no
-/// orphan keeps the test's output pipe open.
-struct KillOnDrop(u32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let _ = Command::new("kill")
-                .args(["-9", &self.0.to_string()])
-                .status();
-        }
-    }
 }

@@ -138,7 +138,7 @@ links = 1
         .spawn()
         .unwrap();
     let pid = child.id();
-    let _guard = KillOnDrop(pid);
+    let _guard = common::KillOnDrop(pid);
     let mut child = child;
     let mut buf = vec![0u8; 4096];
     let mut next = async || -> String {
@@ -193,17 +193,4 @@ links = 1
         .unwrap();
     assert!(status.success());
     bank.stop().await;
-}
-
-/// Kills the daemon if the test fails before it stopped.
-struct KillOnDrop(u32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let _ = Command::new("kill")
-                .args(["-9", &self.0.to_string()])
-                .status();
-        }
-    }
 }

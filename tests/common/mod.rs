@@ -81,3 +81,18 @@ pub fn security_section(dir: &Path) -> String {
         master.display()
     )
 }
+
+/// Kills a spawned daemon (by pid) if the test panics before stopping it,
+/// so that no orphan keeps the test's output pipe open.
+#[allow(dead_code)]
+pub struct KillOnDrop(pub u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &self.0.to_string()])
+                .status();
+        }
+    }
+}
