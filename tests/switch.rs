@@ -430,8 +430,11 @@ async fn bank_killed_and_restarted_fast_91_then_traffic_resumes() {
         )
         .await;
     assert_all_ok(&down);
+    // Well under the 2 s timeout; the 91 still waits for its journal
+    // record's fsync, which on this shared VM can take hundreds of ms while
+    // the other tests run.
     assert!(
-        down.latency.max_us < 200_000,
+        down.latency.max_us < 1_000_000,
         "failed fast, not after the 2 s timeout: {}",
         down.latency.max_us
     );
