@@ -12,6 +12,8 @@
 mod recent;
 mod security;
 
+pub use security::encode_for_terminal;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};

@@ -2,6 +2,7 @@
 //! else, the PIN block translated from the terminal's zone to the
 //! destination's, and the terminal's responses MAC'd.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
@@ -12,7 +13,7 @@ use crate::iso8583::{Dialect, Message};
 use crate::registry::Terminal;
 use crate::security::mac;
 use crate::security::pin::{self, PinZone};
-use crate::security::profile::PinKey;
+use crate::security::profile::{PinKey, Protection};
 use crate::txn::Refusal;
 
 use super::Switch;
@@ -23,26 +24,20 @@ impl Switch {
     /// under the terminal's TAK, and a terminal whose profile requires MACs
     /// must send one. A failure is counted and logged (terminal, STAN,
     /// masked PAN; never the key or the MAC input) and the request is not
-    /// handled.
+    /// handled. On success, the terminal's protection is returned for
+    /// [`encode_for_terminal`] to MAC the answer with.
     pub fn check_mac(
         &self,
         request: &Message,
         frame: &[u8],
         dialect: &Dialect,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Arc<Protection>, Refusal> {
         let carries = request.contains(64) || request.contains(128);
-        let tables = self.tables();
-        let terminal = request
-            .terminal_id()
-            .and_then(|id| tables.terminals.get(id));
-        let profile = terminal.map(|t| &t.protection);
-        let result = match profile.and_then(|p| p.mac.as_ref()) {
+        let profile = self.protection_of(request);
+        let result = match &profile.mac {
             Some(m) if carries => mac::verify_message(dialect, frame, request, m.algorithm, &m.key)
                 .map_err(|e| e.to_string()),
-            Some(_)
-                if profile.is_some_and(|p| p.require_mac)
-                    && !request.mti().is_network_management() =>
-            {
+            Some(_) if profile.require_mac && !request.mti().is_network_management() => {
                 Err("the terminal must MAC its messages and this one has no MAC".into())
             }
             Some(_) => Ok(()),
@@ -51,7 +46,7 @@ impl Switch {
             }
             None => Ok(()),
         };
-        result.map_err(|reason| {
+        result.map(|()| profile).map_err(|reason| {
             self.stats.mac_failures.fetch_add(1, Ordering::Relaxed);
             warn!(
                 terminal = request.terminal_id().unwrap_or_default(),
@@ -65,26 +60,37 @@ impl Switch {
         })
     }
 
-    /// Encodes a response for the terminal in its listener's `dialect`, with
-    /// a MAC under the terminal's TAK when its profile has one.
-    pub fn encode_for_terminal(
-        &self,
-        mut response: Message,
-        dialect: &Dialect,
-    ) -> Result<Bytes, String> {
-        let tables = self.tables();
-        let profile = response
+    /// The protection of the terminal named in field 41 of `message`
+    /// (none for an unknown terminal).
+    fn protection_of(&self, message: &Message) -> Arc<Protection> {
+        message
             .terminal_id()
-            .and_then(|id| tables.terminals.get(id))
-            .and_then(|t| t.protection.mac.clone());
-        match profile {
-            Some(m) if !response.mti().is_network_management() => {
-                mac::sign(dialect, &mut response, m.algorithm, &m.key).map_err(|e| e.to_string())
-            }
-            _ => response.to_bytes(dialect).map_err(|e| e.to_string()),
-        }
+            .and_then(|id| {
+                self.tables()
+                    .terminals
+                    .get(id)
+                    .map(|t| Arc::clone(&t.protection))
+            })
+            .unwrap_or_default()
     }
+}
 
+/// Encodes a response for the terminal in its listener's `dialect`, with a
+/// MAC under the terminal's TAK when `protection` has one.
+pub fn encode_for_terminal(
+    mut response: Message,
+    dialect: &Dialect,
+    protection: &Protection,
+) -> Result<Bytes, String> {
+    match &protection.mac {
+        Some(m) if !response.mti().is_network_management() => {
+            mac::sign(dialect, &mut response, m.algorithm, &m.key).map_err(|e| e.to_string())
+        }
+        _ => response.to_bytes(dialect).map_err(|e| e.to_string()),
+    }
+}
+
+impl Switch {
     /// Puts the terminal's PIN block (field 52 of `request`, bound to `pan`
     /// from field 2 or track 2) into `out`
     /// re-enciphered for `destination`: deciphered under the terminal's TPK

@@ -20,6 +20,7 @@ use tracing::{debug, warn};
 use crate::config::ListenerConfig;
 use crate::iso8583::Message;
 use crate::iso8583::framing::Frame;
+use crate::security::profile::Protection;
 use crate::switch::{self, Switch};
 
 /// Requests one connection may have in flight before the session stops
@@ -104,16 +105,16 @@ where
                 let raw = frame.message;
                 in_flight.spawn(async move {
                     match switch.check_mac(&request, &raw, &dialect) {
-                        Ok(()) => {
+                        Ok(protection) => {
                             let response = switch.handle(request).await;
-                            send(&switch, &tx, &dialect, header, response).await;
+                            send(&tx, &dialect, header, response, &protection).await;
                         }
                         Err(refusal) => {
                             // Unsigned: a MAC under the terminal's key on an
                             // answer to fields anyone chose would make the
                             // switch a signing oracle.
                             let response = switch::respond(&request, refusal.response_code(), None);
-                            send_unsigned(&tx, &dialect, header, &response).await;
+                            send(&tx, &dialect, header, response, &Protection::default()).await;
                         }
                     }
                     drop(permit);
@@ -126,7 +127,8 @@ where
                 {
                     Some(response) => {
                         debug!(listener = %listener.name, %error, "format error");
-                        send(&switch, &tx, &dialect, header, response).await;
+                        // Unsigned, like every answer to an unverified message.
+                        send(&tx, &dialect, header, response, &Protection::default()).await;
                     }
                     None => {
                         warn!(listener = %listener.name, %error, "unreadable message, closing connection");
@@ -144,31 +146,16 @@ where
     ended
 }
 
-/// Encodes a response without a MAC and queues it for the writer.
-async fn send_unsigned(
-    tx: &mpsc::Sender<Frame>,
-    dialect: &crate::iso8583::Dialect,
-    header: Bytes,
-    response: &Message,
-) {
-    match response.to_bytes(dialect) {
-        Ok(message) => {
-            let _ = tx.send(Frame { header, message }).await;
-        }
-        Err(e) => warn!(error = %e, "cannot encode response for terminal"),
-    }
-}
-
 /// Encodes (and MACs, per the terminal's profile) a response and queues
 /// it for the writer.
 async fn send(
-    switch: &Switch,
     tx: &mpsc::Sender<Frame>,
     dialect: &crate::iso8583::Dialect,
     header: Bytes,
     response: Message,
+    protection: &Protection,
 ) {
-    match switch.encode_for_terminal(response, dialect) {
+    match switch::encode_for_terminal(response, dialect, protection) {
         Ok(message) => {
             let _ = tx.send(Frame { header, message }).await;
         }
