@@ -14,10 +14,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::admin::AdminConfig;
 use crate::iso8583::Dialect;
 use crate::iso8583::framing::{FrameCodec, LengthPrefix};
 use crate::journal::{DataKey, Durability, JournalConfig};
 use crate::registry::{TerminalEntry, Terminals};
+use crate::risk::{RiskConfig, RuleSet};
 use crate::route::{RouteEntry, RouteTable};
 use crate::security::KeyAlgorithm;
 use crate::security::keys::{KeyStore, KeyType, MasterKey};
@@ -71,6 +73,37 @@ struct RawConfig {
     security: RawSecurity,
     #[serde(default)]
     log: LogSettings,
+    #[serde(default)]
+    admin: Option<RawAdmin>,
+    #[serde(default)]
+    risk: RiskConfig,
+}
+
+/// `[admin]`: the admin API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    #[serde(default = "default_admin_address")]
+    address: String,
+    tokens_file: PathBuf,
+    audit_log: PathBuf,
+    #[serde(default)]
+    tls: Option<RawServerTls>,
+}
+
+fn default_admin_address() -> String {
+    "127.0.0.1:9180".into()
+}
+
+/// What a reload re-reads from the config file.
+#[derive(Debug)]
+pub struct Reloaded {
+    /// Terminal registry.
+    pub terminals: Terminals,
+    /// BIN routes.
+    pub routes: RouteTable,
+    /// Risk rules.
+    pub risk: RuleSet,
 }
 
 /// `[log]`: how the daemon logs. The level is re-read on `SIGHUP`.
@@ -389,6 +422,10 @@ pub struct Config {
     pub routes: RouteTable,
     /// Logging.
     pub log: LogSettings,
+    /// The admin API, when configured.
+    pub admin: Option<AdminConfig>,
+    /// Risk rules.
+    pub risk: RuleSet,
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
@@ -700,6 +737,38 @@ impl Config {
             }
         }
 
+        let admin = raw.admin.as_ref().and_then(|a| {
+            let address = a
+                .address
+                .parse::<SocketAddr>()
+                .map_err(|e| problem("admin.address".into(), format!("`{}`: {e}", a.address)))
+                .ok();
+            let tokens_file = base.join(&a.tokens_file);
+            if let Err(e) = crate::admin::auth::Tokens::load(&tokens_file) {
+                problem("admin.tokens_file".into(), e.to_string());
+            }
+            let tls = match &a.tls {
+                None => Some(None),
+                Some(t) => TlsAcceptor::load(ServerTlsFiles {
+                    cert: base.join(&t.cert),
+                    key: base.join(&t.key),
+                    client_ca: t.client_ca.as_ref().map(|c| base.join(c)),
+                })
+                .map(|a| Some(Arc::new(a)))
+                .map_err(|e| problem("admin.tls".into(), e.to_string()))
+                .ok(),
+            };
+            Some(AdminConfig {
+                address: address?,
+                tokens_file,
+                audit_log: base.join(&a.audit_log),
+                tls: tls?,
+            })
+        });
+        let risk = RuleSet::build(&raw.risk)
+            .map_err(|e| problem("risk".into(), e.to_string()))
+            .ok();
+
         let tables = load_tables(&raw, base, &file, &dest_names, store.as_ref());
         let (terminals, routes) = match tables {
             Ok(t) => t,
@@ -708,9 +777,9 @@ impl Config {
                 (Terminals::default(), RouteTable::default())
             }
         };
-        if !problems.is_empty() {
+        let Some(risk) = risk.filter(|_| problems.is_empty()) else {
             return Err(ConfigError::Invalid(problems));
-        }
+        };
         Ok(Config {
             path: path.to_path_buf(),
             switch: SwitchSettings {
@@ -725,14 +794,16 @@ impl Config {
             terminals,
             routes,
             log: raw.log.clone(),
+            admin,
+            risk,
         })
     }
 
-    /// Re-reads only the terminal registry and the routes from the config
-    /// file (for SIGHUP), and the terminals' keys from the key store (so a
-    /// rotated key takes effect). Destinations must be unchanged for routes to
+    /// Re-reads the terminal registry, the routes and the risk rules from
+    /// the config file (for SIGHUP), and the terminals' keys from the key
+    /// store (so a rotated key takes effect). Destinations must be unchanged for routes to
     /// validate against them.
-    pub fn reload_tables(&self) -> Result<(Terminals, RouteTable), ConfigError> {
+    pub fn reload_tables(&self) -> Result<Reloaded, ConfigError> {
         let text = read(&self.path)?;
         let raw: RawConfig = parse(&text, &self.path)?;
         let file = self.path.display().to_string();
@@ -741,7 +812,15 @@ impl Config {
         let store = open_store(&raw.security, base).map_err(|reason| {
             ConfigError::Invalid(vec![format!("{file}: security.key_store: {reason}")])
         })?;
-        load_tables(&raw, base, &file, &names, store.as_ref()).map_err(ConfigError::Invalid)
+        let risk = RuleSet::build(&raw.risk)
+            .map_err(|e| ConfigError::Invalid(vec![format!("{file}: risk: {e}")]))?;
+        let (terminals, routes) =
+            load_tables(&raw, base, &file, &names, store.as_ref()).map_err(ConfigError::Invalid)?;
+        Ok(Reloaded {
+            terminals,
+            routes,
+            risk,
+        })
     }
 }
 

@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod adapter;
+pub mod admin;
 pub mod card;
 pub mod clock;
 pub mod codes;
@@ -18,7 +19,9 @@ pub mod demo;
 pub mod files;
 pub mod iso8583;
 pub mod journal;
+pub mod metrics;
 pub mod registry;
+pub mod risk;
 pub mod route;
 pub mod security;
 pub mod server;

@@ -2,7 +2,7 @@
 //! reload tables on request, shut down gracefully.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -10,6 +10,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::adapter::Destination;
+use crate::admin::audit::AuditLog;
+use crate::admin::auth::Tokens;
 use crate::config::{Config, ConfigError};
 use crate::journal::saf::{self, SafContext};
 use crate::journal::{Journal, JournalError, recovery};
@@ -33,14 +35,27 @@ pub enum ServeError {
     /// The journal could not be opened or recovered.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// The admin API could not start.
+    #[error("admin API: {0}")]
+    Admin(String),
+}
+
+/// What operators act on, through signals or the admin API: the config,
+/// the switch, the listeners' counters and the admin tokens.
+#[derive(Debug)]
+pub struct Control {
+    config: Config,
+    switch: Arc<Switch>,
+    listeners: Vec<(String, SocketAddr, Arc<ListenerStats>)>,
+    tokens: RwLock<Arc<Tokens>>,
+    audit: Option<Arc<AuditLog>>,
 }
 
 /// A running switch.
 #[derive(Debug)]
 pub struct Running {
-    config: Config,
-    switch: Arc<Switch>,
-    listeners: Vec<(String, SocketAddr, Arc<ListenerStats>)>,
+    control: Arc<Control>,
+    admin: Option<SocketAddr>,
     sessions: CancellationToken,
     saf: CancellationToken,
     links: CancellationToken,
@@ -81,6 +96,12 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         &mut saf_tasks,
         &saf_token,
     );
+    let tokens = match &config.admin {
+        Some(admin) => {
+            Tokens::load(&admin.tokens_file).map_err(|e| ServeError::Admin(e.to_string()))?
+        }
+        None => Tokens::default(),
+    };
     let switch = Arc::new(Switch::new(&config, destinations, journal, saf));
     let mut listener_tasks = JoinSet::new();
     let mut bound = Vec::new();
@@ -104,10 +125,45 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             sessions.clone(),
         ));
     }
-    Ok(Running {
+    let admin = match config.admin.clone() {
+        None => None,
+        Some(admin) => {
+            let socket =
+                TcpListener::bind(admin.address)
+                    .await
+                    .map_err(|source| ServeError::Bind {
+                        name: "admin".into(),
+                        address: admin.address,
+                        source,
+                    })?;
+            let audit = AuditLog::open(&admin.audit_log).map_err(|e| {
+                ServeError::Admin(format!("audit log {}: {e}", admin.audit_log.display()))
+            })?;
+            Some((socket, admin, Arc::new(audit)))
+        }
+    };
+    let control = Arc::new(Control {
         config,
         switch,
         listeners: bound,
+        tokens: RwLock::new(Arc::new(tokens)),
+        audit: admin.as_ref().map(|(_, _, audit)| Arc::clone(audit)),
+    });
+    let admin = admin.map(|(socket, admin, audit)| {
+        let address = socket.local_addr().unwrap_or(admin.address);
+        info!(%address, tls = admin.tls.is_some(), "admin API listening");
+        listener_tasks.spawn(crate::admin::run(
+            socket,
+            admin,
+            Arc::clone(&control),
+            audit,
+            sessions.clone(),
+        ));
+        address
+    });
+    Ok(Running {
+        control,
+        admin,
         sessions,
         saf: saf_token,
         links,
@@ -130,15 +186,22 @@ impl Drop for Running {
 impl Running {
     /// The address a listener is bound to (useful with port 0).
     pub fn address(&self, listener: &str) -> Option<SocketAddr> {
-        self.listeners
+        self.control
+            .listeners
             .iter()
             .find(|(name, _, _)| name == listener)
             .map(|(_, a, _)| *a)
     }
 
+    /// The admin API's address, when it runs.
+    pub fn admin_address(&self) -> Option<SocketAddr> {
+        self.admin
+    }
+
     /// A listener's counters.
     pub fn listener_stats(&self, listener: &str) -> Option<&Arc<ListenerStats>> {
-        self.listeners
+        self.control
+            .listeners
             .iter()
             .find(|(name, _, _)| name == listener)
             .map(|(_, _, s)| s)
@@ -146,55 +209,17 @@ impl Running {
 
     /// The configuration the daemon started with.
     pub fn config(&self) -> &Config {
-        &self.config
+        &self.control.config
     }
 
     /// The switch.
     pub fn switch(&self) -> &Arc<Switch> {
-        &self.switch
+        &self.control.switch
     }
 
-    /// Re-reads terminals and routes (with their keys from the key store)
-    /// from the config file and swaps them in atomically; on any error the
-    /// old tables stay. TLS certificates and keys of listeners and
-    /// destinations are re-read too: new connections use them, established
-    /// ones keep their session; a certificate that fails to load keeps its
-    /// old version.
+    /// See [`Control::reload`].
     pub fn reload(&self) -> Result<(), ConfigError> {
-        let mut problems = Vec::new();
-        let acceptors = self.config.listeners.iter().filter_map(|l| l.tls.as_ref());
-        for tls in acceptors {
-            if let Err(e) = tls.reload() {
-                problems.push(e.to_string());
-            }
-        }
-        let connectors = self
-            .config
-            .destinations
-            .iter()
-            .filter_map(|d| d.tls.as_ref());
-        for tls in connectors {
-            if let Err(e) = tls.reload() {
-                problems.push(e.to_string());
-            }
-        }
-        match self.config.reload_tables() {
-            Ok((terminals, routes)) => {
-                info!(
-                    terminals = terminals.len(),
-                    routes = routes.len(),
-                    "tables reloaded"
-                );
-                self.switch.replace_tables(Tables { terminals, routes });
-            }
-            Err(ConfigError::Invalid(mut more)) => problems.append(&mut more),
-            Err(other) => problems.push(other.to_string()),
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid(problems))
-        }
+        self.control.reload()
     }
 
     /// Graceful shutdown: stop accepting, let requests in flight finish (up
@@ -203,7 +228,7 @@ impl Running {
     /// journal closes when the last task holding it ends.
     pub async fn shutdown(mut self) {
         self.sessions.cancel();
-        let grace = self.config.switch.shutdown_grace;
+        let grace = self.control.config.switch.shutdown_grace;
         let drained = tokio::time::timeout(grace, async {
             while self.listener_tasks.join_next().await.is_some() {}
         })
@@ -220,5 +245,117 @@ impl Running {
         self.links.cancel();
         while self.link_tasks.join_next().await.is_some() {}
         info!("stopped");
+    }
+}
+
+impl Control {
+    /// The configuration the daemon started with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The switch.
+    pub fn switch(&self) -> &Arc<Switch> {
+        &self.switch
+    }
+
+    /// Every listener's name and counters.
+    pub fn listener_stats(&self) -> impl Iterator<Item = (&str, &Arc<ListenerStats>)> {
+        self.listeners.iter().map(|(name, _, s)| (name.as_str(), s))
+    }
+
+    /// The admin API's valid tokens.
+    pub fn tokens(&self) -> Arc<Tokens> {
+        match self.tokens.read() {
+            Ok(t) => Arc::clone(&t),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Why the daemon is not ready to take traffic (empty when it is): the
+    /// journal must take records and every destination without a fallback
+    /// must have a link up (one with a fallback is covered by it).
+    pub fn readiness(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(reason) = self.switch.journal().failed() {
+            problems.push(format!("journal: {reason}"));
+        }
+        for destination in self.switch.destinations() {
+            if destination.links_up() == 0 && destination.config().fallback.is_none() {
+                problems.push(format!("destination {}: no link up", destination.name()));
+            }
+        }
+        problems
+    }
+
+    /// Re-reads terminals, routes (with their keys from the key store) and
+    /// risk rules from the config file and swaps them in atomically; on any
+    /// error the old ones stay. TLS certificates and keys of listeners,
+    /// destinations and the admin API are re-read too: new connections use
+    /// them, established ones keep their session; a certificate that fails
+    /// to load keeps its old version. The admin token file is re-read and
+    /// the audit log reopened (for log rotation).
+    pub fn reload(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let acceptors = self
+            .config
+            .listeners
+            .iter()
+            .filter_map(|l| l.tls.as_ref())
+            .chain(self.config.admin.iter().filter_map(|a| a.tls.as_ref()));
+        for tls in acceptors {
+            if let Err(e) = tls.reload() {
+                problems.push(e.to_string());
+            }
+        }
+        let connectors = self
+            .config
+            .destinations
+            .iter()
+            .filter_map(|d| d.tls.as_ref());
+        for tls in connectors {
+            if let Err(e) = tls.reload() {
+                problems.push(e.to_string());
+            }
+        }
+        match self.config.reload_tables() {
+            Ok(reloaded) => {
+                info!(
+                    terminals = reloaded.terminals.len(),
+                    routes = reloaded.routes.len(),
+                    risk_rules = reloaded.risk.rule_ids().len(),
+                    "tables reloaded"
+                );
+                self.switch.risk().replace(reloaded.risk);
+                self.switch.replace_tables(Tables {
+                    terminals: reloaded.terminals,
+                    routes: reloaded.routes,
+                });
+            }
+            Err(ConfigError::Invalid(mut more)) => problems.append(&mut more),
+            Err(other) => problems.push(other.to_string()),
+        }
+        if let Some(admin) = &self.config.admin {
+            match Tokens::load(&admin.tokens_file) {
+                Ok(tokens) => {
+                    let tokens = Arc::new(tokens);
+                    match self.tokens.write() {
+                        Ok(mut t) => *t = tokens,
+                        Err(poisoned) => *poisoned.into_inner() = tokens,
+                    }
+                }
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        if let Some(audit) = &self.audit
+            && let Err(e) = audit.reopen()
+        {
+            problems.push(format!("audit log: {e}"));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
     }
 }

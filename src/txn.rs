@@ -92,6 +92,10 @@ pub enum Refusal {
     /// terminal's key.
     #[error("incorrect PIN block")]
     PinBlock,
+    /// A risk rule declined the request; the rule chose the code (61, 62,
+    /// 65, 57 or 58).
+    #[error("declined by a risk rule ({0})")]
+    Risk(&'static str),
 }
 
 impl Refusal {
@@ -109,6 +113,7 @@ impl Refusal {
             Refusal::System => "96",
             Refusal::SecurityViolation => "63",
             Refusal::PinBlock => "55",
+            Refusal::Risk(code) => code,
         }
     }
 }

@@ -17,7 +17,7 @@
 //! then answers "issuer unavailable" or tries the fallback destination.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,6 +35,7 @@ use crate::clock::DateTime;
 use crate::config::DestinationConfig;
 use crate::iso8583::framing::Frame;
 use crate::iso8583::{Message, Mti};
+use crate::metrics::Latency;
 use crate::security::mac;
 use crate::translate::{self, Network};
 
@@ -94,6 +95,19 @@ pub struct DestinationStats {
     pub connects: AtomicU64,
     /// Responses refused for a wrong or missing MAC.
     pub mac_failures: AtomicU64,
+    /// From a financial request leaving to its answer arriving.
+    pub latency: Latency,
+}
+
+/// One link as operators see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkState {
+    /// Its index within the destination.
+    pub index: usize,
+    /// Connected and signed on.
+    pub up: bool,
+    /// In rotation (an operator may take it out).
+    pub enabled: bool,
 }
 
 /// A destination and its links.
@@ -102,11 +116,14 @@ pub struct Destination {
     config: DestinationConfig,
     /// The writer queue of each link while it is up.
     links: Vec<Mutex<Option<mpsc::Sender<Frame>>>>,
+    /// Links an operator took out of rotation: they stay connected (echoes
+    /// go on, answers to requests already sent arrive) but get no new
+    /// requests.
+    disabled: Vec<AtomicBool>,
     /// Waiting requests: the link each went out on, and where to deliver.
     pending: Mutex<HashMap<Key, (usize, oneshot::Sender<Message>)>>,
     next_stan: AtomicU32,
     next_link: AtomicUsize,
-    up: AtomicUsize,
     stats: DestinationStats,
 }
 
@@ -139,13 +156,14 @@ impl Destination {
     /// A destination with all links down; [`Destination::start`] opens them.
     pub fn new(config: DestinationConfig) -> Arc<Destination> {
         let links = (0..config.links).map(|_| Mutex::new(None)).collect();
+        let disabled = (0..config.links).map(|_| AtomicBool::new(false)).collect();
         Arc::new(Destination {
             config,
             links,
+            disabled,
             pending: Mutex::new(HashMap::new()),
             next_stan: AtomicU32::new(fastrand::u32(0..999_999)),
             next_link: AtomicUsize::new(0),
-            up: AtomicUsize::new(0),
             stats: DestinationStats::default(),
         })
     }
@@ -168,9 +186,38 @@ impl Destination {
         &self.config
     }
 
-    /// Number of links up.
+    /// Number of links up and in rotation.
     pub fn links_up(&self) -> usize {
-        self.up.load(Ordering::Relaxed)
+        self.link_states()
+            .iter()
+            .filter(|l| l.up && l.enabled)
+            .count()
+    }
+
+    /// Every link: up or down, in rotation or taken out.
+    pub fn link_states(&self) -> Vec<LinkState> {
+        self.links
+            .iter()
+            .zip(&self.disabled)
+            .enumerate()
+            .map(|(index, (slot, disabled))| LinkState {
+                index,
+                up: slot.lock().is_ok_and(|s| s.is_some()),
+                enabled: !disabled.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// Takes link `index` out of rotation (`false`) or puts it back
+    /// (`true`); `None` if there is no such link. Requests already sent on
+    /// it still get their answers.
+    pub fn set_enabled(&self, index: usize, enabled: bool) -> Option<()> {
+        let flag = self.disabled.get(index)?;
+        let was = !flag.swap(!enabled, Ordering::Relaxed);
+        if was != enabled {
+            info!(destination = %self.config.name, link = index, enabled, "link rotation changed by an operator");
+        }
+        Some(())
     }
 
     /// Counters.
@@ -197,6 +244,9 @@ impl Destination {
         let start = self.next_link.fetch_add(1, Ordering::Relaxed);
         (0..count).find_map(|offset| {
             let index = (start + offset) % count;
+            if self.disabled.get(index)?.load(Ordering::Relaxed) {
+                return None;
+            }
             let slot = self.links.get(index)?;
             slot.lock().ok()?.clone().map(|tx| (index, tx))
         })
@@ -240,6 +290,7 @@ impl Destination {
             key,
         };
         message.set(11, format!("{stan:06}"));
+        let financial = !message.mti().is_network_management();
         let bytes = match &self.config.protection.mac {
             Some(m) if !message.mti().is_network_management() => {
                 mac::sign(&self.config.dialect, &mut message, m.algorithm, &m.key)
@@ -260,7 +311,8 @@ impl Destination {
         // (a full queue) times out like one that stops answering. Whether the
         // request got into the link's queue decides between "never sent"
         // and "sent, fate unknown" (which needs a reversal).
-        let sent = std::sync::atomic::AtomicBool::new(false);
+        let sent = AtomicBool::new(false);
+        let started = std::time::Instant::now();
         let exchange = async {
             link.send(frame).await.map_err(|_| LinkError::Unavailable)?;
             sent.store(true, Ordering::Relaxed);
@@ -268,7 +320,12 @@ impl Destination {
             rx.await.map_err(|_| LinkError::Lost)
         };
         match tokio::time::timeout(self.config.timeout, exchange).await {
-            Ok(Ok(response)) => Ok(Exchange { response, stan }),
+            Ok(Ok(response)) => {
+                if financial {
+                    self.stats.latency.record(started.elapsed());
+                }
+                Ok(Exchange { response, stan })
+            }
             Ok(Err(e)) => Err(e),
             Err(_) if !sent.load(Ordering::Relaxed) => Err(LinkError::Unavailable),
             Err(_) => {
@@ -479,7 +536,6 @@ impl Destination {
             {
                 *slot = Some(tx.clone());
             }
-            self.up.fetch_add(1, Ordering::Relaxed);
             info!(destination = %self.config.name, link = index, "link up");
             let mut misses = 0;
             let mut ticker = tokio::time::interval(self.config.echo_interval);
@@ -519,15 +575,10 @@ impl Destination {
 
     /// Takes a link out of rotation; returns whether it was in it.
     fn mark_down(&self, index: usize) -> bool {
-        let was = self
-            .links
+        self.links
             .get(index)
             .and_then(|slot| slot.lock().ok().and_then(|mut s| s.take()))
-            .is_some();
-        if was {
-            self.up.fetch_sub(1, Ordering::Relaxed);
-        }
-        was
+            .is_some()
     }
 }
 

@@ -77,6 +77,10 @@ enum JournalCommand {
         /// Target directory (created if missing).
         dir: PathBuf,
     },
+    /// Prints the keyed hash of each PAN read from standard input (one per
+    /// line, not echoed at a terminal): the value risk block lists
+    /// (`[[risk.block]] cards`) and the journal's card look-ups use.
+    CardHash,
     /// Writes a new random data key file (mode 0600).
     Keygen {
         /// The file to create.
@@ -103,6 +107,7 @@ impl JournalArgs {
             JournalCommand::Saf => saf(&config),
             JournalCommand::Reindex => reindex(&config),
             JournalCommand::Backup { dir: target } => backup(&dir, &target),
+            JournalCommand::CardHash => card_hash(&config),
             JournalCommand::Keygen { .. } => Ok(ExitCode::SUCCESS),
         }
     }
@@ -354,5 +359,30 @@ fn backup(dir: &Path, target: &Path) -> Result<ExitCode, Box<dyn std::error::Err
         segments.len(),
         target.display()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn card_hash(config: &JournalConfig) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let vault = config.vault()?;
+    let stdin = std::io::stdin();
+    let mut lines: Box<dyn Iterator<Item = std::io::Result<String>>> = if stdin.is_terminal() {
+        Box::new(std::iter::from_fn(|| {
+            Some(rpassword::prompt_password(
+                "PAN (not echoed, empty line ends): ",
+            ))
+        }))
+    } else {
+        Box::new(std::io::BufRead::lines(stdin.lock()))
+    };
+    for (number, line) in lines.by_ref().enumerate() {
+        let pan = zeroize::Zeroizing::new(line?.trim().to_string());
+        if pan.is_empty() {
+            break;
+        }
+        if !(12..=19).contains(&pan.len()) || !pan.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("line {}: not a PAN (12 to 19 digits)", number + 1).into());
+        }
+        println!("{}", hex::encode(vault.digest(&pan)));
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,11 +1,13 @@
 //! Subcommands of the `cardswitch` binary.
 
+mod ctl;
 mod demo;
 mod iso;
 mod journal;
 mod keys;
 mod serve;
 mod sim;
+mod tokens;
 
 use std::process::ExitCode;
 
@@ -42,6 +44,11 @@ enum Command {
     /// Run the whole switch on loopback with simulated banks and terminals,
     /// no configuration needed, and print a summary.
     Demo(demo::DemoArgs),
+    /// Talk to a running daemon's admin API: status, links, link
+    /// disable|enable, reload, txn, saf, metrics.
+    Ctl(ctl::CtlArgs),
+    /// Bearer tokens of the admin API: add, list, remove.
+    Tokens(tokens::TokensArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -65,6 +72,8 @@ impl Cli {
             Command::Demo(args) => args.run(),
             Command::Journal(args) => args.run(),
             Command::Keys(args) => args.run(),
+            Command::Ctl(args) => args.run(),
+            Command::Tokens(args) => args.run(),
         }
     }
 }

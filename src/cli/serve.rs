@@ -36,7 +36,13 @@ fn init_daemon_logging(settings: &LogSettings) -> Option<LevelHandle> {
     let registry = tracing_subscriber::registry().with(filter);
     let installed = match settings.format {
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    // Colours only for a person at a terminal, never into
+                    // journald or a file.
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
         LogFormat::Json => registry
             .with(

@@ -117,6 +117,8 @@ pub struct TxnState {
     pub source: Option<Source>,
     /// A reversal owed or done.
     pub reversal: Option<ReversalState>,
+    /// The risk rule that declined it.
+    pub risk_rule: Option<String>,
 }
 
 impl TxnState {
@@ -133,6 +135,7 @@ impl TxnState {
             auth_id: None,
             source: None,
             reversal: None,
+            risk_rule: None,
         }
     }
 
@@ -163,6 +166,7 @@ impl TxnState {
                 self.source = Some(Source::Switch);
             }
             Record::NotProcessed { .. } => self.phase = Phase::NotProcessed,
+            Record::RiskDeclined { rule, .. } => self.risk_rule = Some(rule.clone()),
             Record::ReversalQueued {
                 reason,
                 replacement,
@@ -230,6 +234,11 @@ fn tail_id(key: &[u8]) -> Option<TxnId> {
 }
 
 const APPLIED: &[u8] = b"mapplied";
+/// Key of the index's format version: an index written by another version
+/// is emptied at open and rebuilt from the log.
+const SCHEMA: &[u8] = b"mschema";
+/// Bumped whenever [`TxnState`] or the keys change.
+const SCHEMA_VERSION: u32 = 2;
 
 /// A raw key and value of the index.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
@@ -255,11 +264,27 @@ impl Index {
                 path: path.clone(),
                 reason: e.to_string(),
             })?;
-        Ok(Index {
+        let index = Index {
             db,
             path,
             cutover_secs,
-        })
+        };
+        index.check_schema()?;
+        Ok(index)
+    }
+
+    /// Empties an index of another format (the log replays into it).
+    fn check_schema(&self) -> Result<(), IndexError> {
+        let current = SCHEMA_VERSION.to_be_bytes();
+        let found = self.store(self.db.get(SCHEMA))?;
+        if found.as_deref() == Some(current.as_slice()) {
+            return Ok(());
+        }
+        if !self.db.is_empty() {
+            tracing::warn!(path = %self.path, "journal index written by another version: rebuilding it from the log");
+            self.store(self.db.clear())?;
+        }
+        self.store(self.db.insert(SCHEMA, &current).map(|_| ()))
     }
 
     fn store<T>(&self, result: sled::Result<T>) -> Result<T, IndexError> {
@@ -514,6 +539,11 @@ impl Index {
     /// Empties the index and rebuilds it from the whole log.
     pub fn rebuild(&self, log: &Path, progress: impl FnMut(u64)) -> Result<u64, IndexError> {
         self.store(self.db.clear())?;
+        self.store(
+            self.db
+                .insert(SCHEMA, &SCHEMA_VERSION.to_be_bytes())
+                .map(|_| ()),
+        )?;
         self.catch_up(log, progress)
     }
 

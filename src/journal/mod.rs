@@ -94,6 +94,21 @@ impl JournalConfig {
         }
     }
 
+    /// The vault under the configured data key (file or key store).
+    pub fn vault(&self) -> Result<Vault, JournalError> {
+        match &self.data_key {
+            DataKey::File(path) => read_data_key(path),
+            DataKey::Stored(key) => {
+                let bytes: &[u8; vault::KEY_LEN] =
+                    key.expose().try_into().map_err(|_| JournalError::DataKey {
+                        path: "key store".into(),
+                        reason: "the data key must be an aes256 key".into(),
+                    })?;
+                Ok(Vault::new(bytes))
+            }
+        }
+    }
+
     /// Where the index lives.
     pub fn index_dir(&self) -> PathBuf {
         self.dir.join("index")
@@ -166,17 +181,7 @@ impl Journal {
     /// Opens the log (dropping a torn tail), replays it into the index and
     /// starts the writer and the indexer.
     pub fn open(config: JournalConfig) -> Result<(Journal, OpenReport), JournalError> {
-        let vault = match &config.data_key {
-            DataKey::File(path) => read_data_key(path)?,
-            DataKey::Stored(key) => {
-                let bytes: &[u8; vault::KEY_LEN] =
-                    key.expose().try_into().map_err(|_| JournalError::DataKey {
-                        path: "key store".into(),
-                        reason: "the data key must be an aes256 key".into(),
-                    })?;
-                Vault::new(bytes)
-            }
-        };
+        let vault = config.vault()?;
         Journal::open_with(config, vault)
     }
 
@@ -266,6 +271,22 @@ impl Journal {
     /// Writer counters.
     pub fn stats(&self) -> wal::WalStats {
         self.wal.as_ref().map(Wal::stats).unwrap_or_default()
+    }
+
+    /// Time of each group commit (write and `fdatasync`).
+    pub fn sync_latency(&self) -> &crate::metrics::Latency {
+        static NONE: std::sync::LazyLock<crate::metrics::Latency> =
+            std::sync::LazyLock::new(crate::metrics::Latency::default);
+        self.wal.as_ref().map_or(&NONE, |w| w.sync_latency())
+    }
+
+    /// Why the journal takes no more records (a failed write or sync, or
+    /// closed); `None` while it works.
+    pub fn failed(&self) -> Option<String> {
+        match &self.wal {
+            Some(wal) => wal.failed(),
+            None => Some("closed".into()),
+        }
     }
 
     /// Writes what is pending, lets the index catch up and closes.

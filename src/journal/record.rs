@@ -160,6 +160,14 @@ pub enum Record {
         /// The transaction.
         txn: TxnId,
     },
+    /// A risk rule declined the request (its answer follows in a
+    /// `Responded` record).
+    RiskDeclined {
+        /// The transaction.
+        txn: TxnId,
+        /// The rule's id.
+        rule: String,
+    },
 }
 
 impl Record {
@@ -174,6 +182,7 @@ impl Record {
             Record::ReversalSent { .. } => RecordKind::ReversalSent,
             Record::ReversalAcknowledged { .. } => RecordKind::ReversalAcknowledged,
             Record::NotProcessed { .. } => RecordKind::NotProcessed,
+            Record::RiskDeclined { .. } => RecordKind::RiskDeclined,
         }
     }
 
@@ -187,7 +196,8 @@ impl Record {
             | Record::ReversalQueued { txn, .. }
             | Record::ReversalSent { txn, .. }
             | Record::ReversalAcknowledged { txn, .. }
-            | Record::NotProcessed { txn } => *txn,
+            | Record::NotProcessed { txn }
+            | Record::RiskDeclined { txn, .. } => *txn,
         }
     }
 }
@@ -212,11 +222,13 @@ pub enum RecordKind {
     ReversalAcknowledged = 7,
     /// [`Record::NotProcessed`].
     NotProcessed = 8,
+    /// [`Record::RiskDeclined`].
+    RiskDeclined = 9,
 }
 
 impl RecordKind {
     /// Every kind, in number order.
-    pub const ALL: [RecordKind; 8] = [
+    pub const ALL: [RecordKind; 9] = [
         RecordKind::Received,
         RecordKind::Forwarded,
         RecordKind::Responded,
@@ -225,6 +237,7 @@ impl RecordKind {
         RecordKind::ReversalSent,
         RecordKind::ReversalAcknowledged,
         RecordKind::NotProcessed,
+        RecordKind::RiskDeclined,
     ];
 
     /// The kind numbered `byte`.
@@ -243,6 +256,7 @@ impl RecordKind {
             RecordKind::ReversalSent => "reversal_sent",
             RecordKind::ReversalAcknowledged => "reversal_acknowledged",
             RecordKind::NotProcessed => "not_processed",
+            RecordKind::RiskDeclined => "risk_declined",
         }
     }
 }

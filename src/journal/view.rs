@@ -90,6 +90,8 @@ pub struct TxnView {
     pub reversal_reason: Option<String>,
     /// Reversal attempts made.
     pub reversal_attempts: Option<u32>,
+    /// The risk rule that declined it.
+    pub risk_rule: Option<String>,
 }
 
 impl From<&TxnState> for TxnView {
@@ -141,12 +143,13 @@ impl From<&TxnState> for TxnView {
                 .to_string()
             }),
             reversal_attempts: s.reversal.as_ref().map(|rv| rv.attempts),
+            risk_rule: s.risk_rule.clone(),
         }
     }
 }
 
 /// Header of the CSV export.
-pub const CSV_HEADER: &str = "id,date,received_at,kind,mti,processing_code,amount,currency,pan,terminal,merchant,stan,rrn,destination,switch_stan,state,code,auth_id,source,reverses,reversal,reversal_reason,reversal_attempts";
+pub const CSV_HEADER: &str = "id,date,received_at,kind,mti,processing_code,amount,currency,pan,terminal,merchant,stan,rrn,destination,switch_stan,state,code,auth_id,source,reverses,reversal,reversal_reason,reversal_attempts,risk_rule";
 
 fn csv_field(value: &str) -> String {
     if value.contains([',', '"', '\n']) {
@@ -185,6 +188,7 @@ impl TxnView {
             opt(&self.reversal),
             opt(&self.reversal_reason),
             num(self.reversal_attempts.map(u64::from)),
+            opt(&self.risk_rule),
         ]
         .iter()
         .map(|v| csv_field(v))

@@ -62,6 +62,7 @@ use tracing::{error, warn};
 
 use super::record::{self, Record, RecordKind};
 use crate::clock::DateTime;
+use crate::metrics::Latency;
 
 /// Bytes at the start of every segment.
 pub const MAGIC: &[u8; 8] = b"CSWAL001";
@@ -538,6 +539,7 @@ struct Shared {
     groups: AtomicU64,
     records: AtomicU64,
     sync_micros: AtomicU64,
+    sync_latency: Latency,
     durable: Arc<AtomicU64>,
 }
 
@@ -719,6 +721,7 @@ impl Wal {
             groups: AtomicU64::new(0),
             records: AtomicU64::new(0),
             sync_micros: AtomicU64::new(0),
+            sync_latency: Latency::default(),
             durable: Arc::new(AtomicU64::new(opened.next_seq - 1)),
         });
         let writer = {
@@ -792,6 +795,16 @@ impl Wal {
             records: self.shared.records.load(Ordering::Relaxed),
             sync_micros: self.shared.sync_micros.load(Ordering::Relaxed),
         }
+    }
+
+    /// Time of each group's write and `fdatasync`.
+    pub fn sync_latency(&self) -> &Latency {
+        &self.shared.sync_latency
+    }
+
+    /// Why the log takes no more records, if a write or sync failed.
+    pub fn failed(&self) -> Option<String> {
+        lock(&self.shared).failed.clone()
     }
 
     /// Writes what is pending and stops the writer.
@@ -900,9 +913,11 @@ fn commit(
     }
     a.size += group.len() as u64;
     if config.durability == Durability::Fsync {
+        let took = started.elapsed();
         shared
             .sync_micros
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        shared.sync_latency.record(took);
     }
     shared.groups.fetch_add(1, Ordering::Relaxed);
     shared

@@ -28,8 +28,10 @@ use crate::config::{Config, SwitchSettings};
 use crate::iso8583::{Message, Mti};
 use crate::journal::record::{Forwarded, Merchant, Received, Record, ReversalReason, Source};
 use crate::journal::saf::Saf;
-use crate::journal::{Journal, TxnState};
+use crate::journal::{Journal, TxnState, wal};
+use crate::metrics::{DestinationLabels, Metrics, RuleLabels};
 use crate::registry::{Terminal, Terminals};
+use crate::risk::{RiskEngine, RiskInput};
 use crate::route::RouteTable;
 use crate::translate::{self, Outgoing};
 use crate::txn::{Refusal, Txn, TxnKind};
@@ -97,7 +99,11 @@ pub struct Switch {
     settings: SwitchSettings,
     tables: RwLock<Arc<Tables>>,
     destinations: HashMap<String, Arc<Destination>>,
+    /// The same, in config order (for listings).
+    order: Vec<Arc<Destination>>,
     journal: Arc<Journal>,
+    risk: RiskEngine,
+    metrics: Metrics,
     saf: Saf,
     recent: Recent,
     rrn_counter: AtomicU64,
@@ -120,10 +126,13 @@ impl Switch {
                 routes: config.routes.clone(),
             })),
             destinations: destinations
-                .into_iter()
-                .map(|d| (d.name().to_string(), d))
+                .iter()
+                .map(|d| (d.name().to_string(), Arc::clone(d)))
                 .collect(),
+            order: destinations,
             journal,
+            risk: RiskEngine::new(config.risk.clone()),
+            metrics: Metrics::default(),
             saf,
             recent: Recent::default(),
             rrn_counter: AtomicU64::new(u64::from(fastrand::u32(..))),
@@ -163,6 +172,26 @@ impl Switch {
     /// A destination by name.
     pub fn destination(&self, name: &str) -> Option<&Arc<Destination>> {
         self.destinations.get(name)
+    }
+
+    /// Every destination, in config order.
+    pub fn destinations(&self) -> impl Iterator<Item = &Arc<Destination>> {
+        self.order.iter()
+    }
+
+    /// The journal.
+    pub fn journal(&self) -> &Arc<Journal> {
+        &self.journal
+    }
+
+    /// The risk rules and their state.
+    pub fn risk(&self) -> &RiskEngine {
+        &self.risk
+    }
+
+    /// Event counters and latencies.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Handles one decoded terminal request and returns the response to send
@@ -344,6 +373,7 @@ impl Switch {
         if txn.kind == TxnKind::Reversal {
             return Ok(self.reverse(live, original, replacement).await);
         }
+        self.check_risk(txn, live, pan.expose())?;
         let destination =
             self.available(tables.routes.lookup(pan.expose()).ok_or(Refusal::NoRoute)?)?;
         let outgoing = Outgoing {
@@ -402,6 +432,13 @@ impl Switch {
                     auth_id: outcome.auth_id.clone(),
                     source: Source::Destination,
                 };
+                self.metrics
+                    .destination_responses
+                    .get_or_create(&DestinationLabels {
+                        destination: destination.name().to_string(),
+                        code: outcome.code.clone(),
+                    })
+                    .inc();
                 // The terminal hears an approval only once the journal holds it.
                 if let Err(e) = self.journal.commit(&record).await {
                     error!(error = %e, "journal unavailable: the answer cannot be recorded; the transaction will be reversed at restart");
@@ -425,6 +462,50 @@ impl Switch {
             Err(LinkError::Unavailable) => Err(Refusal::IssuerUnavailable),
             Err(LinkError::NotJournaled | LinkError::Encode(_)) => Err(Refusal::System),
         }
+    }
+
+    /// The risk stage: a hit is journaled with its rule (the answer's
+    /// `Responded` record follows and makes it durable), counted and
+    /// logged, and refused with the rule's code.
+    fn check_risk(&self, txn: &Txn, live: &Live, pan: &str) -> Result<(), Refusal> {
+        let request = &live.request;
+        let (merchant, mcc) = request
+            .merchant
+            .as_ref()
+            .map_or(("", ""), |m| (m.id.as_str(), m.mcc.as_str()));
+        let now = wal::now_micros();
+        let date = wal::business_date(now, self.journal.config().cutover_secs);
+        let input = RiskInput {
+            kind: txn.kind,
+            amount: request.amount,
+            currency: &request.currency,
+            pan,
+            card: &request.pan.digest,
+            terminal: &request.terminal,
+            merchant,
+            mcc,
+            date: &date,
+            now_ms: now / 1000,
+        };
+        let Err(hit) = self.risk.evaluate(&input) else {
+            return Ok(());
+        };
+        self.metrics
+            .risk_declines
+            .get_or_create(&RuleLabels {
+                rule: hit.rule.to_string(),
+                code: hit.code.to_string(),
+            })
+            .inc();
+        info!(txn = live.id, rule = %hit.rule, code = hit.code, terminal = %request.terminal, pan = %request.pan.masked, "declined by a risk rule");
+        let record = Record::RiskDeclined {
+            txn: live.id,
+            rule: hit.rule.to_string(),
+        };
+        if let Err(e) = self.journal.append(&record) {
+            error!(error = %e, "journal unavailable: risk decline not recorded");
+        }
+        Err(Refusal::Risk(hit.code))
     }
 
     /// The request may have reached the bank and no answer came: the

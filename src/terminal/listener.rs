@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -10,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::ListenerConfig;
+use crate::metrics::ListenerLabels;
 use crate::switch::Switch;
 use crate::terminal::session;
 
@@ -23,6 +25,15 @@ pub struct ListenerStats {
     /// TLS handshakes that failed (untrusted certificate, plaintext on a
     /// TLS port, timeout).
     pub tls_failures: AtomicU64,
+}
+
+/// Counts a connection down when its session ends.
+struct OpenConnection(Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Time a terminal has to complete the TLS handshake.
@@ -65,7 +76,16 @@ pub async fn run(
         let (switch, config, shutdown) =
             (Arc::clone(&switch), Arc::clone(&config), shutdown.clone());
         let stats = Arc::clone(&stats);
+        let open = switch
+            .metrics()
+            .connections
+            .get_or_create_owned(&ListenerLabels {
+                listener: Arc::from(config.name.as_str()),
+            });
         sessions.spawn(async move {
+            open.inc();
+            // Counted down however the session ends.
+            let _open = OpenConnection(open);
             let _ = stream.set_nodelay(true);
             let ended = match &config.tls {
                 None => {

@@ -7,6 +7,7 @@
 //! way only this connection is affected.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -20,6 +21,7 @@ use tracing::{debug, warn};
 use crate::config::ListenerConfig;
 use crate::iso8583::Message;
 use crate::iso8583::framing::Frame;
+use crate::metrics::RequestLabels;
 use crate::security::profile::Protection;
 use crate::switch::{self, Switch};
 
@@ -70,6 +72,7 @@ where
     let mut in_flight = JoinSet::new();
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let dialect = Arc::clone(&listener.dialect);
+    let label: Arc<str> = Arc::from(listener.name.as_str());
     let ended = loop {
         let next = tokio::select! {
             next = tokio::time::timeout(listener.idle_timeout, reader.next()) => next,
@@ -103,20 +106,36 @@ where
                 let tx = tx.clone();
                 let dialect = Arc::clone(&dialect);
                 let raw = frame.message;
+                let label = Arc::clone(&label);
                 in_flight.spawn(async move {
-                    match switch.check_mac(&request, &raw, &dialect) {
-                        Ok(protection) => {
-                            let response = switch.handle(request).await;
-                            send(&tx, &dialect, header, response, &protection).await;
-                        }
-                        Err(refusal) => {
-                            // Unsigned: a MAC under the terminal's key on an
-                            // answer to fields anyone chose would make the
-                            // switch a signing oracle.
-                            let response = switch::respond(&request, refusal.response_code(), None);
-                            send(&tx, &dialect, header, response, &Protection::default()).await;
-                        }
-                    }
+                    let started = Instant::now();
+                    let metrics = switch.metrics();
+                    metrics
+                        .requests
+                        .get_or_create(&RequestLabels {
+                            listener: Arc::clone(&label),
+                            mti: request.mti().as_str().to_string(),
+                        })
+                        .inc();
+                    metrics.in_flight.inc();
+                    let (response, protection) = match switch.check_mac(&request, &raw, &dialect) {
+                        Ok(protection) => (switch.handle(request).await, protection),
+                        // Unsigned: a MAC under the terminal's key on an
+                        // answer to fields anyone chose would make the
+                        // switch a signing oracle.
+                        Err(refusal) => (
+                            switch::respond(&request, refusal.response_code(), None),
+                            Arc::new(Protection::default()),
+                        ),
+                    };
+                    metrics.responded(
+                        &label,
+                        response.mti().as_str(),
+                        response.text(39).unwrap_or_default(),
+                    );
+                    send(&tx, &dialect, header, response, &protection).await;
+                    metrics.latency.record(started.elapsed());
+                    metrics.in_flight.dec();
                     drop(permit);
                 });
             }
@@ -127,6 +146,11 @@ where
                 {
                     Some(response) => {
                         debug!(listener = %listener.name, %error, "format error");
+                        switch.metrics().responded(
+                            &label,
+                            response.mti().as_str(),
+                            response.text(39).unwrap_or_default(),
+                        );
                         // Unsigned, like every answer to an unverified message.
                         send(&tx, &dialect, header, response, &Protection::default()).await;
                     }

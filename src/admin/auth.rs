@@ -1,0 +1,280 @@
+//! Bearer tokens of the admin API: who may look, who may act.
+//!
+//! A token is 32 random bytes, shown once as 64 hex digits when it is
+//! created. The token file keeps only its SHA-256, a name and a role:
+//!
+//! ```toml
+//! [[token]]
+//! name = "alice"
+//! role = "operator"
+//! sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+//! ```
+//!
+//! A presented token is hashed and looked up by its hash. Tokens carry 256
+//! bits of entropy, so a fast unsalted hash is enough (nothing to brute
+//! force); and the comparison is on hashes, so its timing says nothing
+//! about the token.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read-only: every `GET`.
+    Viewer,
+    /// Everything, including the actions (`POST`).
+    Operator,
+}
+
+impl Role {
+    /// Name as in the token file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+        }
+    }
+}
+
+/// Who presented a valid token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The token's name.
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+}
+
+/// Why the token file could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// It could not be read or written.
+    #[error("token file {file}: {reason}")]
+    Io {
+        /// The file.
+        file: String,
+        /// Why.
+        reason: String,
+    },
+    /// An entry is invalid.
+    #[error("token file {file}: token[{index}]: {reason}")]
+    Invalid {
+        /// The file.
+        file: String,
+        /// Entry number, from 0.
+        index: usize,
+        /// Why.
+        reason: String,
+    },
+    /// A token with this name already exists, or none does.
+    #[error("token file {file}: {reason}")]
+    Name {
+        /// The file.
+        file: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One entry of the token file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenEntry {
+    /// Who holds it (shown in the audit log).
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// SHA-256 of the token, hex.
+    pub sha256: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenFile {
+    #[serde(default, rename = "token")]
+    tokens: Vec<TokenEntry>,
+}
+
+/// The valid tokens, by hash.
+#[derive(Debug, Default)]
+pub struct Tokens {
+    by_hash: HashMap<[u8; 32], Principal>,
+}
+
+fn hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn read_file(path: &Path) -> Result<TokenFile, TokenError> {
+    let file = path.display().to_string();
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(TokenFile::default()),
+        Err(e) => {
+            return Err(TokenError::Io {
+                file,
+                reason: e.to_string(),
+            });
+        }
+    };
+    toml::from_str(&text).map_err(|e| TokenError::Io {
+        file,
+        reason: e.to_string().trim_end().to_string(),
+    })
+}
+
+impl Tokens {
+    /// Loads the token file; a missing file means no tokens (every request
+    /// is refused).
+    pub fn load(path: &Path) -> Result<Tokens, TokenError> {
+        let file = path.display().to_string();
+        let mut by_hash = HashMap::new();
+        for (index, entry) in read_file(path)?.tokens.into_iter().enumerate() {
+            let invalid = |reason: &str| TokenError::Invalid {
+                file: file.clone(),
+                index,
+                reason: reason.to_string(),
+            };
+            if entry.name.is_empty() {
+                return Err(invalid("name: must not be empty"));
+            }
+            let mut digest = [0u8; 32];
+            hex::decode_to_slice(&entry.sha256, &mut digest)
+                .map_err(|_| invalid("sha256: must be 64 hex digits"))?;
+            let principal = Principal {
+                name: entry.name,
+                role: entry.role,
+            };
+            if by_hash.insert(digest, principal).is_some() {
+                return Err(invalid("sha256: the same token is listed twice"));
+            }
+        }
+        Ok(Tokens { by_hash })
+    }
+
+    /// Whose token this is, if any.
+    pub fn authenticate(&self, token: &str) -> Option<&Principal> {
+        self.by_hash.get(&hash(token))
+    }
+
+    /// Number of tokens.
+    pub fn len(&self) -> usize {
+        self.by_hash.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.by_hash.is_empty()
+    }
+}
+
+/// Creates a token for `name` with `role`, adds its hash to the file
+/// (written atomically, mode 0600) and returns the token: the only time it
+/// is ever seen.
+pub fn add(path: &Path, name: &str, role: Role) -> Result<String, TokenError> {
+    let file = path.display().to_string();
+    let mut tokens = read_file(path)?;
+    if name.is_empty() {
+        return Err(TokenError::Name {
+            file,
+            reason: "a token needs a name".into(),
+        });
+    }
+    if tokens.tokens.iter().any(|t| t.name == name) {
+        return Err(TokenError::Name {
+            file,
+            reason: format!("a token named `{name}` exists; remove it first"),
+        });
+    }
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| TokenError::Io {
+        file: file.clone(),
+        reason: format!("no randomness: {e}"),
+    })?;
+    let token = hex::encode(secret);
+    tokens.tokens.push(TokenEntry {
+        name: name.to_string(),
+        role,
+        sha256: hex::encode(hash(&token)),
+    });
+    write(path, &tokens)?;
+    Ok(token)
+}
+
+/// Removes the token named `name` from the file.
+pub fn remove(path: &Path, name: &str) -> Result<(), TokenError> {
+    let mut tokens = read_file(path)?;
+    let before = tokens.tokens.len();
+    tokens.tokens.retain(|t| t.name != name);
+    if tokens.tokens.len() == before {
+        return Err(TokenError::Name {
+            file: path.display().to_string(),
+            reason: format!("no token named `{name}`"),
+        });
+    }
+    write(path, &tokens)
+}
+
+/// The entries of the file (names and roles; hashes only).
+pub fn list(path: &Path) -> Result<Vec<TokenEntry>, TokenError> {
+    Ok(read_file(path)?.tokens)
+}
+
+fn write(path: &Path, tokens: &TokenFile) -> Result<(), TokenError> {
+    let io = |reason: String| TokenError::Io {
+        file: path.display().to_string(),
+        reason,
+    };
+    let text = toml::to_string(tokens).map_err(|e| io(e.to_string()))?;
+    crate::files::write_private_atomically(path, text.as_bytes()).map_err(|e| io(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn added_tokens_authenticate_with_their_role_and_only_hashes_are_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.toml");
+        let viewer = add(&path, "vera", Role::Viewer).unwrap();
+        let operator = add(&path, "otto", Role::Operator).unwrap();
+        assert_eq!(viewer.len(), 64);
+        let stored = std::fs::read_to_string(&path).unwrap();
+        assert!(!stored.contains(&viewer) && !stored.contains(&operator));
+        let tokens = Tokens::load(&path).unwrap();
+        assert_eq!(tokens.len(), 2);
+        assert_eq!(tokens.authenticate(&viewer).unwrap().role, Role::Viewer);
+        assert_eq!(tokens.authenticate(&operator).unwrap().name, "otto");
+        assert!(tokens.authenticate("0000").is_none());
+        assert!(add(&path, "vera", Role::Operator).is_err());
+        remove(&path, "vera").unwrap();
+        assert!(Tokens::load(&path).unwrap().authenticate(&viewer).is_none());
+        assert!(remove(&path, "vera").is_err());
+    }
+
+    #[test]
+    fn bad_entries_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.toml");
+        std::fs::write(
+            &path,
+            "[[token]]\nname = \"a\"\nrole = \"operator\"\nsha256 = \"zz\"\n",
+        )
+        .unwrap();
+        let e = Tokens::load(&path).unwrap_err().to_string();
+        assert!(e.contains("token[0]: sha256"), "{e}");
+        std::fs::write(
+            &path,
+            "[[token]]\nname = \"a\"\nrole = \"root\"\nsha256 = \"00\"\n",
+        )
+        .unwrap();
+        assert!(Tokens::load(&path).is_err());
+    }
+}

@@ -1,0 +1,335 @@
+//! The admin API: metrics, health, links, reload and look-ups over HTTP/1.1
+//! (optionally TLS), for operators and their tools.
+//!
+//! | method and path | role | what |
+//! |---|---|---|
+//! | `GET /health/live` | none | the process answers |
+//! | `GET /health/ready` | none | journal writable, config loaded, every destination without a fallback has a link up (503 otherwise) |
+//! | `GET /metrics` | viewer | Prometheus text format 0.0.4 |
+//! | `GET /v1/destinations` | viewer | destinations, their links and counters |
+//! | `GET /v1/links` | viewer | every link: up, in rotation |
+//! | `POST /v1/links/{destination}/{index}/disable` | operator | take a link out of rotation |
+//! | `POST /v1/links/{destination}/{index}/enable` | operator | put it back |
+//! | `POST /v1/reload` | operator | terminals, routes, risk rules, certificates, tokens |
+//! | `GET /v1/transactions?rrn=R` or `?terminal=T&stan=S` | viewer | a transaction's life, masked PAN |
+//! | `GET /v1/saf` | viewer | reversals owed |
+//!
+//! Every request but the health checks needs `Authorization: Bearer
+//! TOKEN` ([`auth`]): none or an unknown token gets 401, a viewer token on
+//! an operator action 403. Every `POST`, allowed or not, is written to the
+//! audit log ([`audit`]). No answer carries key material or a clear PAN.
+
+pub mod audit;
+pub mod auth;
+mod source;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::journal::view::TxnView;
+use crate::security::tls::TlsAcceptor;
+use crate::server::Control;
+use audit::{AuditEntry, AuditLog};
+use auth::{Principal, Role};
+
+/// `[admin]` of the config file, validated.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Where the API listens (default 127.0.0.1:9180).
+    pub address: SocketAddr,
+    /// The token file (hashes, names, roles).
+    pub tokens_file: PathBuf,
+    /// The audit log.
+    pub audit_log: PathBuf,
+    /// TLS for the API, if set.
+    pub tls: Option<Arc<TlsAcceptor>>,
+}
+
+/// Connections served at once; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 64;
+/// Time a client has to send its request head.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Answer = Response<Full<Bytes>>;
+
+/// Serves the API on `socket` until `shutdown`.
+pub async fn run(
+    socket: TcpListener,
+    config: AdminConfig,
+    control: Arc<Control>,
+    audit: Arc<AuditLog>,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = socket.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    warn!(error = %e, "admin API: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+            break;
+        };
+        let (control, audit, tls) = (Arc::clone(&control), Arc::clone(&audit), config.tls.clone());
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let (control, audit) = (Arc::clone(&control), Arc::clone(&audit));
+                async move { Ok::<_, Infallible>(handle(&control, &audit, peer, request).await) }
+            });
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT);
+            let served = match tls {
+                None => {
+                    let connection = http.serve_connection(TokioIo::new(stream), service);
+                    tokio::select! {
+                        r = connection => r.map_err(|e| e.to_string()),
+                        _ = shutdown.cancelled() => Ok(()),
+                    }
+                }
+                Some(tls) => {
+                    match tokio::time::timeout(HEADER_TIMEOUT, tls.acceptor().accept(stream)).await
+                    {
+                        Ok(Ok(stream)) => {
+                            let connection = http.serve_connection(TokioIo::new(stream), service);
+                            tokio::select! {
+                                r = connection => r.map_err(|e| e.to_string()),
+                                _ = shutdown.cancelled() => Ok(()),
+                            }
+                        }
+                        Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
+                        Err(_) => Err("TLS handshake timed out".into()),
+                    }
+                }
+            };
+            if let Err(error) = served {
+                tracing::debug!(%peer, %error, "admin API connection ended");
+            }
+            drop(permit);
+        });
+    }
+    info!("admin API stopped");
+}
+
+fn answer(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Answer {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    if let Ok(value) = content_type.parse() {
+        response.headers_mut().insert(CONTENT_TYPE, value);
+    }
+    response
+}
+
+fn json_answer(status: StatusCode, value: &serde_json::Value) -> Answer {
+    answer(status, "application/json", value.to_string())
+}
+
+fn error(status: StatusCode, message: &str) -> Answer {
+    json_answer(status, &json!({ "error": message }))
+}
+
+/// What a route needs: nothing, a viewer, or an operator.
+fn required_role(method: &Method, path: &str) -> Option<Role> {
+    match (method, path) {
+        (&Method::GET, "/health/live" | "/health/ready") => None,
+        (&Method::POST, _) => Some(Role::Operator),
+        _ => Some(Role::Viewer),
+    }
+}
+
+async fn handle(
+    control: &Arc<Control>,
+    audit: &AuditLog,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Answer {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let query = request.uri().query().unwrap_or_default().to_string();
+    let token = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let principal: Option<Principal> =
+        token.and_then(|t| control.tokens().authenticate(t).cloned());
+    let response = match required_role(&method, &path) {
+        None => route(control, &method, &path, &query).await,
+        Some(_) if principal.is_none() => {
+            let mut r = error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+            if let Ok(v) = "Bearer".parse() {
+                r.headers_mut().insert(WWW_AUTHENTICATE, v);
+            }
+            r
+        }
+        Some(needed) if principal.as_ref().is_some_and(|p| p.role < needed) => error(
+            StatusCode::FORBIDDEN,
+            &format!("this needs the {} role", needed.as_str()),
+        ),
+        Some(_) => route(control, &method, &path, &query).await,
+    };
+    if method == Method::POST {
+        let status = response.status();
+        let result = match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "denied".to_string(),
+            s if s.is_success() => "ok".to_string(),
+            s => format!("failed ({s})"),
+        };
+        let entry = AuditEntry {
+            time: crate::clock::DateTime::now().rfc3339(),
+            who: principal.as_ref().map_or("-", |p| p.name.as_str()),
+            role: principal.as_ref().map_or("-", |p| p.role.as_str()),
+            remote: peer.to_string(),
+            action: format!("{method} {path}"),
+            status: status.as_u16(),
+            result,
+        };
+        info!(who = entry.who, action = %entry.action, status = entry.status, "admin action");
+        if let Err(e) = audit.write(&entry) {
+            // An action that cannot be audited is not confirmed.
+            warn!(error = %e, "audit log write failed");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the action ran but could not be written to the audit log",
+            );
+        }
+    }
+    response
+}
+
+async fn route(control: &Arc<Control>, method: &Method, path: &str, query: &str) -> Answer {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (method, segments.as_slice()) {
+        (&Method::GET, ["health", "live"]) => json_answer(StatusCode::OK, &json!({"live": true})),
+        (&Method::GET, ["health", "ready"]) => {
+            let problems = control.readiness();
+            let status = if problems.is_empty() {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            json_answer(
+                status,
+                &json!({"ready": problems.is_empty(), "problems": problems}),
+            )
+        }
+        (&Method::GET, ["metrics"]) => match source::render(control) {
+            Ok(text) => answer(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                text,
+            ),
+            Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed"),
+        },
+        (&Method::GET, ["v1", "destinations"]) => {
+            json_answer(StatusCode::OK, &source::destinations(control))
+        }
+        (&Method::GET, ["v1", "links"]) => json_answer(StatusCode::OK, &source::links(control)),
+        (&Method::POST, ["v1", "links", destination, index, action]) => {
+            let enabled = match *action {
+                "enable" => true,
+                "disable" => false,
+                _ => return error(StatusCode::NOT_FOUND, "no such action"),
+            };
+            let found = control
+                .switch()
+                .destination(destination)
+                .zip(index.parse::<usize>().ok())
+                .and_then(|(d, i)| d.set_enabled(i, enabled));
+            match found {
+                Some(()) => json_answer(
+                    StatusCode::OK,
+                    &json!({"link": format!("{destination}/{index}"), "enabled": enabled}),
+                ),
+                None => error(StatusCode::NOT_FOUND, "no such link"),
+            }
+        }
+        (&Method::POST, ["v1", "reload"]) => match control.reload() {
+            Ok(()) => json_answer(StatusCode::OK, &json!({"reloaded": true})),
+            Err(e) => json_answer(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &json!({"reloaded": false, "error": e.to_string()}),
+            ),
+        },
+        (&Method::GET, ["v1", "transactions"]) => transactions(control, query).await,
+        (&Method::GET, ["v1", "saf"]) => {
+            let index = control.switch().journal().index();
+            match index.saf_all() {
+                Ok(states) => {
+                    let views: Vec<TxnView> = states.iter().map(TxnView::from).collect();
+                    json_answer(
+                        StatusCode::OK,
+                        &json!({"depth": views.len(), "queue": views}),
+                    )
+                }
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            }
+        }
+        (_, ["health", ..] | ["metrics"] | ["v1", ..]) if method != Method::GET => {
+            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
+        _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
+    }
+}
+
+/// `?rrn=R` or `?terminal=T&stan=S`.
+async fn transactions(control: &Control, query: &str) -> Answer {
+    let param = |name: &str| {
+        query
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    };
+    let journal = control.switch().journal();
+    journal.index_current().await;
+    let found = match (param("rrn"), param("terminal"), param("stan")) {
+        (Some(rrn), _, _) if valid_key(&rrn) => journal.index().by_rrn(&rrn),
+        (None, Some(terminal), Some(stan)) if valid_key(&terminal) && valid_key(&stan) => {
+            journal.index().by_request(&terminal, &stan, None)
+        }
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "give ?rrn=R or ?terminal=T&stan=S (letters, digits and spaces)",
+            );
+        }
+    };
+    match found {
+        Ok(states) => {
+            let views: Vec<TxnView> = states.iter().map(TxnView::from).collect();
+            json_answer(StatusCode::OK, &json!({"transactions": views}))
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+/// Look-up keys are short and plain: anything else is refused rather than
+/// decoded.
+fn valid_key(value: &str) -> bool {
+    (1..=16).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_alphanumeric())
+}

@@ -1,0 +1,423 @@
+//! The admin API of the real `cardswitch serve` process, over HTTP on
+//! 127.0.0.1: token roles (401/403), the audit log, metrics that move with
+//! traffic, links taken out of rotation steering traffic to the fallback,
+//! transaction look-ups with masked PANs, and `cardswitch ctl`.
+
+mod common;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cardswitch::iso8583::Dialect;
+use cardswitch::iso8583::framing::{FrameCodec, LengthPrefix};
+use cardswitch::sim::bank::{BankHandle, BankSim};
+use cardswitch::sim::pos::{self, PosConfig};
+use cardswitch::sim::rules::Rules;
+use cardswitch::sim::scenario::{Scenario, TxnTemplate};
+use tokio::net::TcpListener;
+
+/// One HTTP/1.1 exchange on a fresh connection: status and body.
+fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    let status = raw
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of one sample line of the exposition (0 when absent).
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn bank() -> BankHandle {
+    Arc::new(BankSim::new(
+        Dialect::builtin("iso87binary").unwrap().unwrap(),
+        FrameCodec::new(LengthPrefix::Binary2),
+        Rules::default(),
+    ))
+    .start(TcpListener::bind("127.0.0.1:0").await.unwrap())
+    .unwrap()
+}
+
+async fn purchases(addr: SocketAddr, count: u64) {
+    let mut cfg = PosConfig::new(
+        addr,
+        Dialect::builtin("iso87ascii").unwrap().unwrap(),
+        FrameCodec::new(LengthPrefix::Binary2),
+        Scenario::new(vec![TxnTemplate::purchase("p", "476173", 100)]).unwrap(),
+    );
+    cfg.count = count;
+    let report = pos::run(cfg).await.unwrap();
+    assert!(report.all_checked_out(), "{}", report.to_json());
+}
+
+fn cardswitch(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_cardswitch"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn add_token(file: &Path, name: &str, role: &str) -> String {
+    let out = cardswitch(&[
+        "tokens",
+        "--file",
+        file.to_str().unwrap(),
+        "add",
+        name,
+        "--role",
+        role,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn financial(bank: &BankHandle) -> u64 {
+    let s = bank.stats().snapshot();
+    s.requests - s.network
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_roles_audit_metrics_and_link_steering() {
+    let main_bank = bank().await;
+    let backup_bank = bank().await;
+    let dir = std::env::temp_dir().join(format!("cardswitch-admin-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let tokens = dir.join("tokens.toml");
+    let viewer = add_token(&tokens, "vera", "viewer");
+    let operator = add_token(&tokens, "otto", "operator");
+    let stored = std::fs::read_to_string(&tokens).unwrap();
+    assert!(!stored.contains(&viewer) && !stored.contains(&operator));
+
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config = dir.join("cardswitch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{journal}
+[switch]
+acquirer_id = "4123456"
+timeout_ms = 2000
+[admin]
+address = "{admin}"
+tokens_file = "tokens.toml"
+audit_log = "audit.log"
+[[listener]]
+name = "pos"
+address = "{listen}"
+dialect = "iso87ascii"
+[[destination]]
+name = "bank"
+address = "{}"
+dialect = "iso87binary"
+links = 2
+fallback = "backup"
+[[destination]]
+name = "backup"
+address = "{}"
+dialect = "iso87binary"
+links = 1
+[[route]]
+prefix = "476173"
+destination = "bank"
+[[terminal]]
+id = "TERM0001"
+merchant_id = "M1"
+name_location = "SHOP"
+mcc = "5411"
+currency = "978"
+"#,
+            main_bank.addr(),
+            backup_bank.addr(),
+            journal = common::journal_section(&dir)
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cardswitch"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _guard = common::KillOnDrop(child.id());
+    let stderr = child.stderr.take().unwrap();
+    let lines = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let lines = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        })
+    };
+    // Ready once both destinations have their links up.
+    let since = Instant::now();
+    loop {
+        if TcpStream::connect(admin).is_ok() && http(admin, "GET", "/health/ready", None).0 == 200 {
+            let (_, links) = http(admin, "GET", "/v1/links", Some(&viewer));
+            if links.matches("\"up\":true").count() == 3 {
+                break;
+            }
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(15),
+            "daemon not ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Health needs no token; everything else does, and actions need an operator.
+    assert_eq!(http(admin, "GET", "/health/live", None).0, 200);
+    assert_eq!(http(admin, "GET", "/metrics", None).0, 401);
+    assert_eq!(http(admin, "GET", "/metrics", Some("not-a-token")).0, 401);
+    assert_eq!(http(admin, "POST", "/v1/reload", None).0, 401);
+    assert_eq!(http(admin, "POST", "/v1/reload", Some(&viewer)).0, 403);
+    let (status, body) = http(admin, "POST", "/v1/reload", Some(&operator));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(http(admin, "GET", "/v1/nothing", Some(&viewer)).0, 404);
+
+    // Metrics move with traffic.
+    let (status, before) = http(admin, "GET", "/metrics", Some(&viewer));
+    assert_eq!(status, 200);
+    purchases(listen, 20).await;
+    let (_, after) = http(admin, "GET", "/metrics", Some(&viewer));
+    let delta = |series: &str| sample(&after, series) - sample(&before, series);
+    assert_eq!(
+        delta("cardswitch_requests_total{listener=\"pos\",mti=\"0200\"}"),
+        20.0
+    );
+    assert_eq!(
+        delta("cardswitch_responses_total{listener=\"pos\",mti=\"0210\",code=\"00\"}"),
+        20.0
+    );
+    assert_eq!(
+        delta("cardswitch_destination_responses_total{destination=\"bank\",code=\"00\"}"),
+        20.0
+    );
+    assert_eq!(delta("cardswitch_request_duration_seconds_count"), 20.0);
+    assert!(
+        sample(
+            &after,
+            "cardswitch_destination_duration_seconds_count{destination=\"bank\"}"
+        ) >= 20.0
+    );
+    assert!(sample(&after, "cardswitch_journal_fsync_duration_seconds_count") > 0.0);
+    assert!(sample(&after, "cardswitch_journal_groups_total") > 0.0);
+    assert_eq!(
+        sample(
+            &after,
+            "cardswitch_link_up{destination=\"bank\",link=\"1\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(&after, "cardswitch_saf_depth{destination=\"bank\"}"),
+        0.0
+    );
+    assert_eq!(sample(&after, "cardswitch_in_flight"), 0.0);
+
+    // Taking the main bank's links out steers traffic to the fallback.
+    let ctl = |args: &[&str], token: &str| {
+        let file = dir.join(format!("{token}.token"));
+        std::fs::write(&file, token).unwrap();
+        let mut all = vec!["ctl", "--url"];
+        let url = format!("http://{admin}");
+        all.push(&url);
+        all.extend(["--token-file", file.to_str().unwrap()]);
+        all.extend(args);
+        let out = cardswitch(&all);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let (code, _) = ctl(&["link", "disable", "bank/0"], &viewer);
+    assert_eq!(code, Some(1), "a viewer may not disable a link");
+    assert_eq!(ctl(&["link", "disable", "bank/0"], &operator).0, Some(0));
+    let (main_before, backup_before) = (financial(&main_bank), financial(&backup_bank));
+    purchases(listen, 10).await;
+    assert_eq!(
+        financial(&main_bank) - main_before,
+        10,
+        "bank/1 still carries traffic"
+    );
+    assert_eq!(financial(&backup_bank), backup_before);
+    assert_eq!(ctl(&["link", "disable", "bank/1"], &operator).0, Some(0));
+    let (out_status, out) = ctl(&["links"], &viewer);
+    assert_eq!(out_status, Some(0));
+    assert!(out.contains("bank/0") && out.contains("false"), "{out}");
+    let (main_before, backup_before) = (financial(&main_bank), financial(&backup_bank));
+    purchases(listen, 10).await;
+    assert_eq!(
+        financial(&main_bank),
+        main_before,
+        "no link of bank in rotation"
+    );
+    assert_eq!(
+        financial(&backup_bank) - backup_before,
+        10,
+        "all went to the fallback"
+    );
+    let (_, metrics) = http(admin, "GET", "/metrics", Some(&viewer));
+    assert_eq!(
+        sample(
+            &metrics,
+            "cardswitch_link_enabled{destination=\"bank\",link=\"0\"}"
+        ),
+        0.0
+    );
+    assert_eq!(ctl(&["link", "enable", "bank/0"], &operator).0, Some(0));
+    assert_eq!(ctl(&["link", "enable", "bank/1"], &operator).0, Some(0));
+    assert_eq!(
+        http(admin, "POST", "/v1/links/bank/7/disable", Some(&operator)).0,
+        404
+    );
+    let (main_before, backup_before) = (financial(&main_bank), financial(&backup_bank));
+    purchases(listen, 5).await;
+    assert_eq!(financial(&main_bank) - main_before, 5);
+    assert_eq!(financial(&backup_bank), backup_before);
+
+    // Status, a transaction by RRN (masked PAN only) and the SAF queue.
+    let (code, status) = ctl(&["status"], &viewer);
+    assert_eq!(code, Some(0), "{status}");
+    assert!(
+        status.contains("ready: yes") && status.contains("backup"),
+        "{status}"
+    );
+    let events: Vec<String> = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("transaction"))
+        .cloned()
+        .collect();
+    let rrn = events
+        .iter()
+        .filter(|l| l.contains("code=\"00\""))
+        .find_map(|l| {
+            let at = l.find("rrn=\"")? + 5;
+            Some(l.get(at..at + 12)?.to_string())
+        })
+        .unwrap_or_else(|| panic!("no RRN in {:?}", events.first()));
+    let (status, body) = http(
+        admin,
+        "GET",
+        &format!("/v1/transactions?rrn={rrn}"),
+        Some(&viewer),
+    );
+    assert_eq!(status, 200, "{body}");
+    let found: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let txn = &found["transactions"][0];
+    assert_eq!(txn["rrn"], rrn.as_str());
+    let pan = txn["pan"].as_str().unwrap();
+    assert!(pan.starts_with("476173") && pan.contains("******"), "{pan}");
+    assert_eq!(txn["state"], "answered");
+    let (code, out) = ctl(&["txn", "--rrn", &rrn], &viewer);
+    assert_eq!(code, Some(0));
+    assert!(out.contains(&rrn), "{out}");
+    assert_eq!(
+        http(admin, "GET", "/v1/transactions?rrn=a%27b", Some(&viewer)).0,
+        400
+    );
+    let (status, saf) = http(admin, "GET", "/v1/saf", Some(&viewer));
+    assert_eq!((status, saf.contains("\"depth\":0")), (200, true), "{saf}");
+
+    // Every POST is in the audit log: who, what, when, result.
+    let audit = std::fs::read_to_string(dir.join("audit.log")).unwrap();
+    let entries: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let find = |who: &str, action: &str, status: u64| {
+        entries.iter().any(|e| {
+            e["who"] == who
+                && e["action"] == action
+                && e["status"] == status
+                && e["time"].is_string()
+        })
+    };
+    assert!(find("-", "POST /v1/reload", 401));
+    assert!(find("vera", "POST /v1/reload", 403));
+    assert!(find("otto", "POST /v1/reload", 200));
+    assert!(find("vera", "POST /v1/links/bank/0/disable", 403));
+    assert!(find("otto", "POST /v1/links/bank/0/disable", 200));
+    assert!(find("otto", "POST /v1/links/bank/1/enable", 200));
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["result"] == "ok" || e["status"] != 200)
+    );
+
+    // A token removed from the file stops working at the next reload.
+    let out = cardswitch(&[
+        "tokens",
+        "--file",
+        tokens.to_str().unwrap(),
+        "remove",
+        "vera",
+    ]);
+    assert!(out.status.success());
+    assert_eq!(http(admin, "POST", "/v1/reload", Some(&operator)).0, 200);
+    assert_eq!(http(admin, "GET", "/metrics", Some(&viewer)).0, 401);
+
+    // No answer or log line carries a token.
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success());
+    reader.join().unwrap();
+    for line in lines.lock().unwrap().iter() {
+        assert!(
+            !line.contains(&operator) && !line.contains(&viewer),
+            "{line}"
+        );
+    }
+    main_bank.stop().await;
+    backup_bank.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
