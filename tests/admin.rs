@@ -74,11 +74,18 @@ async fn bank() -> BankHandle {
 }
 
 async fn purchases(addr: SocketAddr, count: u64) {
+    purchases_on(addr, "476173", "00", count).await;
+}
+
+async fn purchases_on(addr: SocketAddr, bin: &str, code: &str, count: u64) {
     let mut cfg = PosConfig::new(
         addr,
         Dialect::builtin("iso87ascii").unwrap().unwrap(),
         FrameCodec::new(LengthPrefix::Binary2),
-        Scenario::new(vec![TxnTemplate::purchase("p", "476173", 100)]).unwrap(),
+        Scenario::new(vec![
+            TxnTemplate::purchase("p", bin, 100).expecting(Some(code)),
+        ])
+        .unwrap(),
     );
     cfg.count = count;
     let report = pos::run(cfg).await.unwrap();
@@ -157,12 +164,18 @@ links = 1
 [[route]]
 prefix = "476173"
 destination = "bank"
+[[route]]
+prefix = "476175"
+destination = "bank"
 [[terminal]]
 id = "TERM0001"
 merchant_id = "M1"
 name_location = "SHOP"
 mcc = "5411"
 currency = "978"
+[[risk.block]]
+id = "stolen-bins"
+bins = ["476175"]
 "#,
             main_bank.addr(),
             backup_bank.addr(),
@@ -254,6 +267,24 @@ currency = "978"
         0.0
     );
     assert_eq!(sample(&after, "cardswitch_in_flight"), 0.0);
+
+    // A risk decline: answered 62 by the daemon, counted by rule, and its
+    // transaction names the rule.
+    let main_before = financial(&main_bank);
+    purchases_on(listen, "476175", "62", 3).await;
+    assert_eq!(
+        financial(&main_bank),
+        main_before,
+        "declined before the bank"
+    );
+    let (_, metrics) = http(admin, "GET", "/metrics", Some(&viewer));
+    assert_eq!(
+        sample(
+            &metrics,
+            "cardswitch_risk_declines_total{rule=\"stolen-bins\",code=\"62\"}"
+        ),
+        3.0
+    );
 
     // Taking the main bank's links out steers traffic to the fallback.
     let ctl = |args: &[&str], token: &str| {
@@ -358,6 +389,21 @@ currency = "978"
         http(admin, "GET", "/v1/transactions?rrn=a%27b", Some(&viewer)).0,
         400
     );
+    let declined = events
+        .iter()
+        .filter(|l| l.contains("code=\"62\""))
+        .find_map(|l| {
+            let at = l.find("rrn=\"")? + 5;
+            Some(l.get(at..at + 12)?.to_string())
+        })
+        .expect("a risk decline event");
+    let (_, body) = http(
+        admin,
+        "GET",
+        &format!("/v1/transactions?rrn={declined}"),
+        Some(&viewer),
+    );
+    assert!(body.contains("\"risk_rule\":\"stolen-bins\""), "{body}");
     let (status, saf) = http(admin, "GET", "/v1/saf", Some(&viewer));
     assert_eq!((status, saf.contains("\"depth\":0")), (200, true), "{saf}");
 

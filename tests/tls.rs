@@ -3,7 +3,8 @@
 //! a bank simulator that requires the switch's client certificate (mutual
 //! TLS). An untrusted client certificate and a plaintext client are refused
 //! without harming the sessions already open, and a reload picks up a new
-//! listener certificate while established sessions carry on.
+//! listener certificate while established sessions carry on. The admin API
+//! over TLS, driven by `cardswitch ctl --ca`.
 
 mod common;
 
@@ -290,4 +291,69 @@ currency = "978"
 
     running.shutdown().await;
     bank.stop().await;
+}
+
+/// The admin API over TLS, as `cardswitch ctl` uses it with the CA file;
+/// the token comes from `$CARDSWITCH_TOKEN`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_over_tls_with_ctl() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = Ca::new("admin CA");
+    let (cert, key, ca_file) = ca.issue(d, "admin", true);
+    let tokens = d.join("tokens.toml");
+    let token =
+        cardswitch::admin::auth::add(&tokens, "otto", cardswitch::admin::auth::Role::Operator)
+            .unwrap();
+    let text = format!(
+        r#"{journal}
+[switch]
+acquirer_id = "4123456"
+[admin]
+address = "127.0.0.1:0"
+tokens_file = "{tokens}"
+audit_log = "{audit}"
+tls = {{ cert = "{cert}", key = "{key}" }}
+[[listener]]
+name = "pos"
+address = "127.0.0.1:0"
+dialect = "iso87ascii"
+"#,
+        journal = common::journal_section(d),
+        tokens = tokens.display(),
+        audit = d.join("audit.log").display(),
+        cert = cert.display(),
+        key = key.display(),
+    );
+    let path = d.join("cardswitch.toml");
+    std::fs::write(&path, text).unwrap();
+    let running = server::start(Config::load(&path).unwrap()).await.unwrap();
+    let port = running.admin_address().unwrap().port();
+    let ctl = move |url: String, args: &'static [&'static str]| {
+        let ca_file = ca_file.clone();
+        let token = token.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_cardswitch"))
+                .args(["ctl", "--url", &url, "--ca"])
+                .arg(&ca_file)
+                .args(args)
+                .env("CARDSWITCH_TOKEN", token)
+                .output()
+                .unwrap()
+        })
+    };
+    let out = ctl(format!("https://localhost:{port}"), &["reload"])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"reloaded\": true"));
+    // Plain HTTP to the TLS port gets no answer.
+    let out = ctl(format!("http://127.0.0.1:{port}"), &["reload"])
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let audit = std::fs::read_to_string(d.join("audit.log")).unwrap();
+    assert_eq!(audit.lines().count(), 1, "{audit}");
+    assert!(audit.contains("\"who\":\"otto\""));
+    running.shutdown().await;
 }

@@ -152,6 +152,11 @@ impl metrics::Source for Scrape {
                 vec![(none(), Sample::Gauge(switch.risk().tracked_cards() as i64))],
             ),
             family(
+                "risk_untracked_cards",
+                "New cards checked without history because a velocity table was full",
+                vec![(none(), Sample::Counter(switch.risk().untracked()))],
+            ),
+            family(
                 "listener_accepted",
                 "Terminal connections accepted",
                 listeners_accepted,
