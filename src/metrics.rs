@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+    MetricEncoder,
+};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
@@ -105,13 +108,49 @@ impl EncodeMetric for Latency {
     }
 }
 
+/// A short label value (an MTI, a response code) held inline, so counting
+/// a request allocates nothing. Longer text is cut at 4 bytes; a cut that
+/// would split a character keeps the whole characters before it.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub struct Tag {
+    bytes: [u8; 4],
+    len: u8,
+}
+
+impl Tag {
+    /// The tag of `text` (its first 4 bytes).
+    pub fn new(text: &str) -> Tag {
+        let mut end = text.len().min(4);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut bytes = [0; 4];
+        bytes[..end].copy_from_slice(&text.as_bytes()[..end]);
+        Tag {
+            bytes,
+            len: end as u8,
+        }
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl EncodeLabelValue for Tag {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
 /// Labels of a terminal request.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// Terminal listener.
     pub listener: Arc<str>,
     /// Request MTI.
-    pub mti: String,
+    pub mti: Tag,
 }
 
 /// Labels of an answer to a terminal.
@@ -120,9 +159,9 @@ pub struct ResponseLabels {
     /// Terminal listener.
     pub listener: Arc<str>,
     /// Response MTI.
-    pub mti: String,
+    pub mti: Tag,
     /// Field 39.
-    pub code: String,
+    pub code: Tag,
 }
 
 /// Labels of a destination's answer.
@@ -175,8 +214,8 @@ impl Metrics {
         self.responses
             .get_or_create(&ResponseLabels {
                 listener: Arc::clone(listener),
-                mti: mti.to_string(),
-                code: code.to_string(),
+                mti: Tag::new(mti),
+                code: Tag::new(code),
             })
             .inc();
     }
@@ -348,6 +387,15 @@ mod tests {
     }
 
     #[test]
+    fn tags_keep_short_values_whole() {
+        assert_eq!(Tag::new("0210").as_str(), "0210");
+        assert_eq!(Tag::new("00").as_str(), "00");
+        assert_eq!(Tag::new("123456").as_str(), "1234");
+        assert_eq!(Tag::new("ab€").as_str(), "ab");
+        assert_eq!(Tag::new("").as_str(), "");
+    }
+
+    #[test]
     fn exposition_has_counters_gauges_and_cumulative_buckets() {
         let metrics = Metrics::default();
         let listener: Arc<str> = Arc::from("pos");
@@ -355,7 +403,7 @@ mod tests {
             .requests
             .get_or_create(&RequestLabels {
                 listener: Arc::clone(&listener),
-                mti: "0200".into(),
+                mti: Tag::new("0200"),
             })
             .inc();
         metrics.responded(&listener, "0210", "00");

@@ -21,7 +21,7 @@ use tracing::{debug, warn};
 use crate::config::ListenerConfig;
 use crate::iso8583::Message;
 use crate::iso8583::framing::Frame;
-use crate::metrics::RequestLabels;
+use crate::metrics::{RequestLabels, Tag};
 use crate::security::profile::Protection;
 use crate::switch::{self, Switch};
 
@@ -114,7 +114,7 @@ where
                         .requests
                         .get_or_create(&RequestLabels {
                             listener: Arc::clone(&label),
-                            mti: request.mti().as_str().to_string(),
+                            mti: Tag::new(request.mti().as_str()),
                         })
                         .inc();
                     metrics.in_flight.inc();
