@@ -168,9 +168,9 @@ pub struct ResponseLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DestinationLabels {
     /// Destination.
-    pub destination: String,
+    pub destination: Arc<str>,
     /// Response code, in 1987 terms.
-    pub code: String,
+    pub code: Tag,
 }
 
 /// Labels of a risk decline.

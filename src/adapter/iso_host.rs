@@ -120,6 +120,12 @@ pub struct Destination {
     /// go on, answers to requests already sent arrive) but get no new
     /// requests.
     disabled: Vec<AtomicBool>,
+    /// Links up (connected and signed on), in rotation or not.
+    up: AtomicUsize,
+    /// Links taken out of rotation.
+    out: AtomicUsize,
+    /// The name, shared with metric labels.
+    label: Arc<str>,
     /// Waiting requests: the link each went out on, and where to deliver.
     pending: Mutex<HashMap<Key, (usize, oneshot::Sender<Message>)>>,
     next_stan: AtomicU32,
@@ -158,9 +164,12 @@ impl Destination {
         let links = (0..config.links).map(|_| Mutex::new(None)).collect();
         let disabled = (0..config.links).map(|_| AtomicBool::new(false)).collect();
         Arc::new(Destination {
+            label: Arc::from(config.name.as_str()),
             config,
             links,
             disabled,
+            up: AtomicUsize::new(0),
+            out: AtomicUsize::new(0),
             pending: Mutex::new(HashMap::new()),
             next_stan: AtomicU32::new(fastrand::u32(0..999_999)),
             next_link: AtomicUsize::new(0),
@@ -186,8 +195,17 @@ impl Destination {
         &self.config
     }
 
+    /// The name as a shared string (for metric labels).
+    pub fn label(&self) -> &Arc<str> {
+        &self.label
+    }
+
     /// Number of links up and in rotation.
     pub fn links_up(&self) -> usize {
+        // The common case, on every request: no link taken out.
+        if self.out.load(Ordering::Relaxed) == 0 {
+            return self.up.load(Ordering::Relaxed);
+        }
         self.link_states()
             .iter()
             .filter(|l| l.up && l.enabled)
@@ -215,6 +233,11 @@ impl Destination {
         let flag = self.disabled.get(index)?;
         let was = !flag.swap(!enabled, Ordering::Relaxed);
         if was != enabled {
+            if enabled {
+                self.out.fetch_sub(1, Ordering::Relaxed);
+            } else {
+                self.out.fetch_add(1, Ordering::Relaxed);
+            }
             info!(destination = %self.config.name, link = index, enabled, "link rotation changed by an operator");
         }
         Some(())
@@ -536,6 +559,7 @@ impl Destination {
             {
                 *slot = Some(tx.clone());
             }
+            self.up.fetch_add(1, Ordering::Relaxed);
             info!(destination = %self.config.name, link = index, "link up");
             let mut misses = 0;
             let mut ticker = tokio::time::interval(self.config.echo_interval);
@@ -575,10 +599,15 @@ impl Destination {
 
     /// Takes a link out of rotation; returns whether it was in it.
     fn mark_down(&self, index: usize) -> bool {
-        self.links
+        let was = self
+            .links
             .get(index)
             .and_then(|slot| slot.lock().ok().and_then(|mut s| s.take()))
-            .is_some()
+            .is_some();
+        if was {
+            self.up.fetch_sub(1, Ordering::Relaxed);
+        }
+        was
     }
 }
 

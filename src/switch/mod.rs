@@ -29,7 +29,7 @@ use crate::iso8583::{Message, Mti};
 use crate::journal::record::{Forwarded, Merchant, Received, Record, ReversalReason, Source};
 use crate::journal::saf::Saf;
 use crate::journal::{Journal, TxnState, wal};
-use crate::metrics::{DestinationLabels, Metrics, RuleLabels};
+use crate::metrics::{DestinationLabels, Metrics, RuleLabels, Tag};
 use crate::registry::{Terminal, Terminals};
 use crate::risk::{RiskEngine, RiskInput};
 use crate::route::RouteTable;
@@ -435,8 +435,8 @@ impl Switch {
                 self.metrics
                     .destination_responses
                     .get_or_create(&DestinationLabels {
-                        destination: destination.name().to_string(),
-                        code: outcome.code.clone(),
+                        destination: Arc::clone(destination.label()),
+                        code: Tag::new(&outcome.code),
                     })
                     .inc();
                 // The terminal hears an approval only once the journal holds it.
