@@ -600,17 +600,9 @@ impl Config {
             if l.idle_timeout_s == 0 {
                 problem(key("idle_timeout_s"), "must be more than 0".into());
             }
-            let tls = match &l.tls {
-                None => Some(None),
-                Some(t) => TlsAcceptor::load(ServerTlsFiles {
-                    cert: base.join(&t.cert),
-                    key: base.join(&t.key),
-                    client_ca: t.client_ca.as_ref().map(|c| base.join(c)),
-                })
-                .map(|a| Some(Arc::new(a)))
-                .map_err(|e| problem(key("tls"), e.to_string()))
-                .ok(),
-            };
+            let tls = server_tls(l.tls.as_ref(), base)
+                .map_err(|e| problem(key("tls"), e))
+                .ok();
             if let (Some(address), Some(dialect), Some(tls)) = (address, dialect, tls) {
                 listeners.push(ListenerConfig {
                     name: l.name.clone(),
@@ -747,17 +739,9 @@ impl Config {
             if let Err(e) = crate::admin::auth::Tokens::load(&tokens_file) {
                 problem("admin.tokens_file".into(), e.to_string());
             }
-            let tls = match &a.tls {
-                None => Some(None),
-                Some(t) => TlsAcceptor::load(ServerTlsFiles {
-                    cert: base.join(&t.cert),
-                    key: base.join(&t.key),
-                    client_ca: t.client_ca.as_ref().map(|c| base.join(c)),
-                })
-                .map(|a| Some(Arc::new(a)))
-                .map_err(|e| problem("admin.tls".into(), e.to_string()))
-                .ok(),
-            };
+            let tls = server_tls(a.tls.as_ref(), base)
+                .map_err(|e| problem("admin.tls".into(), e))
+                .ok();
             Some(AdminConfig {
                 address: address?,
                 tokens_file,
@@ -822,6 +806,20 @@ impl Config {
             risk,
         })
     }
+}
+
+/// Loads the TLS files of a listener or of the admin API, if it has any.
+fn server_tls(tls: Option<&RawServerTls>, base: &Path) -> Result<Option<Arc<TlsAcceptor>>, String> {
+    tls.map(|t| {
+        TlsAcceptor::load(ServerTlsFiles {
+            cert: base.join(&t.cert),
+            key: base.join(&t.key),
+            client_ca: t.client_ca.as_ref().map(|c| base.join(c)),
+        })
+        .map(Arc::new)
+        .map_err(|e| e.to_string())
+    })
+    .transpose()
 }
 
 /// Opens the key store named in `[security]`, if any, with the master key

@@ -55,6 +55,18 @@ fn sample(metrics: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The RRN of the first transaction event answered `code`.
+fn rrn_answered(events: &[String], code: &str) -> String {
+    events
+        .iter()
+        .filter(|l| l.contains(&format!("code=\"{code}\"")))
+        .find_map(|l| {
+            let at = l.find("rrn=\"")? + 5;
+            Some(l.get(at..at + 12)?.to_string())
+        })
+        .unwrap_or_else(|| panic!("no transaction answered {code} in {:?}", events.first()))
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -361,14 +373,7 @@ bins = ["476175"]
         .filter(|l| l.contains("transaction"))
         .cloned()
         .collect();
-    let rrn = events
-        .iter()
-        .filter(|l| l.contains("code=\"00\""))
-        .find_map(|l| {
-            let at = l.find("rrn=\"")? + 5;
-            Some(l.get(at..at + 12)?.to_string())
-        })
-        .unwrap_or_else(|| panic!("no RRN in {:?}", events.first()));
+    let rrn = rrn_answered(&events, "00");
     let (status, body) = http(
         admin,
         "GET",
@@ -389,14 +394,7 @@ bins = ["476175"]
         http(admin, "GET", "/v1/transactions?rrn=a%27b", Some(&viewer)).0,
         400
     );
-    let declined = events
-        .iter()
-        .filter(|l| l.contains("code=\"62\""))
-        .find_map(|l| {
-            let at = l.find("rrn=\"")? + 5;
-            Some(l.get(at..at + 12)?.to_string())
-        })
-        .expect("a risk decline event");
+    let declined = rrn_answered(&events, "62");
     let (_, body) = http(
         admin,
         "GET",
