@@ -49,6 +49,25 @@ pub struct Control {
     listeners: Vec<(String, SocketAddr, Arc<ListenerStats>)>,
     tokens: RwLock<Arc<Tokens>>,
     audit: Option<Arc<AuditLog>>,
+    /// Runs first at every reload (the daemon re-applies its log level).
+    on_reload: std::sync::Mutex<Hook>,
+}
+
+/// Something the binary re-reads at each reload besides what [`Control`]
+/// owns (its log level).
+pub type ReloadHook = Box<dyn Fn() + Send + Sync>;
+
+/// The reload hook, if set.
+struct Hook(Option<ReloadHook>);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Hook(set)"
+        } else {
+            "Hook(none)"
+        })
+    }
 }
 
 /// A running switch.
@@ -148,6 +167,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         listeners: bound,
         tokens: RwLock::new(Arc::new(tokens)),
         audit: admin.as_ref().map(|(_, _, audit)| Arc::clone(audit)),
+        on_reload: std::sync::Mutex::new(Hook(None)),
     });
     let admin = admin.map(|(socket, admin, audit)| {
         let address = socket.local_addr().unwrap_or(admin.address);
@@ -220,6 +240,15 @@ impl Running {
     /// See [`Control::reload`].
     pub fn reload(&self) -> Result<(), ConfigError> {
         self.control.reload()
+    }
+
+    /// Sets what runs first at every reload, by signal or by the admin API.
+    pub fn on_reload(&self, hook: ReloadHook) {
+        *self
+            .control
+            .on_reload
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Hook(Some(hook));
     }
 
     /// Graceful shutdown: stop accepting, let requests in flight finish (up
@@ -296,6 +325,15 @@ impl Control {
     /// to load keeps its old version. The admin token file is re-read and
     /// the audit log reopened (for log rotation).
     pub fn reload(&self) -> Result<(), ConfigError> {
+        if let Some(hook) = self
+            .on_reload
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .as_ref()
+        {
+            hook();
+        }
         let mut problems = Vec::new();
         let acceptors = self
             .config

@@ -238,6 +238,7 @@ bins = ["476175"]
     assert_eq!(http(admin, "POST", "/v1/reload", Some(&viewer)).0, 403);
     let (status, body) = http(admin, "POST", "/v1/reload", Some(&operator));
     assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"complete\":true"), "{body}");
     assert_eq!(http(admin, "GET", "/v1/nothing", Some(&viewer)).0, 404);
 
     // Metrics move with traffic.
@@ -394,6 +395,9 @@ bins = ["476175"]
         http(admin, "GET", "/v1/transactions?rrn=a%27b", Some(&viewer)).0,
         400
     );
+    // Keys longer than their field are refused, not cut.
+    let too_long = format!("/v1/transactions?rrn={rrn}9");
+    assert_eq!(http(admin, "GET", &too_long, Some(&viewer)).0, 400);
     let declined = rrn_answered(&events, "62");
     let (_, body) = http(
         admin,

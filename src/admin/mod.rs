@@ -61,6 +61,9 @@ pub struct AdminConfig {
     pub tls: Option<Arc<TlsAcceptor>>,
 }
 
+/// Characters of a request path written to the audit log.
+const MAX_AUDITED_PATH: usize = 128;
+
 /// Connections served at once; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 64;
 /// Time a client has to send its request head.
@@ -177,34 +180,41 @@ async fn handle(
         .map(str::trim);
     let principal: Option<Principal> =
         token.and_then(|t| control.tokens().authenticate(t).cloned());
-    let response = match required_role(&method, &path) {
-        None => route(control, &method, &path, &query).await,
+    let (response, note) = match required_role(&method, &path) {
+        None => (route(control, &method, &path, &query).await, None),
         Some(_) if principal.is_none() => {
             let mut r = error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
             if let Ok(v) = "Bearer".parse() {
                 r.headers_mut().insert(WWW_AUTHENTICATE, v);
             }
-            r
+            (r, None)
         }
-        Some(needed) if principal.as_ref().is_some_and(|p| p.role < needed) => error(
-            StatusCode::FORBIDDEN,
-            &format!("this needs the {} role", needed.as_str()),
+        Some(needed) if principal.as_ref().is_some_and(|p| p.role < needed) => (
+            error(
+                StatusCode::FORBIDDEN,
+                &format!("this needs the {} role", needed.as_str()),
+            ),
+            None,
         ),
-        Some(_) => route(control, &method, &path, &query).await,
+        Some(_) if method == Method::POST && path == "/v1/reload" => reload(control),
+        Some(_) => (route(control, &method, &path, &query).await, None),
     };
     if method == Method::POST {
         let status = response.status();
         let result = match status {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "denied".to_string(),
+            _ if note.is_some() => note.unwrap_or_default(),
             s if s.is_success() => "ok".to_string(),
             s => format!("failed ({s})"),
         };
+        // Anyone may try a path: only its first bytes are kept.
+        let shown: String = path.chars().take(MAX_AUDITED_PATH).collect();
         let entry = AuditEntry {
             time: crate::clock::DateTime::now().rfc3339(),
             who: principal.as_ref().map_or("-", |p| p.name.as_str()),
             role: principal.as_ref().map_or("-", |p| p.role.as_str()),
             remote: peer.to_string(),
-            action: format!("{method} {path}"),
+            action: format!("{method} {shown}"),
             status: status.as_u16(),
             result,
         };
@@ -219,6 +229,23 @@ async fn handle(
         }
     }
     response
+}
+
+/// `POST /v1/reload`: it runs either way; what failed keeps its old
+/// version and is listed (`complete: false`), the rest is in force. The
+/// second value is the audit log's result.
+fn reload(control: &Control) -> (Answer, Option<String>) {
+    let problems: Vec<String> = match control.reload() {
+        Ok(()) => Vec::new(),
+        Err(e) => e.to_string().lines().map(String::from).collect(),
+    };
+    let note = (!problems.is_empty())
+        .then(|| format!("partial: {} part(s) kept their old version", problems.len()));
+    let answer = json_answer(
+        StatusCode::OK,
+        &json!({"reloaded": true, "complete": problems.is_empty(), "problems": problems}),
+    );
+    (answer, note)
 }
 
 async fn route(control: &Arc<Control>, method: &Method, path: &str, query: &str) -> Answer {
@@ -268,13 +295,6 @@ async fn route(control: &Arc<Control>, method: &Method, path: &str, query: &str)
                 None => error(StatusCode::NOT_FOUND, "no such link"),
             }
         }
-        (&Method::POST, ["v1", "reload"]) => match control.reload() {
-            Ok(()) => json_answer(StatusCode::OK, &json!({"reloaded": true})),
-            Err(e) => json_answer(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                &json!({"reloaded": false, "error": e.to_string()}),
-            ),
-        },
         (&Method::GET, ["v1", "transactions"]) => transactions(control, query).await,
         (&Method::GET, ["v1", "saf"]) => {
             let index = control.switch().journal().index();
@@ -308,14 +328,18 @@ async fn transactions(control: &Control, query: &str) -> Answer {
     let journal = control.switch().journal();
     journal.index_current().await;
     let found = match (param("rrn"), param("terminal"), param("stan")) {
-        (Some(rrn), _, _) if valid_key(&rrn) => journal.index().by_rrn(&rrn),
-        (None, Some(terminal), Some(stan)) if valid_key(&terminal) && valid_key(&stan) => {
+        (Some(rrn), _, _) if valid_key(&rrn, 12) => journal.index().by_rrn(&rrn),
+        (None, Some(terminal), Some(stan))
+            if valid_key(&terminal, 8)
+                && valid_key(&stan, 6)
+                && stan.bytes().all(|b| b.is_ascii_digit()) =>
+        {
             journal.index().by_request(&terminal, &stan, None)
         }
         _ => {
             return error(
                 StatusCode::BAD_REQUEST,
-                "give ?rrn=R or ?terminal=T&stan=S (letters, digits and spaces)",
+                "give ?rrn=R (up to 12 letters and digits) or ?terminal=T&stan=S (up to 8 letters and digits, and up to 6 digits)",
             );
         }
     };
@@ -328,8 +352,9 @@ async fn transactions(control: &Control, query: &str) -> Answer {
     }
 }
 
-/// Look-up keys are short and plain: anything else is refused rather than
-/// decoded.
-fn valid_key(value: &str) -> bool {
-    (1..=16).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_alphanumeric())
+/// Look-up keys are short and plain (at most `max` letters and digits, the
+/// length of their ISO 8583 field): anything else is refused rather than
+/// decoded or cut.
+fn valid_key(value: &str, max: usize) -> bool {
+    (1..=max).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_alphanumeric())
 }

@@ -2,8 +2,9 @@
 //!
 //! The token comes from `--token-file` or `$CARDSWITCH_TOKEN`, never from
 //! the command line (where `ps` would show it). Exit status: 0 when the API
-//! said yes, 1 when it said no (the answer is printed), 2 when it could not
-//! be reached.
+//! said yes, 1 when it said no (the answer is printed; for `reload`, also
+//! when a part of the reload kept its old version), 2 when it could not be
+//! reached.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -119,7 +120,13 @@ impl CtlArgs {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        runtime.block_on(self.command.run(&client))
+        match runtime.block_on(self.command.run(&client)) {
+            Ok(code) => Ok(code),
+            Err(e) => {
+                eprintln!("cardswitch ctl: {e}");
+                Ok(ExitCode::from(2))
+            }
+        }
     }
 }
 
@@ -153,7 +160,11 @@ type Reply = (StatusCode, Bytes);
 
 impl Client {
     async fn call(&self, method: Method, path: &str) -> Result<Reply, String> {
-        let address = format!("{}:{}", self.target.host, self.target.port);
+        let address = if self.target.host.contains(':') {
+            format!("[{}]:{}", self.target.host, self.target.port)
+        } else {
+            format!("{}:{}", self.target.host, self.target.port)
+        };
         let stream = TcpStream::connect(&address)
             .await
             .map_err(|e| format!("cannot reach the admin API at {address}: {e}"))?;
@@ -259,7 +270,15 @@ impl CtlCommand {
                     )
                     .await?
             }
-            CtlCommand::Reload => client.call(Method::POST, "/v1/reload").await?,
+            CtlCommand::Reload => {
+                let reply = client.call(Method::POST, "/v1/reload").await?;
+                let code = print(&reply);
+                if reply.0.is_success() && json(&reply.1)["complete"] == Value::Bool(false) {
+                    eprintln!("cardswitch ctl: the reload was partial; see the problems above");
+                    return Ok(ExitCode::from(1));
+                }
+                return Ok(code);
+            }
             CtlCommand::Txn {
                 rrn,
                 terminal,

@@ -375,7 +375,8 @@ fn card_hash(config: &JournalConfig) -> Result<ExitCode, Box<dyn std::error::Err
         Box::new(std::io::BufRead::lines(stdin.lock()))
     };
     for (number, line) in lines.by_ref().enumerate() {
-        let pan = zeroize::Zeroizing::new(line?.trim().to_string());
+        let line = zeroize::Zeroizing::new(line?);
+        let pan = zeroize::Zeroizing::new(line.trim().to_string());
         if pan.is_empty() {
             break;
         }

@@ -56,7 +56,7 @@ fn init_daemon_logging(settings: &LogSettings) -> Option<LevelHandle> {
     (installed.is_ok() && !fixed).then_some(handle)
 }
 
-/// Applies the `[log]` level of the config file again (on SIGHUP).
+/// Applies the `[log]` level of the config file again (at each reload).
 fn reload_level(handle: Option<&LevelHandle>, config: &std::path::Path) {
     let Some(handle) = handle else {
         info!("log level fixed by RUST_LOG; [log] level not reloaded");
@@ -97,6 +97,8 @@ impl ServeArgs {
             .build()?;
         runtime.block_on(async move {
             let running = server::start(config).await?;
+            // The log level is re-applied by every reload, SIGHUP or API.
+            running.on_reload(Box::new(move || reload_level(level.as_ref(), &path)));
             let mut hangup = signal(SignalKind::hangup())?;
             let mut terminate = signal(SignalKind::terminate())?;
             let mut interrupt = signal(SignalKind::interrupt())?;
@@ -110,7 +112,6 @@ impl ServeArgs {
                 tokio::select! {
                     _ = hangup.recv() => {
                         systemd::notify(&[NotifyState::Reloading, systemd::monotonic_now()]);
-                        reload_level(level.as_ref(), &path);
                         match running.reload() {
                             Ok(()) => {}
                             Err(e) => error!("reload incomplete; whatever failed keeps its old version:\n{e}"),

@@ -41,6 +41,18 @@ pub enum IndexError {
     /// Reading the log failed.
     #[error(transparent)]
     Wal(#[from] WalError),
+    /// An entry does not decode (written by another version, or damaged):
+    /// never skipped, since a transaction missing from the index could be
+    /// a reversal owed.
+    #[error(
+        "journal index {path}: transaction {id} does not decode; rebuild the index with `cardswitch journal reindex`"
+    )]
+    Undecodable {
+        /// The sled directory.
+        path: String,
+        /// The transaction.
+        id: TxnId,
+    },
 }
 
 /// Where a transaction stands.
@@ -305,7 +317,14 @@ impl Index {
     /// A transaction by id.
     pub fn txn(&self, id: TxnId) -> Result<Option<TxnState>, IndexError> {
         let value = self.store(self.db.get(id_key(b't', id)))?;
-        Ok(value.and_then(|v| postcard::from_bytes(&v).ok()))
+        value.map(|v| self.decode(id, &v)).transpose()
+    }
+
+    fn decode(&self, id: TxnId, value: &[u8]) -> Result<TxnState, IndexError> {
+        postcard::from_bytes(value).map_err(|_| IndexError::Undecodable {
+            path: self.path.clone(),
+            id,
+        })
     }
 
     fn ids_with_prefix(&self, prefix: &[u8]) -> Result<Vec<TxnId>, IndexError> {
@@ -372,8 +391,8 @@ impl Index {
         };
         let mut out = Vec::new();
         for item in self.db.range(id_key(b't', first)..id_key(b't', next)) {
-            let (_, value) = self.store(item)?;
-            out.extend(postcard::from_bytes::<TxnState>(&value).ok());
+            let (key, value) = self.store(item)?;
+            out.push(self.decode(tail_id(&key).unwrap_or_default(), &value)?);
         }
         Ok(out)
     }
@@ -387,8 +406,8 @@ impl Index {
             .rev()
             .take(count)
         {
-            let (_, value) = self.store(item)?;
-            out.extend(postcard::from_bytes::<TxnState>(&value).ok());
+            let (key, value) = self.store(item)?;
+            out.push(self.decode(tail_id(&key).unwrap_or_default(), &value)?);
         }
         Ok(out)
     }
@@ -560,5 +579,46 @@ impl Index {
     /// Makes sled write what it holds.
     pub fn flush(&self) -> Result<(), IndexError> {
         self.store(self.db.flush().map(|_| ()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_that_does_not_decode_is_an_error_not_a_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(dir.path(), 0).unwrap();
+        index.db.insert(id_key(b't', 7), &[0xff, 0xff][..]).unwrap();
+        let e = index.txn(7).unwrap_err().to_string();
+        assert!(
+            e.contains("transaction 7 does not decode") && e.contains("reindex"),
+            "{e}"
+        );
+        assert!(index.newest(10).is_err());
+        assert!(index.txn(8).unwrap().is_none());
+    }
+
+    #[test]
+    fn an_index_of_another_format_is_emptied_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let index = Index::open(dir.path(), 0).unwrap();
+            index.db.insert(id_key(b't', 7), &[0xff][..]).unwrap();
+            index.db.insert(APPLIED, &9u64.to_be_bytes()[..]).unwrap();
+            index.db.insert(SCHEMA, &1u32.to_be_bytes()[..]).unwrap();
+            index.db.flush().unwrap();
+        }
+        let index = Index::open(dir.path(), 0).unwrap();
+        assert_eq!(index.applied().unwrap(), 0, "replayed from the start");
+        assert!(index.txn(7).unwrap().is_none());
+        drop(index);
+        // Opened again by the same version: kept.
+        let index = Index::open(dir.path(), 0).unwrap();
+        index.db.insert(APPLIED, &3u64.to_be_bytes()[..]).unwrap();
+        index.db.flush().unwrap();
+        drop(index);
+        assert_eq!(Index::open(dir.path(), 0).unwrap().applied().unwrap(), 3);
     }
 }

@@ -118,6 +118,8 @@ where
                         })
                         .inc();
                     metrics.in_flight.inc();
+                    // Counted down however the task ends (also if aborted).
+                    let _in_flight = InFlight(metrics.in_flight.clone());
                     let (response, protection) = match switch.check_mac(&request, &raw, &dialect) {
                         Ok(protection) => (switch.handle(request).await, protection),
                         // Unsigned: a MAC under the terminal's key on an
@@ -135,7 +137,6 @@ where
                     );
                     send(&tx, &dialect, header, response, &protection).await;
                     metrics.latency.record(started.elapsed());
-                    metrics.in_flight.dec();
                     drop(permit);
                 });
             }
@@ -168,6 +169,15 @@ where
     drop(tx);
     let _ = write_task.await;
     ended
+}
+
+/// A request being handled: counted down when its task ends.
+struct InFlight(prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Encodes (and MACs, per the terminal's profile) a response and queues
