@@ -14,9 +14,7 @@ use std::time::{Duration, Instant};
 use cardswitch::iso8583::Dialect;
 use cardswitch::iso8583::framing::{FrameCodec, LengthPrefix};
 use cardswitch::sim::bank::{BankHandle, BankSim};
-use cardswitch::sim::pos::{self, PosConfig};
 use cardswitch::sim::rules::Rules;
-use cardswitch::sim::scenario::{Scenario, TxnTemplate};
 use tokio::net::TcpListener;
 
 /// One HTTP/1.1 exchange on a fresh connection: status and body.
@@ -90,17 +88,7 @@ async fn purchases(addr: SocketAddr, count: u64) {
 }
 
 async fn purchases_on(addr: SocketAddr, bin: &str, code: &str, count: u64) {
-    let mut cfg = PosConfig::new(
-        addr,
-        Dialect::builtin("iso87ascii").unwrap().unwrap(),
-        FrameCodec::new(LengthPrefix::Binary2),
-        Scenario::new(vec![
-            TxnTemplate::purchase("p", bin, 100).expecting(Some(code)),
-        ])
-        .unwrap(),
-    );
-    cfg.count = count;
-    let report = pos::run(cfg).await.unwrap();
+    let report = common::purchases(addr, bin, code, count).await;
     assert!(report.all_checked_out(), "{}", report.to_json());
 }
 

@@ -11,10 +11,8 @@ use std::time::{Duration, Instant};
 use cardswitch::iso8583::Dialect;
 use cardswitch::iso8583::framing::{FrameCodec, LengthPrefix};
 use cardswitch::sim::bank::BankSim;
-use cardswitch::sim::pos::{self, PosConfig};
 use cardswitch::sim::report::PosReport;
 use cardswitch::sim::rules::Rules;
-use cardswitch::sim::scenario::{Scenario, TxnTemplate};
 use tokio::net::TcpListener;
 
 fn kill(child: &Child, signal: &str) {
@@ -26,17 +24,7 @@ fn kill(child: &Child, signal: &str) {
 }
 
 async fn purchase(addr: SocketAddr, bin: &str, expected: &str, count: u64) -> PosReport {
-    let mut cfg = PosConfig::new(
-        addr,
-        Dialect::builtin("iso87ascii").unwrap().unwrap(),
-        FrameCodec::new(LengthPrefix::Binary2),
-        Scenario::new(vec![
-            TxnTemplate::purchase("p", bin, 100).expecting(Some(expected)),
-        ])
-        .unwrap(),
-    );
-    cfg.count = count;
-    pos::run(cfg).await.unwrap()
+    common::purchases(addr, bin, expected, count).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -96,3 +96,29 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+/// `count` purchases of 1.00 on `bin` from the POS simulator (iso87ascii,
+/// 2-byte binary lengths), each expecting `expected`.
+#[allow(dead_code)]
+pub async fn purchases(
+    addr: std::net::SocketAddr,
+    bin: &str,
+    expected: &str,
+    count: u64,
+) -> cardswitch::sim::report::PosReport {
+    use cardswitch::iso8583::Dialect;
+    use cardswitch::iso8583::framing::{FrameCodec, LengthPrefix};
+    use cardswitch::sim::pos::{self, PosConfig};
+    use cardswitch::sim::scenario::{Scenario, TxnTemplate};
+    let mut cfg = PosConfig::new(
+        addr,
+        Dialect::builtin("iso87ascii").unwrap().unwrap(),
+        FrameCodec::new(LengthPrefix::Binary2),
+        Scenario::new(vec![
+            TxnTemplate::purchase("p", bin, 100).expecting(Some(expected)),
+        ])
+        .unwrap(),
+    );
+    cfg.count = count;
+    pos::run(cfg).await.unwrap()
+}
