@@ -12,6 +12,7 @@
 pub mod adapter;
 pub mod admin;
 pub mod card;
+pub mod clearing;
 pub mod clock;
 pub mod codes;
 pub mod config;
