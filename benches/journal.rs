@@ -69,7 +69,7 @@ fn journal_run(base: &Path, appenders: usize, seconds: u64) -> Measured {
         dir: dir.clone(),
         durability: Durability::Fsync,
         segment_bytes: 64 << 20,
-        cutover_secs: 0,
+        cutover: cardswitch::journal::Cutover::default(),
         data_key: cardswitch::journal::DataKey::File(dir.join("unused")),
         saf_retry_min: Duration::from_millis(500),
         saf_retry_max: Duration::from_secs(30),

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use crate::admin::AdminConfig;
 use crate::iso8583::Dialect;
 use crate::iso8583::framing::{FrameCodec, LengthPrefix};
-use crate::journal::{DataKey, Durability, JournalConfig};
+use crate::journal::{Cutover, DataKey, Durability, JournalConfig};
 use crate::registry::{TerminalEntry, Terminals};
 use crate::risk::{RiskConfig, RuleSet};
 use crate::route::{RouteEntry, RouteTable};
@@ -77,6 +77,8 @@ struct RawConfig {
     admin: Option<RawAdmin>,
     #[serde(default)]
     risk: RiskConfig,
+    #[serde(default)]
+    clearing: Option<crate::clearing::settings::RawClearing>,
 }
 
 /// `[admin]`: the admin API.
@@ -199,6 +201,8 @@ struct RawJournal {
     segment_mb: u64,
     #[serde(default = "default_cutover")]
     cutover: String,
+    #[serde(default = "default_time_zone")]
+    time_zone: String,
     #[serde(default = "default_saf_retry_min_ms")]
     saf_retry_min_ms: u64,
     #[serde(default = "default_saf_retry_max_ms")]
@@ -210,6 +214,9 @@ fn default_segment_mb() -> u64 {
 }
 fn default_cutover() -> String {
     "00:00".into()
+}
+fn default_time_zone() -> String {
+    "UTC".into()
 }
 fn default_saf_retry_min_ms() -> u64 {
     500
@@ -426,6 +433,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// Risk rules.
     pub risk: RuleSet,
+    /// End-of-day clearing, when configured.
+    pub clearing: Option<crate::clearing::settings::ClearingConfig>,
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
@@ -542,6 +551,10 @@ impl Config {
             );
             0
         });
+        let cutover = Cutover::new(cutover_secs, &j.time_zone).unwrap_or_else(|reason| {
+            problem("journal.time_zone".into(), reason);
+            Cutover::default()
+        });
         if !(1..=1024).contains(&j.segment_mb) {
             problem(
                 "journal.segment_mb".into(),
@@ -558,7 +571,7 @@ impl Config {
             dir: base.join(&j.dir),
             durability: j.durability,
             segment_bytes: j.segment_mb << 20,
-            cutover_secs,
+            cutover,
             data_key: data_key.unwrap_or(DataKey::File(PathBuf::new())),
             saf_retry_min: Duration::from_millis(j.saf_retry_min_ms),
             saf_retry_max: Duration::from_millis(j.saf_retry_max_ms),
@@ -761,6 +774,21 @@ impl Config {
                 (Terminals::default(), RouteTable::default())
             }
         };
+        let names: Vec<String> = raw.destinations.iter().map(|d| d.name.clone()).collect();
+        let clearing = raw
+            .clearing
+            .as_ref()
+            .and_then(|c| match c.validate(base, &names) {
+                Ok(c) => Some(c),
+                Err(found) => {
+                    problems.extend(
+                        found
+                            .into_iter()
+                            .map(|(key, reason)| format!("{file}: {key}: {reason}")),
+                    );
+                    None
+                }
+            });
         let Some(risk) = risk.filter(|_| problems.is_empty()) else {
             return Err(ConfigError::Invalid(problems));
         };
@@ -780,6 +808,7 @@ impl Config {
             log: raw.log.clone(),
             admin,
             risk,
+            clearing,
         })
     }
 

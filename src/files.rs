@@ -19,31 +19,97 @@ pub fn write_private_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()
 }
 
 fn write_with_mode(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp{}", std::process::id()));
-    let temp = dir.join(name);
-    // A temporary file left by a crash is replaced, so the new one gets
-    // the mode asked for.
-    let _ = std::fs::remove_file(&temp);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(mode);
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    let mut file = options.open(&temp)?;
+    let mut file = AtomicFile::create(path, mode)?;
     file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&temp, path)?;
-    std::fs::File::open(&dir)?.sync_all()
+    file.commit()
+}
+
+/// A file being written atomically, streamed: it is written beside its
+/// final name, and [`AtomicFile::commit`] syncs it, renames it into place
+/// and syncs the directory. Dropped without a commit, it is removed and the
+/// old file (if any) stays.
+#[derive(Debug)]
+pub struct AtomicFile {
+    temp: PathBuf,
+    path: PathBuf,
+    dir: PathBuf,
+    file: Option<std::io::BufWriter<std::fs::File>>,
+}
+
+impl AtomicFile {
+    /// Starts writing `path` with permissions `mode` (from the moment the
+    /// file exists).
+    pub fn create(path: &Path, mode: u32) -> std::io::Result<AtomicFile> {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(".tmp{}", std::process::id()));
+        let temp = dir.join(name);
+        // A temporary file left by a crash is replaced, so the new one gets
+        // the mode asked for.
+        let _ = std::fs::remove_file(&temp);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(mode);
+        }
+        #[cfg(not(unix))]
+        let _ = mode;
+        let file = options.open(&temp)?;
+        Ok(AtomicFile {
+            temp,
+            path: path.to_path_buf(),
+            dir,
+            file: Some(std::io::BufWriter::with_capacity(1 << 20, file)),
+        })
+    }
+
+    /// Makes the file durable under its final name.
+    pub fn commit(mut self) -> std::io::Result<()> {
+        let Some(writer) = self.file.take() else {
+            return Err(std::io::Error::other("already committed"));
+        };
+        let file = writer.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&self.temp, &self.path)?;
+        std::fs::File::open(&self.dir)?.sync_all()
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match &mut self.file {
+            Some(f) => f.write(buf),
+            None => Err(std::io::Error::other("already committed")),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match &mut self.file {
+            Some(f) => f.write_all(buf),
+            None => Err(std::io::Error::other("already committed")),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.file {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.temp);
+        }
+    }
 }
 
 /// Reads a secret file (a key), refusing one that group or others may

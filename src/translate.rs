@@ -151,6 +151,7 @@ fn to_1993(mut m: Message, out: &Outgoing<'_>) -> Message {
         TxnKind::Authorization => "100",
         TxnKind::Purchase | TxnKind::Refund => "200",
         TxnKind::Reversal => "400",
+        TxnKind::Completion => "202",
     };
     m.set(24, function);
     m.remove(90);

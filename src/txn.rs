@@ -25,6 +25,9 @@ pub enum TxnKind {
     Refund,
     /// 0400 / 0420: reversal of an earlier transaction.
     Reversal,
+    /// 0220: completion advice of an approved pre-authorisation (0100), for
+    /// the amount finally charged; it is what clears.
+    Completion,
 }
 
 impl TxnKind {
@@ -35,15 +38,17 @@ impl TxnKind {
             TxnKind::Purchase => "purchase",
             TxnKind::Refund => "refund",
             TxnKind::Reversal => "reversal",
+            TxnKind::Completion => "completion",
         }
     }
 
     /// Every kind, for "allow all" defaults.
-    pub const ALL: [TxnKind; 4] = [
+    pub const ALL: [TxnKind; 5] = [
         TxnKind::Authorization,
         TxnKind::Purchase,
         TxnKind::Refund,
         TxnKind::Reversal,
+        TxnKind::Completion,
     ];
 }
 
@@ -76,9 +81,13 @@ pub enum Refusal {
     /// No route for the PAN's BIN.
     #[error("no such issuer")]
     NoRoute,
-    /// A reversal names an original the switch does not know.
+    /// A reversal or a completion names an original the switch does not
+    /// know (for a completion: no approved pre-authorisation).
     #[error("original transaction not found")]
     OriginalNotFound,
+    /// A completion for more than its pre-authorisation approved.
+    #[error("invalid amount")]
+    InvalidAmount,
     /// The destination has no link up, or did not answer in time.
     #[error("issuer unavailable")]
     IssuerUnavailable,
@@ -109,6 +118,7 @@ impl Refusal {
             Refusal::InvalidCard => "14",
             Refusal::NoRoute => "15",
             Refusal::OriginalNotFound => "25",
+            Refusal::InvalidAmount => "13",
             Refusal::IssuerUnavailable => "91",
             Refusal::System => "96",
             Refusal::SecurityViolation => "63",
@@ -136,6 +146,7 @@ impl Txn {
             ("0200", Some(pc)) if pc.starts_with("00") => TxnKind::Purchase,
             ("0200", Some(pc)) if pc.starts_with("20") => TxnKind::Refund,
             ("0400" | "0401" | "0420" | "0421", _) => TxnKind::Reversal,
+            ("0220" | "0221", _) => TxnKind::Completion,
             ("0100" | "0200", None) => return Err(Refusal::Format),
             _ => return Err(Refusal::InvalidTransaction),
         };

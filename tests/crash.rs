@@ -327,7 +327,7 @@ async fn kill_9_under_load_loses_nothing() {
     let journal = dir.path().join("journal");
     let since = Instant::now();
     loop {
-        let states = view::replay(&journal, 0).unwrap();
+        let states = view::replay(&journal, &cardswitch::journal::Cutover::default()).unwrap();
         if !states.values().any(|s| s.reversal_pending()) {
             break;
         }
@@ -362,7 +362,7 @@ async fn kill_9_under_load_loses_nothing() {
 
     // 1. Every approval a terminal received is in the journal, approved and
     //    not reversed.
-    let states = view::replay(&journal, 0).unwrap();
+    let states = view::replay(&journal, &cardswitch::journal::Cutover::default()).unwrap();
     let purchases: HashMap<&str, _> = states
         .values()
         .filter(|s| s.request.mti == "0200")
@@ -402,11 +402,11 @@ async fn kill_9_under_load_loses_nothing() {
     );
 
     // 3. The index rebuilt from scratch equals the live one.
-    let live = Index::open(&journal.join("index"), 0).unwrap();
+    let live = Index::open(&journal.join("index"), cardswitch::journal::Cutover::default()).unwrap();
     let live_dump = live.dump().unwrap();
     drop(live);
     let fresh_dir = dir.path().join("fresh-index");
-    let fresh = Index::open(&fresh_dir, 0).unwrap();
+    let fresh = Index::open(&fresh_dir, cardswitch::journal::Cutover::default()).unwrap();
     fresh.rebuild(&journal, |_| {}).unwrap();
     assert_eq!(
         fresh.dump().unwrap(),

@@ -198,7 +198,7 @@ async fn card_data_never_reaches_the_disk_in_clear() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let journal = dir.path().join("journal");
-    let states = view::replay(&journal, 0).unwrap();
+    let states = view::replay(&journal, &cardswitch::journal::Cutover::default()).unwrap();
     assert_eq!(states.len(), 3);
     assert_eq!(
         states.values().next().unwrap().request.pan.masked,
@@ -263,7 +263,7 @@ async fn a_reversal_owed_survives_a_restart_and_is_delivered_once() {
     wait_for("reversal delivered", || ledger.unmatched_reversals() == 1).await;
     let journal = dir.path().join("journal");
     wait_for("acknowledged in the journal", || {
-        view::replay(&journal, 0)
+        view::replay(&journal, &cardswitch::journal::Cutover::default())
             .unwrap()
             .values()
             .all(|s| !s.reversal_pending())
@@ -320,7 +320,7 @@ async fn retransmissions_and_partial_reversals() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(ledger.approvals()[0].reversals, 1);
 
-    let states = view::replay(&dir.path().join("journal"), 0).unwrap();
+    let states = view::replay(&dir.path().join("journal"), &cardswitch::journal::Cutover::default()).unwrap();
     let original = states
         .values()
         .find(|s| s.request.stan == "000400")
@@ -388,8 +388,8 @@ async fn journal_commands_show_verify_export_backup_reindex() {
     assert!(ok && out.contains("transactions: 2"), "{out}");
     let (ok, out) = cli(&config, &["reindex"]);
     assert!(ok && out.contains("index rebuilt from"), "{out}");
-    let restored = view::replay(&backup, 0).unwrap();
-    let live = view::replay(&dir.path().join("journal"), 0).unwrap();
+    let restored = view::replay(&backup, &cardswitch::journal::Cutover::default()).unwrap();
+    let live = view::replay(&dir.path().join("journal"), &cardswitch::journal::Cutover::default()).unwrap();
     assert_eq!(restored, live);
     // A corrupted byte in the middle of the log is found and named.
     let segment = cardswitch::journal::wal::segments(&dir.path().join("journal"))

@@ -2,6 +2,15 @@
 //! clearing files for each destination (IPM or CSV), the settlement report
 //! and the reconciliation against a bank's settlement file.
 
+pub mod ard;
+pub mod csv;
+pub mod currency;
+pub mod ipm;
 pub mod item;
+pub mod recon;
+pub mod run;
+pub mod settlement;
+pub mod select;
+pub mod settings;
 
 pub use item::{ClearedKind, Presentment, Reversed};

@@ -118,7 +118,7 @@ fn show(
     rrn: Option<&str>,
     txn: Option<u64>,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let states = view::replay(&config.dir, config.cutover_secs)?;
+    let states = view::replay(&config.dir, &config.cutover)?;
     let found: Vec<TxnView> = states
         .values()
         .filter(|s| match (rrn, txn) {
@@ -189,7 +189,7 @@ fn tail(dir: &Path, lines: usize, follow: bool) -> Result<ExitCode, Box<dyn std:
 }
 
 fn stats(config: &JournalConfig) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let states = view::replay(&config.dir, config.cutover_secs)?;
+    let states = view::replay(&config.dir, &config.cutover)?;
     let mut by_date: std::collections::BTreeMap<(String, &str), u64> = Default::default();
     let mut owed = 0;
     for s in states.values() {
@@ -267,7 +267,7 @@ fn export(
     if compact.len() != 8 || !compact.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!("--date {date}: expected YYYY-MM-DD").into());
     }
-    let states = view::replay(&config.dir, config.cutover_secs)?;
+    let states = view::replay(&config.dir, &config.cutover)?;
     let mut text = String::new();
     if matches!(format, Format::Csv) {
         text.push_str(CSV_HEADER);
@@ -294,7 +294,7 @@ fn export(
 }
 
 fn saf(config: &JournalConfig) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let states = view::replay(&config.dir, config.cutover_secs)?;
+    let states = view::replay(&config.dir, &config.cutover)?;
     println!(
         "{:>10} {:<12} {:<9} {:>8} {:>12} {:<8} {:<19} {:<12}",
         "txn", "destination", "reason", "attempts", "amount", "currency", "pan", "rrn"
@@ -321,7 +321,7 @@ fn saf(config: &JournalConfig) -> Result<ExitCode, Box<dyn std::error::Error>> {
 
 fn reindex(config: &JournalConfig) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let total: u64 = view::record_counts(&config.dir)?.values().sum();
-    let index = Index::open(&config.index_dir(), config.cutover_secs)?;
+    let index = Index::open(&config.index_dir(), config.cutover.clone())?;
     let bar = if std::io::stderr().is_terminal() {
         indicatif::ProgressBar::new(total)
     } else {

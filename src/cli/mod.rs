@@ -1,5 +1,6 @@
 //! Subcommands of the `cardswitch` binary.
 
+mod clearing;
 mod ctl;
 mod demo;
 mod iso;
@@ -49,6 +50,12 @@ enum Command {
     Ctl(ctl::CtlArgs),
     /// Bearer tokens of the admin API: add, list, remove.
     Tokens(tokens::TokensArgs),
+    /// End-of-day clearing: `clearing run --date D` writes the clearing
+    /// files, settlement report and manifest of a business date.
+    Clearing(clearing::ClearingArgs),
+    /// Reconciles a bank's settlement file with what the switch cleared for
+    /// a date; exits 3 when there are breaks.
+    Recon(clearing::ReconArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,6 +81,8 @@ impl Cli {
             Command::Keys(args) => args.run(),
             Command::Ctl(args) => args.run(),
             Command::Tokens(args) => args.run(),
+            Command::Clearing(args) => args.run(),
+            Command::Recon(args) => args.run(),
         }
     }
 }

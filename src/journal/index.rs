@@ -23,6 +23,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::cutover::Cutover;
 use super::record::{Forwarded, Received, Record, ReversalReason, Source, TxnId};
 use super::wal::{self, WalError, business_date};
 
@@ -135,11 +136,11 @@ pub struct TxnState {
 
 impl TxnState {
     /// A new state from a `Received` record.
-    pub fn new(id: TxnId, ts: u64, cutover_secs: u32, request: Received) -> TxnState {
+    pub fn new(id: TxnId, ts: u64, cutover: &Cutover, request: Received) -> TxnState {
         TxnState {
             id,
             received_at: ts,
-            date: business_date(ts, cutover_secs),
+            date: business_date(ts, cutover),
             request,
             forwarded: None,
             phase: Phase::Received,
@@ -260,12 +261,12 @@ pub type KeyValue = (Vec<u8>, Vec<u8>);
 pub struct Index {
     db: sled::Db,
     path: String,
-    cutover_secs: u32,
+    cutover: Cutover,
 }
 
 impl Index {
     /// Opens (or creates) the index in `dir`.
-    pub fn open(dir: &Path, cutover_secs: u32) -> Result<Index, IndexError> {
+    pub fn open(dir: &Path, cutover: Cutover) -> Result<Index, IndexError> {
         let path = dir.display().to_string();
         let db = sled::Config::new()
             .path(dir)
@@ -279,7 +280,7 @@ impl Index {
         let index = Index {
             db,
             path,
-            cutover_secs,
+            cutover,
         };
         index.check_schema()?;
         Ok(index)
@@ -452,7 +453,7 @@ impl Index {
                 other => Err(other),
             };
             if let Ok(request) = record {
-                let state = TxnState::new(id, ts, self.cutover_secs, request);
+                let state = TxnState::new(id, ts, &self.cutover, request);
                 let mut key = request_key(
                     &state.request.terminal,
                     &state.request.stan,
@@ -589,7 +590,7 @@ mod tests {
     #[test]
     fn an_entry_that_does_not_decode_is_an_error_not_a_gap() {
         let dir = tempfile::tempdir().unwrap();
-        let index = Index::open(dir.path(), 0).unwrap();
+        let index = Index::open(dir.path(), Cutover::default()).unwrap();
         index.db.insert(id_key(b't', 7), &[0xff, 0xff][..]).unwrap();
         let e = index.txn(7).unwrap_err().to_string();
         assert!(
@@ -604,21 +605,21 @@ mod tests {
     fn an_index_of_another_format_is_emptied_at_open() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let index = Index::open(dir.path(), 0).unwrap();
+            let index = Index::open(dir.path(), Cutover::default()).unwrap();
             index.db.insert(id_key(b't', 7), &[0xff][..]).unwrap();
             index.db.insert(APPLIED, &9u64.to_be_bytes()[..]).unwrap();
             index.db.insert(SCHEMA, &1u32.to_be_bytes()[..]).unwrap();
             index.db.flush().unwrap();
         }
-        let index = Index::open(dir.path(), 0).unwrap();
+        let index = Index::open(dir.path(), Cutover::default()).unwrap();
         assert_eq!(index.applied().unwrap(), 0, "replayed from the start");
         assert!(index.txn(7).unwrap().is_none());
         drop(index);
         // Opened again by the same version: kept.
-        let index = Index::open(dir.path(), 0).unwrap();
+        let index = Index::open(dir.path(), Cutover::default()).unwrap();
         index.db.insert(APPLIED, &3u64.to_be_bytes()[..]).unwrap();
         index.db.flush().unwrap();
         drop(index);
-        assert_eq!(Index::open(dir.path(), 0).unwrap().applied().unwrap(), 3);
+        assert_eq!(Index::open(dir.path(), Cutover::default()).unwrap().applied().unwrap(), 3);
     }
 }

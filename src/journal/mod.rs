@@ -13,6 +13,7 @@
 //!
 //! See README → Durability for the contract as operators read it.
 
+pub mod cutover;
 pub mod index;
 pub mod record;
 pub mod recovery;
@@ -30,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
+pub use cutover::Cutover;
 pub use index::{Index, IndexError, Phase, TxnState};
 pub use record::{Record, TxnId};
 pub use vault::Vault;
@@ -64,8 +66,8 @@ pub struct JournalConfig {
     pub durability: Durability,
     /// Size at which a segment is closed.
     pub segment_bytes: u64,
-    /// Business-day cutover, seconds after 00:00 UTC.
-    pub cutover_secs: u32,
+    /// Business-day cutover.
+    pub cutover: Cutover,
     /// Where the 256-bit data key that seals PANs comes from.
     pub data_key: DataKey,
     /// First delay before a store-and-forward retry.
@@ -90,7 +92,7 @@ impl JournalConfig {
             dir: self.dir.clone(),
             segment_bytes: self.segment_bytes,
             durability: self.durability,
-            cutover_secs: self.cutover_secs,
+            cutover: self.cutover.clone(),
         }
     }
 
@@ -341,7 +343,7 @@ fn start_indexer(
     let (ready, opened) = mpsc::sync_channel(1);
     let index_dir = config.index_dir();
     let log_dir = config.dir.clone();
-    let cutover = config.cutover_secs;
+    let cutover = config.cutover.clone();
     let indexer = std::thread::Builder::new()
         .name("journal-index".into())
         .spawn(move || {

@@ -21,7 +21,7 @@ use crate::txn::TxnKind;
 pub type TxnId = u64;
 
 /// The merchant a terminal belongs to, as registered when the request came.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Merchant {
     /// Field 42.
     pub id: String,

@@ -8,12 +8,13 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::cutover::Cutover;
 use super::index::TxnState;
 use super::record::{Record, RecordKind, ReversalReason, Source, TxnId};
 use super::wal::{self, WalError};
 
 /// Every transaction in the log (from `from` on), in id order.
-pub fn replay(dir: &Path, cutover_secs: u32) -> Result<BTreeMap<TxnId, TxnState>, WalError> {
+pub fn replay(dir: &Path, cutover: &Cutover) -> Result<BTreeMap<TxnId, TxnState>, WalError> {
     let mut states: BTreeMap<TxnId, TxnState> = BTreeMap::new();
     wal::scan(dir, 0, |_, entry| {
         let Some(record) = entry.record() else {
@@ -27,7 +28,7 @@ pub fn replay(dir: &Path, cutover_secs: u32) -> Result<BTreeMap<TxnId, TxnState>
             Record::Received(request) => {
                 states.insert(
                     entry.seq,
-                    TxnState::new(entry.seq, entry.ts, cutover_secs, (**request).clone()),
+                    TxnState::new(entry.seq, entry.ts, cutover, (**request).clone()),
                 );
             }
             other => {

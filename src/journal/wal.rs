@@ -60,8 +60,8 @@ use serde::Deserialize;
 use tokio::sync::oneshot;
 use tracing::{error, warn};
 
+use super::cutover::Cutover;
 use super::record::{self, Record, RecordKind};
-use crate::clock::DateTime;
 use crate::metrics::Latency;
 
 /// Bytes at the start of every segment.
@@ -133,7 +133,7 @@ pub struct WalConfig {
     /// See [`Durability`].
     pub durability: Durability,
     /// Business-day cutover, seconds after 00:00 UTC.
-    pub cutover_secs: u32,
+    pub cutover: Cutover,
 }
 
 /// One segment file.
@@ -236,9 +236,8 @@ pub fn now_micros() -> u64 {
 }
 
 /// The business date (`YYYYMMDD`) of a time, given the cutover.
-pub fn business_date(micros: u64, cutover_secs: u32) -> String {
-    let t = DateTime::from_unix((micros / 1_000_000).saturating_sub(u64::from(cutover_secs)));
-    format!("{:04}{:02}{:02}", t.year, t.month, t.day)
+pub fn business_date(micros: u64, cutover: &Cutover) -> String {
+    cutover.date(micros)
 }
 
 /// The segments in `dir`, oldest first.
@@ -884,7 +883,7 @@ fn commit(
     seqs: (u64, u64),
 ) -> Result<(), WalError> {
     let (first_seq, last_seq) = seqs;
-    let date = business_date(now_micros(), config.cutover_secs);
+    let date = business_date(now_micros(), &config.cutover);
     let roll = match active {
         Some(a) => a.date != date || a.size >= config.segment_bytes,
         None => true,
@@ -936,7 +935,7 @@ mod tests {
             dir: dir.to_path_buf(),
             segment_bytes: 64 << 20,
             durability: Durability::Fsync,
-            cutover_secs: 0,
+            cutover: Cutover::default(),
         }
     }
 
@@ -1161,8 +1160,11 @@ mod tests {
     fn business_date_follows_the_cutover() {
         // 2026-11-25 22:30 UTC.
         let t = 1_795_646_000 * 1_000_000;
-        assert_eq!(business_date(t, 0), "20261125");
-        assert_eq!(business_date(t + 2 * 3_600_000_000, 0), "20261126");
-        assert_eq!(business_date(t + 2 * 3_600_000_000, 3 * 3600), "20261125");
+        assert_eq!(business_date(t, &Cutover::utc(0)), "20261125");
+        assert_eq!(business_date(t + 2 * 3_600_000_000, &Cutover::utc(0)), "20261126");
+        assert_eq!(
+            business_date(t + 2 * 3_600_000_000, &Cutover::utc(3 * 3600)),
+            "20261125"
+        );
     }
 }

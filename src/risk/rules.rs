@@ -53,6 +53,7 @@ impl Kinds {
             TxnKind::Purchase => 2,
             TxnKind::Refund => 4,
             TxnKind::Reversal => 8,
+            TxnKind::Completion => 16,
         }
     }
 

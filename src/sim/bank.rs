@@ -431,7 +431,7 @@ impl BankSim {
             }
             None => {
                 bump(&self.stats.approved);
-                self.ledger.record(&request);
+                self.ledger.record(&request, &approval_id(&request));
                 self.approval_code(class)
             }
         };
@@ -478,8 +478,8 @@ impl BankSim {
         }
         message.set(39, Bytes::copy_from_slice(code.as_bytes()));
         if approved && matches!(mti_class(mti), b'1' | b'2') {
-            let stan = message.stan().unwrap_or(0);
-            message.set(38, format!("A{:05}", stan % 100_000));
+            let code = approval_id(&message);
+            message.set(38, code);
         }
         self.encode(&message)
     }
@@ -565,6 +565,12 @@ impl BankSim {
             None => Reply::Close,
         }
     }
+}
+
+/// The approval code (field 38) the simulator answers an approved request
+/// with: `A` and the last five digits of its STAN.
+fn approval_id(request: &Message) -> String {
+    format!("A{:05}", request.stan().unwrap_or(0) % 100_000)
 }
 
 /// The class digit of an MTI (`2` in `0200`).

@@ -33,7 +33,7 @@ use crate::metrics::{DestinationLabels, Metrics, RuleLabels, Tag};
 use crate::registry::{Terminal, Terminals};
 use crate::risk::{RiskEngine, RiskInput};
 use crate::route::RouteTable;
-use crate::translate::{self, Outgoing};
+use crate::translate::{self, OriginalRef, Outgoing};
 use crate::txn::{Refusal, Txn, TxnKind};
 use recent::{Live, Outcome, Recent};
 
@@ -71,6 +71,14 @@ pub struct SwitchStats {
     pub mac_failures: AtomicU64,
     /// PIN blocks that could not be translated.
     pub pin_failures: AtomicU64,
+}
+
+/// The pre-authorisation a completion completes.
+struct Completed {
+    /// Where it went, named in the completion's original data.
+    reference: OriginalRef,
+    /// Its approval code.
+    auth_id: Option<String>,
 }
 
 /// What the switch answers a transaction.
@@ -267,7 +275,7 @@ impl Switch {
             None => self.next_rrn(now),
         };
         let original = match txn.kind {
-            TxnKind::Reversal => self.original_of(txn).await,
+            TxnKind::Reversal | TxnKind::Completion => self.original_of(txn).await,
             _ => None,
         };
         let replacement = (txn.kind == TxnKind::Reversal)
@@ -373,14 +381,27 @@ impl Switch {
         if txn.kind == TxnKind::Reversal {
             return Ok(self.reverse(live, original, replacement).await);
         }
-        self.check_risk(txn, live, pan.expose())?;
-        let destination =
-            self.available(tables.routes.lookup(pan.expose()).ok_or(Refusal::NoRoute)?)?;
+        // A completion goes where its pre-authorisation went; risk was
+        // checked on the pre-authorisation.
+        let completed = match txn.kind {
+            TxnKind::Completion => Some(self.completed(original.as_deref(), live).await?),
+            _ => None,
+        };
+        let destination = match &completed {
+            Some(pre) => self
+                .destinations
+                .get(&*pre.reference.destination)
+                .ok_or(Refusal::NoRoute)?,
+            None => {
+                self.check_risk(txn, live, pan.expose())?;
+                self.available(tables.routes.lookup(pan.expose()).ok_or(Refusal::NoRoute)?)?
+            }
+        };
         let outgoing = Outgoing {
             txn,
             terminal,
             settings: &self.settings,
-            original: None,
+            original: completed.as_ref().map(|pre| &pre.reference),
             rrn: (!txn.request.contains(37)).then(|| live.request.rrn.clone()),
             now,
         };
@@ -423,7 +444,11 @@ impl Switch {
                 let answer = translate::answer_from(version, &exchange.response);
                 let outcome = Outcome {
                     code: answer.code,
-                    auth_id: answer.auth_id,
+                    // A completion keeps its pre-authorisation's approval
+                    // code when the destination gives none.
+                    auth_id: answer
+                        .auth_id
+                        .or_else(|| completed.and_then(|pre| pre.auth_id)),
                     source: Source::Destination,
                 };
                 let record = Record::Responded {
@@ -464,6 +489,43 @@ impl Switch {
         }
     }
 
+    /// The approved pre-authorisation a completion completes: found,
+    /// approved by its destination, not completed before (in this run of the
+    /// switch) and for at least the completion's amount.
+    async fn completed(
+        &self,
+        original: Option<&Live>,
+        completion: &Live,
+    ) -> Result<Completed, Refusal> {
+        let original = original.ok_or(Refusal::OriginalNotFound)?;
+        if original.request.kind != TxnKind::Authorization {
+            return Err(Refusal::OriginalNotFound);
+        }
+        let outcome = original
+            .outcome(self.settings.timeout + Duration::from_secs(1))
+            .await
+            .filter(|o| o.code == "00" && o.source == Source::Destination)
+            .ok_or(Refusal::OriginalNotFound)?;
+        let forwarded = original.forwarded().ok_or(Refusal::OriginalNotFound)?;
+        if completion.request.amount > original.request.amount {
+            return Err(Refusal::InvalidAmount);
+        }
+        if !original.claim_completion() {
+            warn!(txn = completion.id, original = original.id, "second completion of a pre-authorisation refused");
+            return Err(Refusal::OriginalNotFound);
+        }
+        Ok(Completed {
+            reference: OriginalRef {
+                destination: Arc::from(forwarded.destination.as_str()),
+                mti: Mti::parse(&original.request.mti).map_err(|_| Refusal::System)?,
+                switch_stan: forwarded.switch_stan,
+                transmission: forwarded.transmission.clone(),
+                local_93: forwarded.local_93.clone(),
+            },
+            auth_id: outcome.auth_id,
+        })
+    }
+
     /// The risk stage: a hit is journaled with its rule (the answer's
     /// `Responded` record follows and makes it durable), counted and
     /// logged, and refused with the rule's code.
@@ -474,7 +536,7 @@ impl Switch {
             .as_ref()
             .map_or(("", ""), |m| (m.id.as_str(), m.mcc.as_str()));
         let now = wal::now_micros();
-        let date = wal::business_date(now, self.journal.config().cutover_secs);
+        let date = wal::business_date(now, &self.journal.config().cutover);
         let input = RiskInput {
             kind: txn.kind,
             amount: request.amount,

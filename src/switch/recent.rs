@@ -52,6 +52,7 @@ pub struct Live {
     forwarded: OnceLock<Forwarded>,
     outcome: watch::Sender<Option<Outcome>>,
     reversal_claimed: AtomicBool,
+    completion_claimed: AtomicBool,
 }
 
 impl Live {
@@ -64,6 +65,7 @@ impl Live {
             forwarded: OnceLock::new(),
             outcome: watch::Sender::new(None),
             reversal_claimed: AtomicBool::new(false),
+            completion_claimed: AtomicBool::new(false),
         }
     }
 
@@ -97,6 +99,14 @@ impl Live {
             live.reversal_claimed.store(true, Ordering::Relaxed);
         }
         live
+    }
+
+    /// Claims the completion of a pre-authorisation; `false` if one was
+    /// claimed before (while this transaction was in memory; clearing
+    /// presents only the first completion of a pre-authorisation in any
+    /// case).
+    pub fn claim_completion(&self) -> bool {
+        !self.completion_claimed.swap(true, Ordering::AcqRel)
     }
 
     /// Records where the request went.

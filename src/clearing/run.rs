@@ -1,0 +1,593 @@
+//! `cardswitch clearing run`: one business date's clearing files, settlement
+//! report and manifest, exactly once.
+//!
+//! Order of writes, each atomic (temporary file, fsync, rename, fsync of
+//! the directory):
+//!
+//! 1. one clearing file per destination with activity, and the settlement
+//!    report, in the output directory;
+//! 2. the **batch record** in the journal directory
+//!    (`JOURNAL/clearing/YYYYMMDD.json`): the log's cutoff sequence, and each
+//!    file's name, counts, totals and SHA-256 — from then on the date is
+//!    cleared;
+//! 3. the manifest (`manifest-YYYYMMDD.json`, the same bytes as the batch
+//!    record) in the output directory: file transfer picks files up once it
+//!    exists.
+//!
+//! A crash before step 2 leaves nothing cleared (the next run starts over);
+//! after it, the next run finds the batch. A run for a cleared date writes
+//! nothing and checks that the files on disk are the recorded ones;
+//! `--reissue` rewrites them from the recorded cutoff, byte for byte.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::csv::CsvWriter;
+use super::ipm::{FileInfo, IpmWriter};
+use super::select::{self, DayItem, Presenting, SelectError};
+use super::settings::{ClearingConfig, Format};
+use super::settlement::Settlement;
+use crate::files::AtomicFile;
+use crate::journal::{JournalConfig, Vault, wal};
+
+/// Why clearing did not complete.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClearingError {
+    /// The date is not `YYYY-MM-DD`.
+    #[error("`{0}` is not a date (YYYY-MM-DD)")]
+    BadDate(String),
+    /// The business date has not ended yet.
+    #[error("business date {date} has not ended (the current business date is {today}); clear it after cutover")]
+    NotClosed {
+        /// The date asked for.
+        date: String,
+        /// The current business date.
+        today: String,
+    },
+    /// Transactions of the day are still in flight.
+    #[error("{count} transactions of {date} are still in flight (first: {first}); retry once they end")]
+    InFlight {
+        /// The date.
+        date: String,
+        /// How many.
+        count: usize,
+        /// The first one's id.
+        first: u64,
+    },
+    /// The journal could not be read.
+    #[error(transparent)]
+    Select(#[from] SelectError),
+    /// A file could not be written or read.
+    #[error("{path}: {reason}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// An IPM file could not be written.
+    #[error("{path}: {reason}")]
+    Ipm {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The settlement report could not be computed.
+    #[error("settlement: {0}")]
+    Settlement(String),
+    /// The date was cleared, and a file in the output directory is not the
+    /// one recorded.
+    #[error("{date} was cleared already; {file} is missing or differs from the recorded batch (run with --reissue to rewrite the files)")]
+    FilesDiffer {
+        /// The date.
+        date: String,
+        /// The file.
+        file: String,
+    },
+    /// A reissue produced a file other than the recorded one (the log
+    /// changed under the recorded cutoff).
+    #[error("reissue of {date}: {file} differs from the recorded batch (check the journal with `cardswitch journal verify`)")]
+    ReissueDiffers {
+        /// The date.
+        date: String,
+        /// The file.
+        file: String,
+    },
+    /// `--reissue` of a date never cleared.
+    #[error("{0} has no recorded clearing batch to reissue")]
+    NoBatch(String),
+    /// The batch record cannot be read.
+    #[error("batch record {path}: {reason}")]
+    Batch {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ClearingError {
+    /// The process exit status for this error, for systemd and scripts:
+    /// 75 (`EX_TEMPFAIL`) when trying again later will do (day not ended,
+    /// transactions in flight), 65 (`EX_DATAERR`) when the files or the
+    /// journal disagree with the batch record, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ClearingError::NotClosed { .. } | ClearingError::InFlight { .. } => 75,
+            ClearingError::FilesDiffer { .. } | ClearingError::ReissueDiffers { .. } => 65,
+            _ => 1,
+        }
+    }
+}
+
+/// Totals of one currency in one file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CurrencyTotals {
+    /// Presentments.
+    pub count: u64,
+    /// Sum of debits (purchases, completions), minor units.
+    pub debits: u64,
+    /// Sum of credits (refunds), minor units.
+    pub credits: u64,
+}
+
+/// One file of a batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchFile {
+    /// File name in the output directory.
+    pub name: String,
+    /// The destination it is for (empty for the settlement report).
+    pub destination: String,
+    /// `ipm`, `csv` or `settlement`.
+    pub format: String,
+    /// Presentments in it.
+    pub records: u64,
+    /// Totals per ISO 4217 numeric currency.
+    pub totals: BTreeMap<String, CurrencyTotals>,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// SHA-256 of its bytes, hex.
+    pub sha256: String,
+}
+
+/// A business date's clearing batch: the batch record and the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    /// Business date, `YYYYMMDD`.
+    pub date: String,
+    /// Batch id.
+    pub batch: String,
+    /// Last log sequence the selection took into account.
+    pub cutoff: u64,
+    /// Requests of the date in the journal.
+    pub received: u64,
+    /// Files, clearing files first (by destination), then the settlement
+    /// report.
+    pub files: Vec<BatchFile>,
+}
+
+impl Batch {
+    fn to_json(&self) -> Vec<u8> {
+        let mut text = serde_json::to_vec_pretty(self).unwrap_or_default();
+        text.push(b'\n');
+        text
+    }
+}
+
+/// What a run did.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The date was cleared now.
+    Cleared(Batch, super::settlement::SettlementReport),
+    /// The date was cleared before; the files on disk are the recorded
+    /// ones.
+    AlreadyCleared(Batch),
+    /// The files were rewritten from the recorded batch.
+    Reissued(Batch, super::settlement::SettlementReport),
+}
+
+/// What to clear.
+#[derive(Debug, Clone)]
+pub struct Run<'a> {
+    /// Business date, `YYYY-MM-DD` or `previous`.
+    pub date: &'a str,
+    /// Output directory (default: the configured one).
+    pub out_dir: &'a Path,
+    /// Rewrite the files of a cleared date from its batch record.
+    pub reissue: bool,
+    /// The journal.
+    pub journal: &'a JournalConfig,
+    /// Opens the journal's PANs.
+    pub vault: &'a Vault,
+    /// Clearing settings.
+    pub clearing: &'a ClearingConfig,
+    /// The acquiring institution id (IPM DE32).
+    pub acquiring_institution: &'a str,
+}
+
+/// `YYYYMMDD` of a date given as `YYYY-MM-DD`, or as `previous`: the
+/// business date before the current one.
+pub fn resolve_date(date: &str, cutover: &crate::journal::Cutover) -> Result<String, ClearingError> {
+    if date == "previous" {
+        const DAY_MICROS: u64 = 86_400_000_000;
+        return Ok(wal::business_date(
+            wal::now_micros().saturating_sub(DAY_MICROS),
+            cutover,
+        ));
+    }
+    compact_date(date)
+}
+
+/// `YYYYMMDD` of a `YYYY-MM-DD` date.
+pub fn compact_date(date: &str) -> Result<String, ClearingError> {
+    let bad = || ClearingError::BadDate(date.to_string());
+    let parts: Vec<&str> = date.split('-').collect();
+    let [y, m, d] = parts.as_slice() else {
+        return Err(bad());
+    };
+    let ok = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    if !ok(y, 4) || !ok(m, 2) || !ok(d, 2) {
+        return Err(bad());
+    }
+    let month: u32 = m.parse().map_err(|_| bad())?;
+    let day: u32 = d.parse().map_err(|_| bad())?;
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return Err(bad());
+    }
+    Ok(format!("{y}{m}{d}"))
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> ClearingError + '_ {
+    move |e| ClearingError::Io {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// Where a date's batch record lives.
+pub fn batch_path(journal: &JournalConfig, date: &str) -> PathBuf {
+    journal.dir.join("clearing").join(format!("{date}.json"))
+}
+
+/// Reads a date's batch record, if the date was cleared.
+pub fn read_batch(journal: &JournalConfig, date: &str) -> Result<Option<Batch>, ClearingError> {
+    let path = batch_path(journal, date);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| ClearingError::Batch {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(&path)(e)),
+    }
+}
+
+/// The SHA-256 (hex) and size of a file, `None` if it does not exist.
+fn file_digest(path: &Path) -> Result<Option<(String, u64)>, ClearingError> {
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(path)(e)),
+    };
+    let mut hashing = Hashing::new(std::io::sink());
+    std::io::copy(&mut file, &mut hashing).map_err(io(path))?;
+    let (_, sha256, bytes) = hashing.finish();
+    Ok(Some((sha256, bytes)))
+}
+
+/// Clears one business date (see the module documentation).
+/// `progress` is called now and then with the fraction of the work done.
+pub fn run(job: &Run<'_>, progress: &mut dyn FnMut(f64)) -> Result<Outcome, ClearingError> {
+    let date = resolve_date(job.date, &job.journal.cutover)?;
+    let today = wal::business_date(wal::now_micros(), &job.journal.cutover);
+    if date >= today {
+        return Err(ClearingError::NotClosed { date, today });
+    }
+    let recorded = read_batch(job.journal, &date)?;
+    if let (Some(batch), false) = (&recorded, job.reissue) {
+        for file in &batch.files {
+            let path = job.out_dir.join(&file.name);
+            if file_digest(&path)?.as_ref().map(|(sha, _)| sha) != Some(&file.sha256) {
+                return Err(ClearingError::FilesDiffer {
+                    date,
+                    file: path.display().to_string(),
+                });
+            }
+        }
+        write_manifest(job.out_dir, batch)?;
+        return Ok(Outcome::AlreadyCleared(batch.clone()));
+    }
+    if job.reissue && recorded.is_none() {
+        return Err(ClearingError::NoBatch(date));
+    }
+    let cutoff = recorded.as_ref().map(|b| b.cutoff);
+    let survey = select::survey(&job.journal.dir, &date, cutoff)?;
+    progress(0.3);
+    let in_flight = survey.in_flight();
+    if let (Some(first), None) = (in_flight.first(), &recorded) {
+        return Err(ClearingError::InFlight {
+            date,
+            count: in_flight.len(),
+            first: *first,
+        });
+    }
+    std::fs::create_dir_all(job.out_dir).map_err(io(job.out_dir))?;
+    let (files, report) = write_files(job, &survey, progress)?;
+    let batch = Batch {
+        date: date.clone(),
+        batch: format!("{date}-1"),
+        cutoff: survey.cutoff(),
+        received: survey.received(),
+        files,
+    };
+    if let Some(recorded) = recorded {
+        for (new, old) in batch.files.iter().zip(&recorded.files) {
+            if new != old {
+                return Err(ClearingError::ReissueDiffers {
+                    date,
+                    file: new.name.clone(),
+                });
+            }
+        }
+        if batch.files.len() != recorded.files.len() {
+            return Err(ClearingError::ReissueDiffers {
+                date,
+                file: "(the list of files)".into(),
+            });
+        }
+        write_manifest(job.out_dir, &recorded)?;
+        return Ok(Outcome::Reissued(recorded, report));
+    }
+    let record = batch_path(job.journal, &date);
+    if let Some(dir) = record.parent() {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+    crate::files::write_atomically(&record, &batch.to_json()).map_err(io(&record))?;
+    write_manifest(job.out_dir, &batch)?;
+    Ok(Outcome::Cleared(batch, report))
+}
+
+/// Hands `visit` every presentment of a cleared date's batch, as the batch
+/// holds them (for reconciliation).
+pub fn cleared(
+    journal: &JournalConfig,
+    vault: &Vault,
+    clearing: &ClearingConfig,
+    date: &str,
+    mut visit: impl FnMut(&super::item::Presentment),
+) -> Result<u64, ClearingError> {
+    let batch = read_batch(journal, date)?.ok_or_else(|| ClearingError::NoBatch(date.into()))?;
+    let survey = select::survey(&journal.dir, date, Some(batch.cutoff))?;
+    let with = Presenting {
+        log: &journal.dir,
+        vault,
+        acquirer_bin: &clearing.acquirer_bin,
+    };
+    select::present(&survey, with, |item| -> Result<(), ClearingError> {
+        if let DayItem::Presented(p) = item {
+            visit(&p);
+        }
+        Ok(())
+    })
+}
+
+fn write_manifest(out_dir: &Path, batch: &Batch) -> Result<(), ClearingError> {
+    let path = out_dir.join(format!("manifest-{}.json", batch.date));
+    crate::files::write_atomically(&path, &batch.to_json()).map_err(io(&path))
+}
+
+/// A clearing file being written.
+enum Writer {
+    Csv(CsvWriter<Hashing<AtomicFile>>),
+    Ipm(Box<IpmWriter<Hashing<AtomicFile>>>),
+}
+
+/// One destination's file in progress.
+struct Open {
+    path: PathBuf,
+    format: Format,
+    writer: Writer,
+    records: u64,
+    totals: BTreeMap<String, CurrencyTotals>,
+}
+
+/// Clearing files hold full PANs (the bank needs them): owner-only.
+const FILE_MODE: u32 = 0o600;
+
+fn open_file(job: &Run<'_>, date: &str, destination: &str) -> Result<Open, ClearingError> {
+    let spec = job.clearing.file_spec(destination);
+    let path = job
+        .out_dir
+        .join(format!("{destination}-{date}.{}", spec.format.extension()));
+    let out = Hashing::new(AtomicFile::create(&path, FILE_MODE).map_err(io(&path))?);
+    let writer = match spec.format {
+        Format::Csv => Writer::Csv(CsvWriter::new(out).map_err(io(&path))?),
+        Format::Ipm => {
+            let info = FileInfo {
+                date: date.to_string(),
+                processor_id: job.clearing.processor_id.clone(),
+                sequence: 1,
+                acquiring_institution: job.acquiring_institution.to_string(),
+                blocked: spec.blocked,
+            };
+            Writer::Ipm(Box::new(IpmWriter::new(out, &info).map_err(|e| {
+                ClearingError::Ipm {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                }
+            })?))
+        }
+    };
+    Ok(Open {
+        path,
+        format: spec.format,
+        writer,
+        records: 0,
+        totals: BTreeMap::new(),
+    })
+}
+
+/// Pass 2: streams the day's presentments into the destinations' files and
+/// the settlement, then commits the files.
+fn write_files(
+    job: &Run<'_>,
+    survey: &select::Survey,
+    progress: &mut dyn FnMut(f64),
+) -> Result<(Vec<BatchFile>, super::settlement::SettlementReport), ClearingError> {
+    let date = survey.date().to_string();
+    let mut open: BTreeMap<String, Open> = BTreeMap::new();
+    let mut settlement = Settlement::new(job.clearing.pricing.clone());
+    let expected = survey.received().max(1) as f64;
+    let mut seen = 0u64;
+    let with = Presenting {
+        log: &job.journal.dir,
+        vault: job.vault,
+        acquirer_bin: &job.clearing.acquirer_bin,
+    };
+    select::present(survey, with, |item| -> Result<(), ClearingError> {
+        match item {
+            DayItem::Reversed(r) => settlement
+                .add_reversal(&r)
+                .map_err(|e| ClearingError::Settlement(e.to_string())),
+            DayItem::Presented(p) => {
+                settlement
+                    .add_presentment(&p)
+                    .map_err(|e| ClearingError::Settlement(e.to_string()))?;
+                if !open.contains_key(&p.destination) {
+                    let file = open_file(job, &date, &p.destination)?;
+                    open.insert(p.destination.clone(), file);
+                }
+                let Some(file) = open.get_mut(&p.destination) else {
+                    return Ok(());
+                };
+                let path = &file.path;
+                match &mut file.writer {
+                    Writer::Csv(w) => w.push(&p).map_err(io(path))?,
+                    Writer::Ipm(w) => w.push(&p).map_err(|e| ClearingError::Ipm {
+                        path: path.display().to_string(),
+                        reason: e.to_string(),
+                    })?,
+                }
+                file.records += 1;
+                let totals = file.totals.entry(p.currency.clone()).or_default();
+                totals.count += 1;
+                if p.kind.is_credit() {
+                    totals.credits += p.amount;
+                } else {
+                    totals.debits += p.amount;
+                }
+                seen += 1;
+                if seen.is_multiple_of(65_536) {
+                    progress(0.3 + 0.65 * (seen as f64 / expected).min(1.0));
+                }
+                Ok(())
+            }
+        }
+    })?;
+    let mut files = Vec::new();
+    for (destination, file) in open {
+        let path = file.path;
+        let hashing = match file.writer {
+            Writer::Csv(w) => w.finish().map_err(io(&path))?,
+            Writer::Ipm(w) => {
+                w.finish()
+                    .map_err(|e| ClearingError::Ipm {
+                        path: path.display().to_string(),
+                        reason: e.to_string(),
+                    })?
+                    .0
+            }
+        };
+        let (atomic, sha256, bytes) = hashing.finish();
+        atomic.commit().map_err(io(&path))?;
+        files.push(BatchFile {
+            name: file_name(&path),
+            destination,
+            format: file.format.extension().to_string(),
+            records: file.records,
+            totals: file.totals,
+            bytes,
+            sha256,
+        });
+    }
+    let report = settlement.report();
+    let path = job.out_dir.join(format!("settlement-{date}.csv"));
+    let mut out = Hashing::new(AtomicFile::create(&path, 0o640).map_err(io(&path))?);
+    report.write_csv(&mut out).map_err(io(&path))?;
+    let (atomic, sha256, bytes) = out.finish();
+    atomic.commit().map_err(io(&path))?;
+    files.push(BatchFile {
+        name: file_name(&path),
+        destination: String::new(),
+        format: "settlement".into(),
+        records: files.iter().map(|f| f.records).sum(),
+        totals: BTreeMap::new(),
+        bytes,
+        sha256,
+    });
+    progress(1.0);
+    Ok((files, report))
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// A writer that hashes (SHA-256) and counts what passes through it.
+struct Hashing<W: Write> {
+    inner: W,
+    sha: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Hashing<W> {
+    fn new(inner: W) -> Hashing<W> {
+        Hashing {
+            inner,
+            sha: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    /// The inner writer, the hex SHA-256 and the byte count.
+    fn finish(self) -> (W, String, u64) {
+        (self.inner, hex::encode(self.sha.finalize()), self.bytes)
+    }
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        let written = buf.get(..n).unwrap_or_default();
+        self.sha.update(written);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_checked() {
+        assert_eq!(compact_date("2026-11-26").unwrap(), "20261126");
+        for bad in ["2026-11-26x", "20261126", "2026-13-01", "2026-1-01", "x-y-z"] {
+            assert!(compact_date(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! `cardswitch clearing run` and `cardswitch recon`: end-of-day clearing
+//! files, settlement report and reconciliation, from the journal's log
+//! (they work while the daemon runs).
+//!
+//! Exit status: 0 done (or already done), 1 failed, 65 the files or the
+//! journal disagree with the recorded batch, 75 not yet possible (the day
+//! has not ended, transactions still in flight: the timer tries again),
+//! and for `recon` 3 when there are breaks.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use cardswitch::clearing::recon::{self, BankFormat, SwitchItem};
+use cardswitch::clearing::run::{self, ClearingError, Outcome, Run};
+use cardswitch::clearing::settings::ClearingConfig;
+use cardswitch::config::Config;
+
+/// Arguments of `clearing`.
+#[derive(Debug, Args)]
+pub struct ClearingArgs {
+    /// Configuration file (its `[journal]` and `[clearing]` sections).
+    #[arg(long, short, global = true, default_value = "cardswitch.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: ClearingCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClearingCommand {
+    /// Writes a business date's clearing files (one per destination with
+    /// activity), settlement report and manifest, exactly once.
+    Run {
+        /// Business date, YYYY-MM-DD, or `previous` (the business date
+        /// before the current one, for the daily timer).
+        #[arg(long)]
+        date: String,
+        /// Output directory (default: `[clearing] out_dir`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Rewrite the files of a cleared date from its recorded batch.
+        #[arg(long)]
+        reissue: bool,
+    },
+}
+
+/// Arguments of `recon`.
+#[derive(Debug, Args)]
+pub struct ReconArgs {
+    /// Configuration file (its `[journal]` and `[clearing]` sections).
+    #[arg(long, short, default_value = "cardswitch.toml")]
+    config: PathBuf,
+    /// Business date, YYYY-MM-DD or `previous` (it must have been cleared).
+    #[arg(long)]
+    date: String,
+    /// The bank's settlement file.
+    #[arg(long)]
+    bank_file: PathBuf,
+    /// Only what was cleared to this destination (a bank's file covers its
+    /// own transactions) [default: every destination].
+    #[arg(long)]
+    destination: Option<String>,
+    /// Its format.
+    #[arg(long, value_enum, default_value = "csv")]
+    format: FileFormat,
+    /// Break report (CSV) [default: OUT_DIR/breaks-YYYYMMDD.csv].
+    #[arg(long)]
+    breaks: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum FileFormat {
+    Csv,
+    Ipm,
+}
+
+/// Exit status of `recon` when it found breaks.
+const BREAKS: u8 = 3;
+
+fn load(path: &std::path::Path) -> Result<(Config, ClearingConfig), Box<dyn std::error::Error>> {
+    let config = Config::load(path)?;
+    let clearing = config.clearing.clone().ok_or_else(|| {
+        format!(
+            "{}: no [clearing] section (see docs/config.md)",
+            path.display()
+        )
+    })?;
+    Ok((config, clearing))
+}
+
+/// A progress bar on a terminal; nothing otherwise (the run prints one line
+/// at the end).
+fn bar() -> indicatif::ProgressBar {
+    if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(1000)
+    } else {
+        indicatif::ProgressBar::hidden()
+    }
+}
+
+impl ClearingArgs {
+    /// Runs the subcommand.
+    pub fn run(self) -> Result<ExitCode, Box<dyn std::error::Error>> {
+        let ClearingCommand::Run { date, out, reissue } = self.command;
+        let (config, clearing) = load(&self.config)?;
+        let vault = config.journal.vault()?;
+        let out_dir = out.unwrap_or_else(|| clearing.out_dir.clone());
+        let job = Run {
+            date: &date,
+            out_dir: &out_dir,
+            reissue,
+            journal: &config.journal,
+            vault: &vault,
+            clearing: &clearing,
+            acquiring_institution: &config.switch.acquirer_id,
+        };
+        let bar = bar();
+        let outcome = run::run(&job, &mut |done| bar.set_position((done * 1000.0) as u64));
+        bar.finish_and_clear();
+        match outcome {
+            Ok(Outcome::Cleared(batch, report)) | Ok(Outcome::Reissued(batch, report)) => {
+                print!("{}", report.summary());
+                let verb = if reissue { "reissued" } else { "cleared" };
+                for file in &batch.files {
+                    println!(
+                        "{verb}: {} ({} records, sha256 {})",
+                        out_dir.join(&file.name).display(),
+                        file.records,
+                        file.sha256
+                    );
+                }
+                println!(
+                    "batch {}: {} requests of the day, cutoff at journal record {}; manifest {}",
+                    batch.batch,
+                    batch.received,
+                    batch.cutoff,
+                    out_dir
+                        .join(format!("manifest-{}.json", batch.date))
+                        .display()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Ok(Outcome::AlreadyCleared(batch)) => {
+                println!(
+                    "{} was cleared already (batch {}); its {} files in {} are the recorded ones",
+                    batch.date,
+                    batch.batch,
+                    batch.files.len(),
+                    out_dir.display()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => fail(&e),
+        }
+    }
+}
+
+fn fail(e: &ClearingError) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    eprintln!("error: {e}");
+    Ok(ExitCode::from(e.exit_code()))
+}
+
+impl ReconArgs {
+    /// Runs the reconciliation.
+    pub fn run(self) -> Result<ExitCode, Box<dyn std::error::Error>> {
+        let (config, clearing) = load(&self.config)?;
+        let vault = config.journal.vault()?;
+        let date = match run::resolve_date(&self.date, &config.journal.cutover) {
+            Ok(d) => d,
+            Err(e) => return fail(&e),
+        };
+        let format = match self.format {
+            FileFormat::Csv => BankFormat::Csv,
+            FileFormat::Ipm => BankFormat::Ipm,
+        };
+        let bank = recon::read_bank_file(&self.bank_file, format)?;
+        let mut cleared = Vec::new();
+        let found = run::cleared(&config.journal, &vault, &clearing, &date, |p| {
+            if self.destination.as_ref().is_none_or(|d| *d == p.destination) {
+                cleared.push(SwitchItem::from(p));
+            }
+        });
+        if let Err(e) = found {
+            return fail(&e);
+        }
+        let result = recon::reconcile(cleared, bank);
+        let path = self
+            .breaks
+            .unwrap_or_else(|| clearing.out_dir.join(format!("breaks-{date}.csv")));
+        let mut report = Vec::new();
+        result.write_breaks(&mut report)?;
+        cardswitch::files::write_atomically(&path, &report)?;
+        print!("{}", result.summary());
+        println!("break report: {}", path.display());
+        Ok(if result.is_clean() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(BREAKS)
+        })
+    }
+}

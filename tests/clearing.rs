@@ -1,0 +1,506 @@
+//! End-of-day clearing of one day of real traffic: the switch runs over TCP
+//! on 127.0.0.1 with two simulated banks, terminals send purchases,
+//! refunds, declines, a timeout, reversals (full and partial) and
+//! pre-authorisations with completions; then the real binary clears the
+//! day (`cardswitch clearing run`), runs again (nothing changes), reissues,
+//! and reconciles each bank's own settlement file (`cardswitch recon`),
+//! clean and with injected breaks.
+//!
+//! The daemon's cutover is 23:59 UTC and clearing's is 00:00 UTC: the
+//! day's traffic belongs to yesterday's business date, which has ended for
+//! clearing — the only way to clear a day within a test.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cardswitch::card::luhn_complete;
+use cardswitch::clearing::ipm::IpmReader;
+use cardswitch::config::Config;
+use cardswitch::iso8583::framing::{Frame, FrameCodec};
+use cardswitch::iso8583::{Dialect, Message, Mti};
+use cardswitch::journal::Cutover;
+use cardswitch::server::{self, Running};
+use cardswitch::sim::bank::{BankHandle, BankSim};
+use cardswitch::sim::ledger::Breaks;
+use cardswitch::sim::rules::Rules;
+use futures_util::{SinkExt, StreamExt};
+use sha2::{Digest, Sha256};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::Framed;
+
+/// A card routed to bank A (IPM, 1014-blocked).
+const CARD_A: &str = "4761739001010119";
+
+fn card_b() -> String {
+    luhn_complete("541333000000001").unwrap()
+}
+
+fn ascii() -> Arc<Dialect> {
+    Dialect::builtin("iso87ascii").unwrap().unwrap()
+}
+
+async fn bank() -> BankHandle {
+    Arc::new(BankSim::new(
+        Dialect::builtin("iso87binary").unwrap().unwrap(),
+        FrameCodec::default(),
+        Rules::from_toml(
+            "[[rule]]\namount = 5100\ndecline = \"51\"\n[[rule]]\nmti = \"0200\"\namount = 9100\nno_answer = true\n",
+            "rules.toml",
+        )
+        .unwrap(),
+    ))
+    .start(TcpListener::bind("127.0.0.1:0").await.unwrap())
+    .unwrap()
+}
+
+fn config(dir: &Path, a: SocketAddr, b: SocketAddr, cutover: &str, name: &str) -> PathBuf {
+    let terminal = |id: &str, merchant: &str, currency: &str| {
+        format!(
+            "[[terminal]]\nid = \"{id}\"\nmerchant_id = \"{merchant}\"\nname_location = \"{:<22} {:<13} GBR\"\nmcc = \"5411\"\ncurrency = \"{currency}\"\n",
+            format!("SHOP {merchant}"),
+            "LONDON"
+        )
+    };
+    let text = format!(
+        r#"{journal}cutover = "{cutover}"
+[switch]
+acquirer_id = "4123456"
+timeout_ms = 400
+[[listener]]
+name = "pos"
+address = "127.0.0.1:0"
+dialect = "iso87ascii"
+[[destination]]
+name = "bank_a"
+address = "{a}"
+dialect = "iso87binary"
+links = 1
+reconnect_min_ms = 20
+reconnect_max_ms = 100
+[[destination]]
+name = "bank_b"
+address = "{b}"
+dialect = "iso87binary"
+links = 1
+[[route]]
+prefix = "476173"
+destination = "bank_a"
+[[route]]
+prefix = "5"
+destination = "bank_b"
+{t1}{t2}{t3}
+[clearing]
+out_dir = "out"
+acquirer_bin = "412345"
+processor_id = "00000012345"
+destinations = {{ bank_a = {{ format = "ipm", blocked = true }} }}
+pricing = {{ percent = "1.5" }}
+[[clearing.merchant]]
+id = "M1"
+percent = "1.75"
+fixed = 10
+"#,
+        journal = common::journal_section(dir),
+        t1 = terminal("TERM0001", "M1", "978"),
+        t2 = terminal("TERM0002", "M2", "840"),
+        t3 = terminal("TERM0003", "M3", "392"),
+    );
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn exchange(conn: &mut Framed<TcpStream, FrameCodec>, m: &Message) -> Message {
+    conn.send(Frame {
+        header: Bytes::new(),
+        message: m.to_bytes(&ascii()).unwrap(),
+    })
+    .await
+    .unwrap();
+    let frame = conn.next().await.unwrap().unwrap();
+    Message::decode(&ascii(), frame.message).unwrap()
+}
+
+fn request(mti: &str, pc: &str, pan: &str, stan: u32, amount: u64, terminal: &str) -> Message {
+    let mut m = Message::new(Mti::parse(mti).unwrap());
+    m.set(2, pan.to_string())
+        .set(3, pc.to_string())
+        .set(4, format!("{amount:012}"))
+        .set(7, "1126101500")
+        .set(11, format!("{stan:06}"))
+        .set(12, "101500")
+        .set(13, "1126")
+        .set(22, "051")
+        .set(37, format!("63301{stan:07}"))
+        .set(41, terminal.to_string());
+    m
+}
+
+/// A message naming `original` in field 90.
+fn follow_up(mti: &str, original: &Message, stan: u32, amount: u64) -> Message {
+    let mut m = original.clone();
+    m.set_mti(Mti::parse(mti).unwrap());
+    m.set(11, format!("{stan:06}"))
+        .set(4, format!("{amount:012}"))
+        .set(37, format!("63301{stan:07}"))
+        .set(
+            90,
+            format!(
+                "{}{}{}{:0>22}",
+                original.mti().as_str(),
+                original.text(11).unwrap(),
+                original.text(7).unwrap(),
+                "4123456"
+            ),
+        );
+    m
+}
+
+fn cli(args: &[&str]) -> (u8, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cardswitch"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1) as u8,
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn sha256(path: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+/// Rows of a CSV with a header line, as column → value maps.
+fn csv_rows(text: &str) -> Vec<BTreeMap<String, String>> {
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    lines
+        .map(|l| {
+            header
+                .iter()
+                .zip(l.split(','))
+                .map(|(h, v)| (h.to_string(), v.trim_matches('"').to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+/// Waits until midnight UTC is not within a minute: the day's traffic must
+/// stay on one business date.
+async fn away_from_midnight() {
+    let secs = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            % 86_400
+    };
+    while secs() > 86_400 - 90 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+struct Day {
+    dir: tempfile::TempDir,
+    clearing_config: PathBuf,
+    date: String,
+    compact: String,
+    bank_a: BankHandle,
+    bank_b: BankHandle,
+}
+
+/// Runs the day's traffic and stops the switch.
+async fn one_day() -> Day {
+    away_from_midnight().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (bank_a, bank_b) = (bank().await, bank().await);
+    let daemon = config(dir.path(), bank_a.addr(), bank_b.addr(), "23:59", "daemon.toml");
+    let clearing_config = config(dir.path(), bank_a.addr(), bank_b.addr(), "00:00", "clearing.toml");
+    let running: Running = server::start(Config::load(&daemon).unwrap()).await.unwrap();
+    let since = Instant::now();
+    while ["bank_a", "bank_b"]
+        .iter()
+        .any(|d| running.switch().destination(d).unwrap().links_up() == 0)
+    {
+        assert!(since.elapsed() < Duration::from_secs(10), "links up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut conn = Framed::new(
+        TcpStream::connect(running.address("pos").unwrap())
+            .await
+            .unwrap(),
+        FrameCodec::default(),
+    );
+    let mut send = async |m: &Message, expected: &str| {
+        let answer = exchange(&mut conn, m).await;
+        assert_eq!(
+            answer.response_code(),
+            Some(expected),
+            "{} {}",
+            m.mti().as_str(),
+            m.text(4).unwrap()
+        );
+        answer
+    };
+    let b = card_b();
+    // Cleared: a purchase, a refund.
+    send(&request("0200", "000000", CARD_A, 1, 1000, "TERM0001"), "00").await;
+    send(&request("0200", "200000", CARD_A, 2, 500, "TERM0001"), "00").await;
+    // Not cleared: a decline, a timeout (reversed by the switch).
+    send(&request("0200", "000000", CARD_A, 3, 5100, "TERM0001"), "51").await;
+    send(&request("0200", "000000", CARD_A, 4, 9100, "TERM0001"), "91").await;
+    // A purchase reversed in full, one reversed in part (1,800 stands).
+    let reversed = request("0200", "000000", CARD_A, 5, 2000, "TERM0001");
+    send(&reversed, "00").await;
+    send(&follow_up("0400", &reversed, 6, 2000), "00").await;
+    let partial = request("0200", "000000", CARD_A, 7, 3000, "TERM0001");
+    send(&partial, "00").await;
+    let mut cut = follow_up("0400", &partial, 8, 3000);
+    cut.set(95, format!("{:012}{:030}", 1800, 0));
+    send(&cut, "00").await;
+    // A pre-authorisation completed for less; a second completion and one
+    // for more than approved are refused; a pre-authorisation alone does
+    // not clear.
+    let pre = request("0100", "000000", CARD_A, 9, 4000, "TERM0001");
+    send(&pre, "00").await;
+    send(&follow_up("0220", &pre, 10, 3500), "00").await;
+    send(&follow_up("0220", &pre, 11, 100), "25").await;
+    let small = request("0100", "000000", CARD_A, 12, 1000, "TERM0001");
+    send(&small, "00").await;
+    send(&follow_up("0220", &small, 13, 2000), "13").await;
+    // Bank B: dollars and yen.
+    send(&request("0200", "000000", &b, 14, 777, "TERM0002"), "00").await;
+    send(&request("0200", "000000", &b, 15, 1500, "TERM0003"), "00").await;
+    // The timed-out purchase's reversal reaches bank A (its store-and-forward).
+    let since = Instant::now();
+    while bank_a.ledger().unmatched_reversals() == 0 {
+        assert!(since.elapsed() < Duration::from_secs(10), "timeout reversal sent");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(conn);
+    running.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let compact = Cutover::utc(23 * 3600 + 59 * 60).date(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as u64,
+    );
+    let date = format!("{}-{}-{}", &compact[..4], &compact[4..6], &compact[6..]);
+    Day {
+        dir,
+        clearing_config,
+        date,
+        compact,
+        bank_a,
+        bank_b,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_day_clears_once_exactly_and_reconciles() {
+    let day = one_day().await;
+    let config = day.clearing_config.to_str().unwrap().to_string();
+    let out = day.dir.path().join("out");
+    let (code, said) = cli(&["clearing", "run", "--config", &config, "--date", &day.date]);
+    assert_eq!(code, 0, "{said}");
+    assert!(!said.contains(CARD_A) && !said.contains(&card_b()), "{said}");
+    let d = &day.compact;
+    let ipm = out.join(format!("bank_a-{d}.ipm"));
+    let csv = out.join(format!("bank_b-{d}.csv"));
+    let settlement = out.join(format!("settlement-{d}.csv"));
+    let manifest = out.join(format!("manifest-{d}.json"));
+
+    // Bank A's IPM file: header, four presentments, trailer.
+    let bytes = std::fs::read(&ipm).unwrap();
+    assert_eq!(bytes.len() % 1014, 0, "1014-blocked");
+    let messages: Vec<_> = IpmReader::new(&bytes[..], true)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mtis: Vec<&str> = messages.iter().map(|m| m.mti.as_str()).collect();
+    assert_eq!(mtis, ["1644", "1240", "1240", "1240", "1240", "1644"]);
+    let field = |m: &cardswitch::clearing::ipm::IpmMessage, f: u8| {
+        m.fields.get(&f).cloned().unwrap_or_default()
+    };
+    let presentments: Vec<(String, String, String)> = messages[1..5]
+        .iter()
+        .map(|m| (field(m, 3), field(m, 4), field(m, 2)))
+        .collect();
+    assert_eq!(
+        presentments,
+        [
+            ("000000".into(), "000000001000".into(), CARD_A.into()),
+            ("200000".into(), "000000000500".into(), CARD_A.into()),
+            ("000000".into(), "000000001800".into(), CARD_A.into()),
+            ("000000".into(), "000000003500".into(), CARD_A.into()),
+        ]
+    );
+    for m in &messages[1..5] {
+        assert_eq!(field(m, 24), "200");
+        assert_eq!(field(m, 49), "978");
+        assert_eq!(field(m, 38).len(), 6, "approval code");
+        let ard = field(m, 31);
+        assert!(ard.len() == 23 && cardswitch::card::luhn_valid(&ard), "{ard}");
+    }
+    let trailer = &messages[5];
+    assert_eq!(field(trailer, 24), "695");
+    assert_eq!(trailer.pds.get(&301).map(String::as_str), Some("0000000000006800"));
+    assert_eq!(trailer.pds.get(&306).map(String::as_str), Some("00000006"));
+
+    // Bank B's flat file: dollars and yen.
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(lines[1].contains(",debit,777,840,"), "{text}");
+    assert!(lines[2].contains(",debit,1500,392,"), "{text}");
+    assert_eq!(lines[3], "TRAILER,2,2277,0");
+
+    // Settlement: fees per transaction, rounded half away from zero.
+    let rows = csv_rows(&std::fs::read_to_string(&settlement).unwrap());
+    let merchant = |id: &str| {
+        rows.iter()
+            .find(|r| r.get("record").map(String::as_str) == Some("merchant") && r.get("merchant").map(String::as_str) == Some(id))
+            .unwrap_or_else(|| panic!("merchant {id} in {rows:?}"))
+            .clone()
+    };
+    let m1 = merchant("M1");
+    // 1.75 % + 0.10 of 10.00, 18.00 and 35.00: 0.28 + 0.42 + 0.71.
+    assert_eq!(m1["fees_minor"], "141", "{m1:?}");
+    assert_eq!(m1["net_payable_minor"], "5659", "{m1:?}");
+    assert_eq!(m1["reversal_minor"], "3200", "{m1:?}");
+    assert_eq!(merchant("M2")["net_payable"], "7.65");
+    assert_eq!(merchant("M3")["net_payable"], "1477", "yen have no minor unit");
+
+    // The manifest names every file with its SHA-256.
+    let listed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    let files = listed["files"].as_array().unwrap();
+    assert_eq!(files.len(), 3);
+    for f in files {
+        let path = out.join(f["name"].as_str().unwrap());
+        assert_eq!(f["sha256"].as_str().unwrap(), sha256(&path), "{}", path.display());
+    }
+    assert_eq!(listed["files"][0]["totals"]["978"]["debits"], 6300);
+    assert_eq!(listed["files"][0]["totals"]["978"]["credits"], 500);
+    let no_temp = std::fs::read_dir(&out)
+        .unwrap()
+        .all(|e| !e.unwrap().file_name().to_string_lossy().contains(".tmp"));
+    assert!(no_temp, "no temporary file left");
+
+    // Again: nothing cleared twice, files untouched.
+    let before: Vec<String> = [&ipm, &csv, &settlement, &manifest].map(|p| sha256(p)).to_vec();
+    let (code, said) = cli(&["clearing", "run", "--config", &config, "--date", &day.date]);
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("cleared already"), "{said}");
+    let after: Vec<String> = [&ipm, &csv, &settlement, &manifest].map(|p| sha256(p)).to_vec();
+    assert_eq!(before, after);
+
+    // A lost file is noticed; a reissue rewrites it byte for byte.
+    std::fs::remove_file(&csv).unwrap();
+    let (code, said) = cli(&["clearing", "run", "--config", &config, "--date", &day.date]);
+    assert_eq!(code, 65, "{said}");
+    assert!(said.contains("--reissue"), "{said}");
+    let (code, said) = cli(&[
+        "clearing", "run", "--config", &config, "--date", &day.date, "--reissue",
+    ]);
+    assert_eq!(code, 0, "{said}");
+    let reissued: Vec<String> = [&ipm, &csv, &settlement, &manifest].map(|p| sha256(p)).to_vec();
+    assert_eq!(before, reissued);
+
+    // Today has not ended: clearing it is refused, to be retried (75).
+    let today = Cutover::utc(0).date(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as u64,
+    );
+    let today = format!("{}-{}-{}", &today[..4], &today[4..6], &today[6..]);
+    let (code, said) = cli(&["clearing", "run", "--config", &config, "--date", &today]);
+    assert_eq!(code, 75, "{said}");
+
+    // Each bank's own settlement file reconciles with what was cleared.
+    for (bank, name) in [(&day.bank_a, "bank_a"), (&day.bank_b, "bank_b")] {
+        let file = day.dir.path().join(format!("{name}-settlement.csv"));
+        let mut text = Vec::new();
+        bank.ledger()
+            .settlement_csv(&Breaks::default(), &mut text)
+            .unwrap();
+        std::fs::write(&file, text).unwrap();
+        let breaks = day.dir.path().join(format!("{name}-breaks.csv"));
+        let (code, said) = cli(&[
+            "recon",
+            "--config",
+            &config,
+            "--date",
+            &day.date,
+            "--destination",
+            name,
+            "--bank-file",
+            file.to_str().unwrap(),
+            "--breaks",
+            breaks.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{name}: {said}");
+    }
+
+    // Breaks put in on purpose are found, and nothing else.
+    let file = day.dir.path().join("bank_a-broken.csv");
+    let mut text = Vec::new();
+    let broken = day
+        .bank_a
+        .ledger()
+        .settlement_csv(
+            &Breaks {
+                drop: 1,
+                unknown: 1,
+                amount: 1,
+                currency: 1,
+                seed: 7,
+            },
+            &mut text,
+        )
+        .unwrap();
+    std::fs::write(&file, text).unwrap();
+    let breaks = day.dir.path().join("breaks.csv");
+    let (code, said) = cli(&[
+        "recon",
+        "--config",
+        &config,
+        "--date",
+        &day.date,
+        "--destination",
+        "bank_a",
+        "--bank-file",
+        file.to_str().unwrap(),
+        "--breaks",
+        breaks.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 3, "{said}");
+    let found = csv_rows(&std::fs::read_to_string(&breaks).unwrap());
+    assert_eq!(found.len(), 4, "{found:?}");
+    let kinds: Vec<(String, String)> = found
+        .iter()
+        .map(|r| (r["break"].clone(), r["rrn"].clone()))
+        .collect();
+    for (kind, rrn) in broken.all() {
+        assert!(
+            kinds.contains(&(kind.to_string(), rrn.clone())),
+            "{kind} {rrn} not in {kinds:?}"
+        );
+    }
+    day.bank_a.stop().await;
+    day.bank_b.stop().await;
+}
