@@ -227,8 +227,20 @@ async fn one_day() -> Day {
     away_from_midnight().await;
     let dir = tempfile::tempdir().unwrap();
     let (bank_a, bank_b) = (bank().await, bank().await);
-    let daemon = config(dir.path(), bank_a.addr(), bank_b.addr(), "23:59", "daemon.toml");
-    let clearing_config = config(dir.path(), bank_a.addr(), bank_b.addr(), "00:00", "clearing.toml");
+    let daemon = config(
+        dir.path(),
+        bank_a.addr(),
+        bank_b.addr(),
+        "23:59",
+        "daemon.toml",
+    );
+    let clearing_config = config(
+        dir.path(),
+        bank_a.addr(),
+        bank_b.addr(),
+        "00:00",
+        "clearing.toml",
+    );
     let running: Running = server::start(Config::load(&daemon).unwrap()).await.unwrap();
     let since = Instant::now();
     while ["bank_a", "bank_b"]
@@ -257,11 +269,23 @@ async fn one_day() -> Day {
     };
     let b = card_b();
     // Cleared: a purchase, a refund.
-    send(&request("0200", "000000", CARD_A, 1, 1000, "TERM0001"), "00").await;
+    send(
+        &request("0200", "000000", CARD_A, 1, 1000, "TERM0001"),
+        "00",
+    )
+    .await;
     send(&request("0200", "200000", CARD_A, 2, 500, "TERM0001"), "00").await;
     // Not cleared: a decline, a timeout (reversed by the switch).
-    send(&request("0200", "000000", CARD_A, 3, 5100, "TERM0001"), "51").await;
-    send(&request("0200", "000000", CARD_A, 4, 9100, "TERM0001"), "91").await;
+    send(
+        &request("0200", "000000", CARD_A, 3, 5100, "TERM0001"),
+        "51",
+    )
+    .await;
+    send(
+        &request("0200", "000000", CARD_A, 4, 9100, "TERM0001"),
+        "91",
+    )
+    .await;
     // A purchase reversed in full, one reversed in part (1,800 stands).
     let reversed = request("0200", "000000", CARD_A, 5, 2000, "TERM0001");
     send(&reversed, "00").await;
@@ -287,7 +311,10 @@ async fn one_day() -> Day {
     // The timed-out purchase's reversal reaches bank A (its store-and-forward).
     let since = Instant::now();
     while bank_a.ledger().unmatched_reversals() == 0 {
-        assert!(since.elapsed() < Duration::from_secs(10), "timeout reversal sent");
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "timeout reversal sent"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     drop(conn);
@@ -317,7 +344,10 @@ async fn a_day_clears_once_exactly_and_reconciles() {
     let out = day.dir.path().join("out");
     let (code, said) = cli(&["clearing", "run", "--config", &config, "--date", &day.date]);
     assert_eq!(code, 0, "{said}");
-    assert!(!said.contains(CARD_A) && !said.contains(&card_b()), "{said}");
+    assert!(
+        !said.contains(CARD_A) && !said.contains(&card_b()),
+        "{said}"
+    );
     let d = &day.compact;
     let ipm = out.join(format!("bank_a-{d}.ipm"));
     let csv = out.join(format!("bank_b-{d}.csv"));
@@ -353,11 +383,17 @@ async fn a_day_clears_once_exactly_and_reconciles() {
         assert_eq!(field(m, 49), "978");
         assert_eq!(field(m, 38).len(), 6, "approval code");
         let ard = field(m, 31);
-        assert!(ard.len() == 23 && cardswitch::card::luhn_valid(&ard), "{ard}");
+        assert!(
+            ard.len() == 23 && cardswitch::card::luhn_valid(&ard),
+            "{ard}"
+        );
     }
     let trailer = &messages[5];
     assert_eq!(field(trailer, 24), "695");
-    assert_eq!(trailer.pds.get(&301).map(String::as_str), Some("0000000000006800"));
+    assert_eq!(
+        trailer.pds.get(&301).map(String::as_str),
+        Some("0000000000006800")
+    );
     assert_eq!(trailer.pds.get(&306).map(String::as_str), Some("00000006"));
 
     // Bank B's flat file: dollars and yen.
@@ -372,7 +408,10 @@ async fn a_day_clears_once_exactly_and_reconciles() {
     let rows = csv_rows(&std::fs::read_to_string(&settlement).unwrap());
     let merchant = |id: &str| {
         rows.iter()
-            .find(|r| r.get("record").map(String::as_str) == Some("merchant") && r.get("merchant").map(String::as_str) == Some(id))
+            .find(|r| {
+                r.get("record").map(String::as_str) == Some("merchant")
+                    && r.get("merchant").map(String::as_str) == Some(id)
+            })
             .unwrap_or_else(|| panic!("merchant {id} in {rows:?}"))
             .clone()
     };
@@ -382,7 +421,11 @@ async fn a_day_clears_once_exactly_and_reconciles() {
     assert_eq!(m1["net_payable_minor"], "5659", "{m1:?}");
     assert_eq!(m1["reversal_minor"], "3200", "{m1:?}");
     assert_eq!(merchant("M2")["net_payable"], "7.65");
-    assert_eq!(merchant("M3")["net_payable"], "1477", "yen have no minor unit");
+    assert_eq!(
+        merchant("M3")["net_payable"],
+        "1477",
+        "yen have no minor unit"
+    );
 
     // The manifest names every file with its SHA-256.
     let listed: serde_json::Value =
@@ -391,7 +434,12 @@ async fn a_day_clears_once_exactly_and_reconciles() {
     assert_eq!(files.len(), 3);
     for f in files {
         let path = out.join(f["name"].as_str().unwrap());
-        assert_eq!(f["sha256"].as_str().unwrap(), sha256(&path), "{}", path.display());
+        assert_eq!(
+            f["sha256"].as_str().unwrap(),
+            sha256(&path),
+            "{}",
+            path.display()
+        );
     }
     assert_eq!(listed["files"][0]["totals"]["978"]["debits"], 6300);
     assert_eq!(listed["files"][0]["totals"]["978"]["credits"], 500);
@@ -401,11 +449,15 @@ async fn a_day_clears_once_exactly_and_reconciles() {
     assert!(no_temp, "no temporary file left");
 
     // Again: nothing cleared twice, files untouched.
-    let before: Vec<String> = [&ipm, &csv, &settlement, &manifest].map(|p| sha256(p)).to_vec();
+    let before: Vec<String> = [&ipm, &csv, &settlement, &manifest]
+        .map(|p| sha256(p))
+        .to_vec();
     let (code, said) = cli(&["clearing", "run", "--config", &config, "--date", &day.date]);
     assert_eq!(code, 0, "{said}");
     assert!(said.contains("cleared already"), "{said}");
-    let after: Vec<String> = [&ipm, &csv, &settlement, &manifest].map(|p| sha256(p)).to_vec();
+    let after: Vec<String> = [&ipm, &csv, &settlement, &manifest]
+        .map(|p| sha256(p))
+        .to_vec();
     assert_eq!(before, after);
 
     // A lost file is noticed; a reissue rewrites it byte for byte.
@@ -414,10 +466,18 @@ async fn a_day_clears_once_exactly_and_reconciles() {
     assert_eq!(code, 65, "{said}");
     assert!(said.contains("--reissue"), "{said}");
     let (code, said) = cli(&[
-        "clearing", "run", "--config", &config, "--date", &day.date, "--reissue",
+        "clearing",
+        "run",
+        "--config",
+        &config,
+        "--date",
+        &day.date,
+        "--reissue",
     ]);
     assert_eq!(code, 0, "{said}");
-    let reissued: Vec<String> = [&ipm, &csv, &settlement, &manifest].map(|p| sha256(p)).to_vec();
+    let reissued: Vec<String> = [&ipm, &csv, &settlement, &manifest]
+        .map(|p| sha256(p))
+        .to_vec();
     assert_eq!(before, reissued);
 
     // Today has not ended: clearing it is refused, to be retried (75).

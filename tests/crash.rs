@@ -402,7 +402,11 @@ async fn kill_9_under_load_loses_nothing() {
     );
 
     // 3. The index rebuilt from scratch equals the live one.
-    let live = Index::open(&journal.join("index"), cardswitch::journal::Cutover::default()).unwrap();
+    let live = Index::open(
+        &journal.join("index"),
+        cardswitch::journal::Cutover::default(),
+    )
+    .unwrap();
     let live_dump = live.dump().unwrap();
     drop(live);
     let fresh_dir = dir.path().join("fresh-index");

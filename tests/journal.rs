@@ -320,7 +320,11 @@ async fn retransmissions_and_partial_reversals() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(ledger.approvals()[0].reversals, 1);
 
-    let states = view::replay(&dir.path().join("journal"), &cardswitch::journal::Cutover::default()).unwrap();
+    let states = view::replay(
+        &dir.path().join("journal"),
+        &cardswitch::journal::Cutover::default(),
+    )
+    .unwrap();
     let original = states
         .values()
         .find(|s| s.request.stan == "000400")
@@ -389,7 +393,11 @@ async fn journal_commands_show_verify_export_backup_reindex() {
     let (ok, out) = cli(&config, &["reindex"]);
     assert!(ok && out.contains("index rebuilt from"), "{out}");
     let restored = view::replay(&backup, &cardswitch::journal::Cutover::default()).unwrap();
-    let live = view::replay(&dir.path().join("journal"), &cardswitch::journal::Cutover::default()).unwrap();
+    let live = view::replay(
+        &dir.path().join("journal"),
+        &cardswitch::journal::Cutover::default(),
+    )
+    .unwrap();
     assert_eq!(restored, live);
     // A corrupted byte in the middle of the log is found and named.
     let segment = cardswitch::journal::wal::segments(&dir.path().join("journal"))

@@ -11,7 +11,6 @@
 //! └─ format code 2
 //! ```
 
-use crate::card::luhn_complete;
 use crate::journal::TxnId;
 
 /// Digits of the transaction id kept in an ARD.
@@ -21,12 +20,54 @@ const SEQUENCE_DIGITS: usize = 11;
 /// acquirer BIN `bin` (6 digits). `None` if `bin` or `date` is malformed.
 /// Ids beyond 11 digits wrap (the date keeps ARDs apart across wraps).
 pub fn ard(bin: &str, date: &str, txn: TxnId) -> Option<String> {
-    if bin.len() != 6 || !bin.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+    Some(ArdPrefix::new(bin, date)?.ard(txn))
+}
+
+/// The part of a day's ARDs that does not change (format code, BIN,
+/// date): made once per day, completed per transaction without allocating
+/// more than the result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArdPrefix([u8; 11]);
+
+impl ArdPrefix {
+    /// The prefix for BIN `bin` (6 digits) and date `date` (`YYYYMMDD`).
+    pub fn new(bin: &str, date: &str) -> Option<ArdPrefix> {
+        if bin.len() != 6 || !bin.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let julian = julian(date)?;
+        let text = format!("2{bin}{julian}");
+        Some(ArdPrefix(text.as_bytes().try_into().ok()?))
     }
-    let julian = julian(date)?;
-    let sequence = txn % 10u64.pow(SEQUENCE_DIGITS as u32);
-    luhn_complete(&format!("2{bin}{julian}{sequence:011}"))
+
+    /// The ARD of transaction `txn`.
+    pub fn ard(&self, txn: TxnId) -> String {
+        let mut digits = [0u8; 23];
+        digits[..11].copy_from_slice(&self.0);
+        let mut sequence = txn % 10u64.pow(SEQUENCE_DIGITS as u32);
+        for d in digits[11..22].iter_mut().rev() {
+            *d = b'0' + (sequence % 10) as u8;
+            sequence /= 10;
+        }
+        // Luhn: double every second digit from the right of the 22, starting
+        // with the rightmost.
+        let sum: u32 = digits[..22]
+            .iter()
+            .rev()
+            .enumerate()
+            .map(|(i, b)| {
+                let d = u32::from(b - b'0');
+                if i % 2 == 0 {
+                    let twice = d * 2;
+                    if twice > 9 { twice - 9 } else { twice }
+                } else {
+                    d
+                }
+            })
+            .sum();
+        digits[22] = b'0' + ((10 - sum % 10) % 10) as u8;
+        digits.iter().map(|&b| char::from(b)).collect()
+    }
 }
 
 /// `YDDD` of a `YYYYMMDD` date: last digit of the year, then the day of the
@@ -70,6 +111,20 @@ mod tests {
         assert_eq!(julian("20250301").unwrap(), "5060");
         assert_eq!(julian("20261231").unwrap(), "6365");
         assert_eq!(julian("20260101").unwrap(), "6001");
+    }
+
+    #[test]
+    fn the_check_digit_is_luhn_for_every_id() {
+        let prefix = ArdPrefix::new("412345", "20261126").unwrap();
+        for txn in (0..2000).chain([99_999_999_999, 100_000_000_000, u64::MAX]) {
+            let a = prefix.ard(txn);
+            assert!(luhn_valid(&a), "{a}");
+            assert_eq!(
+                Some(a.as_str()),
+                crate::card::luhn_complete(&a[..22]).as_deref(),
+                "same as the card number check digit"
+            );
+        }
     }
 
     #[test]

@@ -32,24 +32,22 @@ pub struct CsvWriter<W: Write> {
     line: String,
 }
 
-/// A field value fit for a CSV line: commas, quotes and line breaks (which
-/// the journal's fields never hold) become spaces.
-fn clean(text: &str) -> impl std::fmt::Display + '_ {
-    struct Clean<'a>(&'a str);
-    impl std::fmt::Display for Clean<'_> {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            for c in self.0.trim_end().chars() {
-                let c = if matches!(c, ',' | '"' | '\n' | '\r') {
-                    ' '
-                } else {
-                    c
-                };
-                std::fmt::Write::write_char(f, c)?;
-            }
-            Ok(())
-        }
+/// Appends a field value fit for a CSV line, trailing spaces dropped:
+/// commas, quotes and line breaks (which the journal's fields never hold)
+/// become spaces.
+fn push_clean(line: &mut String, text: &str) {
+    let text = text.trim_end();
+    if !text.contains([',', '"', '\n', '\r']) {
+        line.push_str(text);
+        return;
     }
-    Clean(text)
+    line.extend(text.chars().map(|c| {
+        if matches!(c, ',' | '"' | '\n' | '\r') {
+            ' '
+        } else {
+            c
+        }
+    }));
 }
 
 impl<W: Write> CsvWriter<W> {
@@ -77,23 +75,27 @@ impl<W: Write> CsvWriter<W> {
             self.debits += u128::from(p.amount);
             "debit"
         };
-        let _ = writeln!(
-            self.line,
-            "{},{},{},{},{},{kind},{},{},{},{},{},{},{},{}",
-            p.txn,
-            clean(&p.ard),
-            clean(&p.rrn),
-            clean(&p.pan),
-            clean(&p.processing_code),
-            p.amount,
-            clean(&p.currency),
-            clean(&p.local_time),
-            clean(&p.auth_id),
-            clean(&p.merchant_id),
-            clean(&p.mcc),
-            clean(&p.terminal),
-            clean(&p.stan),
-        );
+        let _ = write!(self.line, "{}", p.txn);
+        for text in [&p.ard, &p.rrn, &*p.pan, &p.processing_code] {
+            self.line.push(',');
+            push_clean(&mut self.line, text);
+        }
+        self.line.push(',');
+        self.line.push_str(kind);
+        let _ = write!(self.line, ",{}", p.amount);
+        for text in [
+            &p.currency,
+            &p.local_time,
+            &p.auth_id,
+            &p.merchant_id,
+            &p.mcc,
+            &p.terminal,
+            &p.stan,
+        ] {
+            self.line.push(',');
+            push_clean(&mut self.line, text);
+        }
+        self.line.push('\n');
         self.lines += 1;
         self.out.write_all(self.line.as_bytes())
     }

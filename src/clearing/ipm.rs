@@ -183,6 +183,10 @@ pub struct FileInfo {
     /// Acquiring institution ID code, 1–11 digits (DE 32 of every
     /// presentment).
     pub acquiring_institution: String,
+    /// Forwarding institution ID code, 1–11 digits: the acquirer's
+    /// clearing member id (DE 33, and DE 94 as the transaction originator,
+    /// of every presentment).
+    pub forwarding_institution: String,
     /// Whether the file is 1014-blocked (as transferred to and from
     /// Mastercard's mainframe) rather than plain VBS.
     pub blocked: bool,
@@ -221,6 +225,10 @@ impl FileInfo {
         let acquirer = self.acquiring_institution.as_bytes();
         if acquirer.is_empty() || acquirer.len() > 11 || !all_digits(acquirer) {
             return Err(bad("acquiring_institution", "must be 1 to 11 digits"));
+        }
+        let forwarder = self.forwarding_institution.as_bytes();
+        if forwarder.is_empty() || forwarder.len() > 11 || !all_digits(forwarder) {
+            return Err(bad("forwarding_institution", "must be 1 to 11 digits"));
         }
         let mut id = [b'0'; 25];
         let (file_type, rest) = id.split_at_mut(3);
@@ -390,6 +398,8 @@ pub struct IpmWriter<W: Write> {
     file_id: [u8; 25],
     /// DE 32, ASCII digits.
     acquirer: String,
+    /// DE 33 and DE 94, ASCII digits.
+    forwarder: String,
     /// Messages written so far (header included).
     messages: u64,
     presentments: u64,
@@ -407,6 +417,7 @@ impl<W: Write> IpmWriter<W> {
             record: Zeroizing::new(Vec::with_capacity(512)),
             file_id,
             acquirer: info.acquiring_institution.clone(),
+            forwarder: info.forwarding_institution.clone(),
             messages: 0,
             presentments: 0,
             checksum: 0,
@@ -441,7 +452,15 @@ impl<W: Write> IpmWriter<W> {
                 txn: p.txn,
                 reason: "amount checksum beyond 16 digits (PDS 0301)",
             })?;
-        encode_presentment(&mut self.record, p, self.acquirer.as_bytes(), number)?;
+        encode_presentment(
+            &mut self.record,
+            p,
+            Institutions {
+                acquirer: self.acquirer.as_bytes(),
+                forwarder: self.forwarder.as_bytes(),
+            },
+            number,
+        )?;
         self.emit()?;
         self.messages = number;
         self.presentments += 1;
@@ -625,11 +644,20 @@ fn encode_file_message(
     b.finish();
 }
 
+/// The institution ids every presentment carries (ASCII digits).
+#[derive(Debug, Clone, Copy)]
+struct Institutions<'a> {
+    /// DE 32.
+    acquirer: &'a [u8],
+    /// DE 33 and DE 94.
+    forwarder: &'a [u8],
+}
+
 /// Builds one First Presentment/1240 for `p`, message number `number`.
 fn encode_presentment(
     buf: &mut Vec<u8>,
     p: &Presentment,
-    acquirer: &[u8],
+    institutions: Institutions<'_>,
     number: u64,
 ) -> Result<(), IpmError> {
     let err = |de: u8, reason: &'static str| IpmError::Field {
@@ -690,8 +718,12 @@ fn encode_presentment(
     b.digits(ard);
 
     b.set(32);
-    b.num(acquirer.len() as u64, 2);
-    b.digits(acquirer);
+    b.num(institutions.acquirer.len() as u64, 2);
+    b.digits(institutions.acquirer);
+
+    b.set(33);
+    b.num(institutions.forwarder.len() as u64, 2);
+    b.digits(institutions.forwarder);
 
     let approval = p.auth_id.as_bytes();
     if !approval.is_empty() {
@@ -743,6 +775,10 @@ fn encode_presentment(
 
     b.set(71);
     b.num(number, 8);
+
+    b.set(94);
+    b.num(institutions.forwarder.len() as u64, 2);
+    b.digits(institutions.forwarder);
     b.finish();
     Ok(())
 }
@@ -1401,6 +1437,7 @@ mod tests {
             processor_id: "00000012345".into(),
             sequence: 7,
             acquiring_institution: "412345".into(),
+            forwarding_institution: "412345".into(),
             blocked,
         }
     }

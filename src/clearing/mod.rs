@@ -9,8 +9,8 @@ pub mod ipm;
 pub mod item;
 pub mod recon;
 pub mod run;
-pub mod settlement;
 pub mod select;
 pub mod settings;
+pub mod settlement;
 
 pub use item::{ClearedKind, Presentment, Reversed};

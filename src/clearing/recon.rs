@@ -1492,6 +1492,7 @@ mod tests {
             processor_id: "00000012345".into(),
             sequence: 1,
             acquiring_institution: "412345".into(),
+            forwarding_institution: "412345".into(),
             blocked,
         };
         let mut writer = IpmWriter::new(Vec::new(), &info).unwrap();

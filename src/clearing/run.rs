@@ -42,7 +42,9 @@ pub enum ClearingError {
     #[error("`{0}` is not a date (YYYY-MM-DD)")]
     BadDate(String),
     /// The business date has not ended yet.
-    #[error("business date {date} has not ended (the current business date is {today}); clear it after cutover")]
+    #[error(
+        "business date {date} has not ended (the current business date is {today}); clear it after cutover"
+    )]
     NotClosed {
         /// The date asked for.
         date: String,
@@ -50,7 +52,9 @@ pub enum ClearingError {
         today: String,
     },
     /// Transactions of the day are still in flight.
-    #[error("{count} transactions of {date} are still in flight (first: {first}); retry once they end")]
+    #[error(
+        "{count} transactions of {date} are still in flight (first: {first}); retry once they end"
+    )]
     InFlight {
         /// The date.
         date: String,
@@ -83,7 +87,9 @@ pub enum ClearingError {
     Settlement(String),
     /// The date was cleared, and a file in the output directory is not the
     /// one recorded.
-    #[error("{date} was cleared already; {file} is missing or differs from the recorded batch (run with --reissue to rewrite the files)")]
+    #[error(
+        "{date} was cleared already; {file} is missing or differs from the recorded batch (run with --reissue to rewrite the files)"
+    )]
     FilesDiffer {
         /// The date.
         date: String,
@@ -92,13 +98,19 @@ pub enum ClearingError {
     },
     /// A reissue produced a file other than the recorded one (the log
     /// changed under the recorded cutoff).
-    #[error("reissue of {date}: {file} differs from the recorded batch (check the journal with `cardswitch journal verify`)")]
+    #[error(
+        "reissue of {date}: {file} differs from the recorded batch (check the journal with `cardswitch journal verify`)"
+    )]
     ReissueDiffers {
         /// The date.
         date: String,
         /// The file.
         file: String,
     },
+    /// The thread writing the files stopped (its own error is reported
+    /// instead when it has one).
+    #[error("the clearing file writer stopped")]
+    WriterStopped,
     /// `--reissue` of a date never cleared.
     #[error("{0} has no recorded clearing batch to reissue")]
     NoBatch(String),
@@ -207,13 +219,18 @@ pub struct Run<'a> {
     pub vault: &'a Vault,
     /// Clearing settings.
     pub clearing: &'a ClearingConfig,
-    /// The acquiring institution id (IPM DE32).
+    /// The acquiring institution id (IPM DE 32).
     pub acquiring_institution: &'a str,
+    /// The forwarding institution id (IPM DE 33 and DE 94).
+    pub forwarding_institution: &'a str,
 }
 
 /// `YYYYMMDD` of a date given as `YYYY-MM-DD`, or as `previous`: the
 /// business date before the current one.
-pub fn resolve_date(date: &str, cutover: &crate::journal::Cutover) -> Result<String, ClearingError> {
+pub fn resolve_date(
+    date: &str,
+    cutover: &crate::journal::Cutover,
+) -> Result<String, ClearingError> {
     if date == "previous" {
         const DAY_MICROS: u64 = 86_400_000_000;
         return Ok(wal::business_date(
@@ -386,7 +403,7 @@ fn write_manifest(out_dir: &Path, batch: &Batch) -> Result<(), ClearingError> {
 
 /// A clearing file being written.
 enum Writer {
-    Csv(CsvWriter<Hashing<AtomicFile>>),
+    Csv(Box<CsvWriter<Hashing<AtomicFile>>>),
     Ipm(Box<IpmWriter<Hashing<AtomicFile>>>),
 }
 
@@ -409,13 +426,14 @@ fn open_file(job: &Run<'_>, date: &str, destination: &str) -> Result<Open, Clear
         .join(format!("{destination}-{date}.{}", spec.format.extension()));
     let out = Hashing::new(AtomicFile::create(&path, FILE_MODE).map_err(io(&path))?);
     let writer = match spec.format {
-        Format::Csv => Writer::Csv(CsvWriter::new(out).map_err(io(&path))?),
+        Format::Csv => Writer::Csv(Box::new(CsvWriter::new(out).map_err(io(&path))?)),
         Format::Ipm => {
             let info = FileInfo {
                 date: date.to_string(),
                 processor_id: job.clearing.processor_id.clone(),
                 sequence: 1,
                 acquiring_institution: job.acquiring_institution.to_string(),
+                forwarding_institution: job.forwarding_institution.to_string(),
                 blocked: spec.blocked,
             };
             Writer::Ipm(Box::new(IpmWriter::new(out, &info).map_err(|e| {
@@ -435,106 +453,167 @@ fn open_file(job: &Run<'_>, date: &str, destination: &str) -> Result<Open, Clear
     })
 }
 
+/// The day's files being written: one per destination with activity, and
+/// the settlement.
+struct Sinks<'a> {
+    job: &'a Run<'a>,
+    date: String,
+    open: BTreeMap<String, Open>,
+    settlement: Settlement,
+}
+
+impl Sinks<'_> {
+    /// Takes one item of the day.
+    fn take(&mut self, item: DayItem) -> Result<(), ClearingError> {
+        let settlement =
+            |e: super::settlement::SettlementError| ClearingError::Settlement(e.to_string());
+        let p = match item {
+            DayItem::Reversed(r) => return self.settlement.add_reversal(&r).map_err(settlement),
+            DayItem::Presented(p) => p,
+        };
+        self.settlement.add_presentment(&p).map_err(settlement)?;
+        if !self.open.contains_key(&p.destination) {
+            let file = open_file(self.job, &self.date, &p.destination)?;
+            self.open.insert(p.destination.clone(), file);
+        }
+        let Some(file) = self.open.get_mut(&p.destination) else {
+            return Ok(());
+        };
+        let path = &file.path;
+        match &mut file.writer {
+            Writer::Csv(w) => w.push(&p).map_err(io(path))?,
+            Writer::Ipm(w) => w.push(&p).map_err(|e| ClearingError::Ipm {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?,
+        }
+        file.records += 1;
+        let totals = file.totals.entry(p.currency.clone()).or_default();
+        totals.count += 1;
+        if p.kind.is_credit() {
+            totals.credits += p.amount;
+        } else {
+            totals.debits += p.amount;
+        }
+        Ok(())
+    }
+
+    /// Ends every file and makes it durable under its name; the settlement
+    /// report last.
+    fn commit(
+        self,
+    ) -> Result<(Vec<BatchFile>, super::settlement::SettlementReport), ClearingError> {
+        let mut files = Vec::new();
+        for (destination, file) in self.open {
+            let path = file.path;
+            let hashing = match file.writer {
+                Writer::Csv(w) => w.finish().map_err(io(&path))?,
+                Writer::Ipm(w) => {
+                    w.finish()
+                        .map_err(|e| ClearingError::Ipm {
+                            path: path.display().to_string(),
+                            reason: e.to_string(),
+                        })?
+                        .0
+                }
+            };
+            let (atomic, sha256, bytes) = hashing.finish();
+            atomic.commit().map_err(io(&path))?;
+            files.push(BatchFile {
+                name: file_name(&path),
+                destination,
+                format: file.format.extension().to_string(),
+                records: file.records,
+                totals: file.totals,
+                bytes,
+                sha256,
+            });
+        }
+        let report = self.settlement.report();
+        let path = self
+            .job
+            .out_dir
+            .join(format!("settlement-{}.csv", self.date));
+        let mut out = Hashing::new(AtomicFile::create(&path, 0o640).map_err(io(&path))?);
+        report.write_csv(&mut out).map_err(io(&path))?;
+        let (atomic, sha256, bytes) = out.finish();
+        atomic.commit().map_err(io(&path))?;
+        files.push(BatchFile {
+            name: file_name(&path),
+            destination: String::new(),
+            format: "settlement".into(),
+            records: files.iter().map(|f| f.records).sum(),
+            totals: BTreeMap::new(),
+            bytes,
+            sha256,
+        });
+        Ok((files, report))
+    }
+}
+
+/// Items handed from the reading thread to the writing thread at once.
+const BATCH: usize = 1024;
+
 /// Pass 2: streams the day's presentments into the destinations' files and
-/// the settlement, then commits the files.
+/// the settlement, then commits the files. Two threads: this one reads the
+/// log and builds the items, a second one writes them (encoding, hashing,
+/// settlement), joined by a bounded channel. Nothing is committed unless
+/// both finished without error.
 fn write_files(
     job: &Run<'_>,
     survey: &select::Survey,
     progress: &mut dyn FnMut(f64),
 ) -> Result<(Vec<BatchFile>, super::settlement::SettlementReport), ClearingError> {
-    let date = survey.date().to_string();
-    let mut open: BTreeMap<String, Open> = BTreeMap::new();
-    let mut settlement = Settlement::new(job.clearing.pricing.clone());
+    let sinks = Sinks {
+        job,
+        date: survey.date().to_string(),
+        open: BTreeMap::new(),
+        settlement: Settlement::new(job.clearing.pricing.clone()),
+    };
     let expected = survey.received().max(1) as f64;
-    let mut seen = 0u64;
     let with = Presenting {
         log: &job.journal.dir,
         vault: job.vault,
         acquirer_bin: &job.clearing.acquirer_bin,
     };
-    select::present(survey, with, |item| -> Result<(), ClearingError> {
-        match item {
-            DayItem::Reversed(r) => settlement
-                .add_reversal(&r)
-                .map_err(|e| ClearingError::Settlement(e.to_string())),
-            DayItem::Presented(p) => {
-                settlement
-                    .add_presentment(&p)
-                    .map_err(|e| ClearingError::Settlement(e.to_string()))?;
-                if !open.contains_key(&p.destination) {
-                    let file = open_file(job, &date, &p.destination)?;
-                    open.insert(p.destination.clone(), file);
+    let (sinks, produced) = std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<DayItem>>(16);
+        let writer = scope.spawn(move || -> Result<Sinks<'_>, ClearingError> {
+            let mut sinks = sinks;
+            for batch in rx {
+                for item in batch {
+                    sinks.take(item)?;
                 }
-                let Some(file) = open.get_mut(&p.destination) else {
-                    return Ok(());
-                };
-                let path = &file.path;
-                match &mut file.writer {
-                    Writer::Csv(w) => w.push(&p).map_err(io(path))?,
-                    Writer::Ipm(w) => w.push(&p).map_err(|e| ClearingError::Ipm {
-                        path: path.display().to_string(),
-                        reason: e.to_string(),
-                    })?,
-                }
-                file.records += 1;
-                let totals = file.totals.entry(p.currency.clone()).or_default();
-                totals.count += 1;
-                if p.kind.is_credit() {
-                    totals.credits += p.amount;
-                } else {
-                    totals.debits += p.amount;
-                }
-                seen += 1;
-                if seen.is_multiple_of(65_536) {
-                    progress(0.3 + 0.65 * (seen as f64 / expected).min(1.0));
-                }
-                Ok(())
             }
-        }
-    })?;
-    let mut files = Vec::new();
-    for (destination, file) in open {
-        let path = file.path;
-        let hashing = match file.writer {
-            Writer::Csv(w) => w.finish().map_err(io(&path))?,
-            Writer::Ipm(w) => {
-                w.finish()
-                    .map_err(|e| ClearingError::Ipm {
-                        path: path.display().to_string(),
-                        reason: e.to_string(),
-                    })?
-                    .0
-            }
-        };
-        let (atomic, sha256, bytes) = hashing.finish();
-        atomic.commit().map_err(io(&path))?;
-        files.push(BatchFile {
-            name: file_name(&path),
-            destination,
-            format: file.format.extension().to_string(),
-            records: file.records,
-            totals: file.totals,
-            bytes,
-            sha256,
+            Ok(sinks)
         });
-    }
-    let report = settlement.report();
-    let path = job.out_dir.join(format!("settlement-{date}.csv"));
-    let mut out = Hashing::new(AtomicFile::create(&path, 0o640).map_err(io(&path))?);
-    report.write_csv(&mut out).map_err(io(&path))?;
-    let (atomic, sha256, bytes) = out.finish();
-    atomic.commit().map_err(io(&path))?;
-    files.push(BatchFile {
-        name: file_name(&path),
-        destination: String::new(),
-        format: "settlement".into(),
-        records: files.iter().map(|f| f.records).sum(),
-        totals: BTreeMap::new(),
-        bytes,
-        sha256,
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut sent = 0u64;
+        let mut produced = select::present(survey, with, |item| -> Result<(), ClearingError> {
+            batch.push(item);
+            if batch.len() == BATCH {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                tx.send(full).map_err(|_| ClearingError::WriterStopped)?;
+                sent += BATCH as u64;
+                if sent.is_multiple_of(64 * BATCH as u64) {
+                    progress(0.3 + 0.65 * (sent as f64 / expected).min(1.0));
+                }
+            }
+            Ok(())
+        });
+        if produced.is_ok() && !batch.is_empty() && tx.send(batch).is_err() {
+            produced = Err(ClearingError::WriterStopped);
+        }
+        drop(tx);
+        let sinks = writer.join().unwrap_or(Err(ClearingError::WriterStopped));
+        (sinks, produced)
     });
+    // The writer's own error says why it stopped; the reader's follows.
+    let sinks = sinks?;
+    produced?;
+    let committed = sinks.commit()?;
     progress(1.0);
-    Ok((files, report))
+    Ok(committed)
 }
 
 fn file_name(path: &Path) -> String {
@@ -586,7 +665,13 @@ mod tests {
     #[test]
     fn dates_are_checked() {
         assert_eq!(compact_date("2026-11-26").unwrap(), "20261126");
-        for bad in ["2026-11-26x", "20261126", "2026-13-01", "2026-1-01", "x-y-z"] {
+        for bad in [
+            "2026-11-26x",
+            "20261126",
+            "2026-13-01",
+            "2026-1-01",
+            "x-y-z",
+        ] {
             assert!(compact_date(bad).is_err(), "{bad}");
         }
     }

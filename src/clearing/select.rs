@@ -29,11 +29,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use zeroize::Zeroizing;
-
-use super::ard::ard;
+use super::ard::ArdPrefix;
 use super::item::{ClearedKind, Presentment, Reversed};
-use crate::journal::record::{Record, RecordKind, Received};
+use crate::journal::record::{Received, Record, RecordKind};
 use crate::journal::wal::{self, Segment, WalError};
 use crate::journal::{TxnId, Vault};
 use crate::txn::TxnKind;
@@ -181,6 +179,35 @@ fn received_kind(payload: &[u8]) -> Option<TxnKind> {
     }
 }
 
+/// Reads the log from sequence `from` up to `limit` (or its end) in
+/// order, a few MiB at a time (memory does not grow with segment size),
+/// checking every record's CRC; a record being written at the very end is
+/// not read.
+fn follow(
+    log: &Path,
+    from: u64,
+    limit: u64,
+    mut visit: impl FnMut(&wal::Entry<'_>) -> Result<(), WalError>,
+) -> Result<(), WalError> {
+    let mut follower = wal::Follower::new(log, from);
+    let mut failure = None;
+    loop {
+        let visited = follower.poll(limit, 1 << 16, |entry| {
+            if failure.is_none()
+                && let Err(e) = visit(entry)
+            {
+                failure = Some(e);
+            }
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if visited == 0 {
+            return Ok(());
+        }
+    }
+}
+
 /// Pass 1 over `log` for business date `date`, up to `cutoff` (the end of
 /// the log when `None`).
 pub fn survey(log: &Path, date: &str, cutoff: Option<u64>) -> Result<Survey, SelectError> {
@@ -202,7 +229,7 @@ pub fn survey(log: &Path, date: &str, cutoff: Option<u64>) -> Result<Survey, Sel
     let mut completing: Vec<(TxnId, TxnId)> = Vec::new();
     let mut flags: Vec<u8> = Vec::new();
     survey.low = low;
-    wal::scan(log, low, |_, entry| {
+    follow(log, low, limit, |entry| {
         if entry.seq > limit {
             return Ok(());
         }
@@ -326,23 +353,23 @@ pub fn present<E: From<SelectError>>(
     if survey.flags.is_empty() {
         return Ok(0);
     }
-    if ard(with.acquirer_bin, &survey.date, 0).is_none() {
+    let Some(ard) = ArdPrefix::new(with.acquirer_bin, &survey.date) else {
         return Err(SelectError::Ard {
             bin: with.acquirer_bin.to_string(),
             date: survey.date.clone(),
         }
         .into());
-    }
+    };
     let mut pending: HashMap<TxnId, Pending> = HashMap::new();
     let mut presented = 0u64;
     let mut failure: Option<E> = None;
-    let scanned = wal::scan(with.log, survey.low, |_, entry| {
+    let scanned = follow(with.log, survey.low, survey.cutoff, |entry| {
         if entry.seq > survey.cutoff || failure.is_some() {
             return Ok(());
         }
         let step = match entry.kind {
             RecordKind::Received => {
-                match receive(survey, &with, entry.seq, entry.payload, entry.ts) {
+                match receive(survey, &with, &ard, entry.seq, entry.payload, entry.ts) {
                     Ok(found) => {
                         if let Some(p) = found {
                             pending.insert(entry.seq, p);
@@ -433,6 +460,7 @@ impl Pending {
 fn receive(
     survey: &Survey,
     with: &Presenting<'_>,
+    ard: &ArdPrefix,
     seq: u64,
     payload: &[u8],
     ts: u64,
@@ -452,7 +480,8 @@ fn receive(
     let Some(Record::Received(request)) = crate::journal::record::decode(payload) else {
         return Err(SelectError::Undecodable { seq });
     };
-    let merchant = request.merchant.clone().unwrap_or_default();
+    let mut request = *request;
+    let merchant = request.merchant.take().unwrap_or_default();
     let standing = if f & flag::REVERSED != 0 {
         0
     } else if f & flag::PARTIAL != 0 {
@@ -484,28 +513,26 @@ fn receive(
         .vault
         .open(&request.pan)
         .map_err(|_| SelectError::Pan { txn: seq })?;
-    let ard = ard(with.acquirer_bin, &survey.date, seq).ok_or_else(|| SelectError::Ard {
-        bin: with.acquirer_bin.to_string(),
-        date: survey.date.clone(),
-    })?;
+    let ard = ard.ard(seq);
+    let local_time = local_time(&request, &survey.date, ts);
     let presentment = Presentment {
         txn: seq,
         kind,
-        pan: Zeroizing::new(pan.to_string()),
-        masked_pan: request.pan.masked.clone(),
-        processing_code: request.processing_code.clone(),
+        pan,
+        masked_pan: request.pan.masked,
+        processing_code: request.processing_code,
         amount: standing,
         approved_amount: request.amount,
-        currency: request.currency.clone(),
-        local_time: local_time(&request, &survey.date, ts),
-        entry_mode: request.entry_mode.clone().unwrap_or_default(),
-        condition: request.condition.clone().unwrap_or_default(),
+        currency: request.currency,
+        local_time,
+        entry_mode: request.entry_mode.unwrap_or_default(),
+        condition: request.condition.unwrap_or_default(),
         merchant_id: merchant.id,
         mcc: merchant.mcc,
         name_location: merchant.name_location,
-        terminal: request.terminal.clone(),
-        stan: request.stan.clone(),
-        rrn: request.rrn.clone(),
+        terminal: request.terminal,
+        stan: request.stan,
+        rrn: request.rrn,
         auth_id: String::new(),
         destination: String::new(),
         ard,
@@ -528,9 +555,7 @@ fn local_time(request: &Received, date: &str, ts: u64) -> String {
         .as_deref()
         .zip(request.local_time.as_deref())
         .filter(|(d, t)| {
-            d.len() == 4
-                && t.len() == 6
-                && d.bytes().chain(t.bytes()).all(|b| b.is_ascii_digit())
+            d.len() == 4 && t.len() == 6 && d.bytes().chain(t.bytes()).all(|b| b.is_ascii_digit())
         });
     let year: Option<i64> = date.get(..4).and_then(|y| y.parse().ok());
     let month: Option<u32> = date.get(4..6).and_then(|m| m.parse().ok());
@@ -542,7 +567,13 @@ fn local_time(request: &Received, date: &str, ts: u64) -> String {
                 (1, 12) => year + 1,
                 _ => year,
             };
-            format!("{:02}{mmdd}{hhmmss}", year.rem_euclid(100))
+            let yy = year.rem_euclid(100) as u8;
+            let mut text = String::with_capacity(12);
+            text.push(char::from(b'0' + yy / 10));
+            text.push(char::from(b'0' + yy % 10));
+            text.push_str(mmdd);
+            text.push_str(hhmmss);
+            text
         }
         _ => crate::clock::DateTime::from_unix(ts / 1_000_000).yymmddhhmmss(),
     }

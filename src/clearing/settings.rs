@@ -217,7 +217,9 @@ mod tests {
             fixed = 10
             "#,
         );
-        let c = raw.validate(Path::new("/etc/cs"), &["bank_a".into()]).unwrap();
+        let c = raw
+            .validate(Path::new("/etc/cs"), &["bank_a".into()])
+            .unwrap();
         assert_eq!(c.out_dir, Path::new("/etc/cs/clearing"));
         assert_eq!(
             c.file_spec("bank_a"),

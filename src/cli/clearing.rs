@@ -115,8 +115,14 @@ impl ClearingArgs {
             vault: &vault,
             clearing: &clearing,
             acquiring_institution: &config.switch.acquirer_id,
+            forwarding_institution: config
+                .switch
+                .forwarding_id
+                .as_deref()
+                .unwrap_or(&config.switch.acquirer_id),
         };
         let bar = bar();
+        let started = std::time::Instant::now();
         let outcome = run::run(&job, &mut |done| bar.set_position((done * 1000.0) as u64));
         bar.finish_and_clear();
         match outcome {
@@ -140,6 +146,11 @@ impl ClearingArgs {
                         .join(format!("manifest-{}.json", batch.date))
                         .display()
                 );
+                println!(
+                    "done in {:.1} s, peak RSS {}",
+                    started.elapsed().as_secs_f64(),
+                    peak_rss()
+                );
                 Ok(ExitCode::SUCCESS)
             }
             Ok(Outcome::AlreadyCleared(batch)) => {
@@ -155,6 +166,19 @@ impl ClearingArgs {
             Err(e) => fail(&e),
         }
     }
+}
+
+/// The process's peak resident memory (`VmHWM`, Linux), for the operator
+/// and the clearing benchmark.
+fn peak_rss() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().strip_suffix(" kB")?.trim().parse::<u64>().ok())
+        })
+        .map_or_else(|| "unknown".into(), |kb| format!("{} MiB", kb / 1024))
 }
 
 fn fail(e: &ClearingError) -> Result<ExitCode, Box<dyn std::error::Error>> {
@@ -178,7 +202,11 @@ impl ReconArgs {
         let bank = recon::read_bank_file(&self.bank_file, format)?;
         let mut cleared = Vec::new();
         let found = run::cleared(&config.journal, &vault, &clearing, &date, |p| {
-            if self.destination.as_ref().is_none_or(|d| *d == p.destination) {
+            if self
+                .destination
+                .as_ref()
+                .is_none_or(|d| *d == p.destination)
+            {
                 cleared.push(SwitchItem::from(p));
             }
         });

@@ -126,6 +126,10 @@ mod tests {
 
     #[test]
     fn unknown_zones_are_refused() {
-        assert!(Cutover::new(0, "Mars/Olympus").unwrap_err().contains("Mars/Olympus"));
+        assert!(
+            Cutover::new(0, "Mars/Olympus")
+                .unwrap_err()
+                .contains("Mars/Olympus")
+        );
     }
 }

@@ -277,11 +277,7 @@ impl Index {
                 path: path.clone(),
                 reason: e.to_string(),
             })?;
-        let index = Index {
-            db,
-            path,
-            cutover,
-        };
+        let index = Index { db, path, cutover };
         index.check_schema()?;
         Ok(index)
     }
@@ -620,6 +616,12 @@ mod tests {
         index.db.insert(APPLIED, &3u64.to_be_bytes()[..]).unwrap();
         index.db.flush().unwrap();
         drop(index);
-        assert_eq!(Index::open(dir.path(), Cutover::default()).unwrap().applied().unwrap(), 3);
+        assert_eq!(
+            Index::open(dir.path(), Cutover::default())
+                .unwrap()
+                .applied()
+                .unwrap(),
+            3
+        );
     }
 }

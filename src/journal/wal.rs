@@ -1161,7 +1161,10 @@ mod tests {
         // 2026-11-25 22:30 UTC.
         let t = 1_795_646_000 * 1_000_000;
         assert_eq!(business_date(t, &Cutover::utc(0)), "20261125");
-        assert_eq!(business_date(t + 2 * 3_600_000_000, &Cutover::utc(0)), "20261126");
+        assert_eq!(
+            business_date(t + 2 * 3_600_000_000, &Cutover::utc(0)),
+            "20261126"
+        );
         assert_eq!(
             business_date(t + 2 * 3_600_000_000, &Cutover::utc(3 * 3600)),
             "20261125"

@@ -511,7 +511,11 @@ impl Switch {
             return Err(Refusal::InvalidAmount);
         }
         if !original.claim_completion() {
-            warn!(txn = completion.id, original = original.id, "second completion of a pre-authorisation refused");
+            warn!(
+                txn = completion.id,
+                original = original.id,
+                "second completion of a pre-authorisation refused"
+            );
             return Err(Refusal::OriginalNotFound);
         }
         Ok(Completed {
