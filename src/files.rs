@@ -68,15 +68,21 @@ impl AtomicFile {
         })
     }
 
-    /// Makes the file durable under its final name.
+    /// Makes the file durable under its final name. On failure the
+    /// temporary file is removed and the old file (if any) stays.
     pub fn commit(mut self) -> std::io::Result<()> {
         let Some(writer) = self.file.take() else {
             return Err(std::io::Error::other("already committed"));
         };
-        let file = writer.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&self.temp, &self.path)?;
+        let placed = writer
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|file| file.sync_all())
+            .and_then(|()| std::fs::rename(&self.temp, &self.path));
+        if let Err(e) = placed {
+            let _ = std::fs::remove_file(&self.temp);
+            return Err(e);
+        }
         std::fs::File::open(&self.dir)?.sync_all()
     }
 }

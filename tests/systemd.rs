@@ -93,6 +93,65 @@ fn the_unit_verifies_and_is_hardened() {
     assert!(sysusers.lines().any(|l| l.starts_with("u cardswitch ")));
 }
 
+#[test]
+fn the_clearing_service_and_timer_verify_and_are_hardened() {
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("skipped: systemd-analyze is not installed (Debian package `systemd`)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/");
+    for unit in ["cardswitch-clearing.service", "cardswitch-clearing.timer"] {
+        let text = std::fs::read_to_string(format!("{source}{unit}"))
+            .unwrap()
+            .replace("/usr/bin/cardswitch", env!("CARGO_BIN_EXE_cardswitch"));
+        std::fs::write(dir.path().join(unit), text).unwrap();
+    }
+    let service = dir.path().join("cardswitch-clearing.service");
+    let timer = dir.path().join("cardswitch-clearing.timer");
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&service)
+        .arg(&timer)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&verify.stderr);
+    assert!(verify.status.success() && said.trim().is_empty(), "{said}");
+
+    let security = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(&service)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&security.stdout);
+    let score: f64 = report
+        .lines()
+        .find_map(|l| l.split("cardswitch-clearing.service: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{report}"));
+    assert!(score <= 1.5, "exposure {score}:\n{report}");
+
+    let text = std::fs::read_to_string(&service).unwrap();
+    for directive in [
+        "Type=oneshot",
+        "clearing run --config /etc/cardswitch/cardswitch.toml --date previous",
+        "RestartPreventExitStatus=1 65",
+        "User=cardswitch",
+        "PrivateNetwork=yes",
+        "ProtectSystem=strict",
+        "SystemCallFilter=@system-service",
+    ] {
+        assert!(text.contains(directive), "missing {directive:?}");
+    }
+    let timer_text = std::fs::read_to_string(&timer).unwrap();
+    assert!(timer_text.contains("OnCalendar=") && timer_text.contains("Persistent=true"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_notifies_ready_watchdog_reload_and_stop() {
     let bank = Arc::new(BankSim::new(
