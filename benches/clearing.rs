@@ -150,7 +150,7 @@ fn config(dir: &Path) -> std::path::PathBuf {
     let _ = std::fs::remove_file(&key);
     cardswitch::files::write_private_atomically(&key, format!("{}\n", hex::encode(KEY)).as_bytes())
         .expect("data key");
-    let mut text = format!(
+    let mut text = String::from(
         r#"[journal]
 dir = "journal"
 data_key_file = "data.key"
@@ -172,9 +172,9 @@ dialect = "iso87binary"
 out_dir = "out"
 acquirer_bin = "412345"
 processor_id = "00000012345"
-destinations = {{ bank_a = {{ format = "ipm", blocked = true }} }}
-pricing = {{ percent = "1.5", fixed = 5 }}
-"#
+destinations = { bank_a = { format = "ipm", blocked = true } }
+pricing = { percent = "1.5", fixed = 5 }
+"#,
     );
     for i in 0..MERCHANTS / 2 {
         text.push_str(&format!(

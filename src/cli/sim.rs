@@ -17,6 +17,7 @@ use cardswitch::security::mac::MacAlgorithm;
 use cardswitch::security::pin::PinFormat;
 use cardswitch::security::profile::{Protection, ProtectionEntry, Side};
 use cardswitch::security::tls::{ServerTlsFiles, TlsAcceptor};
+use cardswitch::sim::ledger::Breaks;
 use cardswitch::sim::{BankSim, PosConfig, Rules, Scenario};
 
 /// `cardswitch sim …`: the bank and POS simulators.
@@ -53,6 +54,15 @@ pub enum SimCommand {
         /// Require client certificates signed by this CA (mutual TLS).
         #[arg(long, requires = "tls_cert")]
         tls_client_ca: Option<PathBuf>,
+        /// On stopping, write the bank's settlement file (CSV, what it
+        /// approved less what was reversed; see `cardswitch recon`) here.
+        #[arg(long)]
+        settlement_file: Option<PathBuf>,
+        /// Breaks to put into the settlement file on purpose, e.g.
+        /// `drop=1,unknown=1,amount=1,currency=1` (seeded: the same ledger
+        /// gives the same breaks).
+        #[arg(long, requires = "settlement_file", value_parser = parse_breaks)]
+        breaks: Option<Breaks>,
     },
     /// A POS terminal load generator: pipelined requests on many
     /// connections, every response verified; prints a summary and a final
@@ -207,6 +217,8 @@ impl SimCommand {
                 tls_cert,
                 tls_key,
                 tls_client_ca,
+                settlement_file,
+                breaks,
             } => {
                 let (dialect, codec) = wire.resolve()?;
                 let rules = match (rules, demo_rules) {
@@ -223,7 +235,8 @@ impl SimCommand {
                         client_ca: tls_client_ca,
                     })?));
                 }
-                runtime()?.block_on(bank(listen, sim))
+                let settlement = settlement_file.map(|path| (path, breaks.unwrap_or_default()));
+                runtime()?.block_on(bank(listen, sim, settlement))
             }
             SimCommand::Pos {
                 connect,
@@ -296,7 +309,37 @@ async fn resolve(addr: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{addr}: no address"))
 }
 
-async fn bank(listen: String, sim: BankSim) -> Result<ExitCode, Box<dyn std::error::Error>> {
+/// `--breaks`: `kind=count` pairs separated by commas.
+fn parse_breaks(text: &str) -> Result<Breaks, String> {
+    let mut breaks = Breaks::default();
+    for pair in text.split(',').filter(|p| !p.is_empty()) {
+        let (kind, count) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("`{pair}` is not KIND=COUNT"))?;
+        let count: usize = count
+            .parse()
+            .map_err(|_| format!("`{count}` is not a count"))?;
+        match kind {
+            "drop" => breaks.drop = count,
+            "unknown" => breaks.unknown = count,
+            "amount" => breaks.amount = count,
+            "currency" => breaks.currency = count,
+            "seed" => breaks.seed = count as u64,
+            _ => {
+                return Err(format!(
+                    "unknown break `{kind}` (drop, unknown, amount, currency, seed)"
+                ));
+            }
+        }
+    }
+    Ok(breaks)
+}
+
+async fn bank(
+    listen: String,
+    sim: BankSim,
+    settlement: Option<(PathBuf, Breaks)>,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let listener = TcpListener::bind(&listen)
         .await
         .map_err(|e| format!("{listen}: {e}"))?;
@@ -307,12 +350,24 @@ async fn bank(listen: String, sim: BankSim) -> Result<ExitCode, Box<dyn std::err
     );
     let sim = Arc::new(sim);
     let stats = Arc::clone(sim.stats());
+    let ledger = Arc::clone(sim.ledger());
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(sim.serve(listener, shutdown.clone()));
     wait_for_signal().await?;
     eprintln!("cardswitch sim bank: stopping");
     shutdown.cancel();
     server.await?;
+    if let Some((path, breaks)) = settlement {
+        let mut text = Vec::new();
+        let broken = ledger.settlement_csv(&breaks, &mut text)?;
+        cardswitch::files::write_atomically(&path, &text)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        eprintln!(
+            "cardswitch sim bank: settlement file {} ({} breaks put in)",
+            path.display(),
+            broken.all().len()
+        );
+    }
     println!("{}", serde_json::to_string(&stats.snapshot())?);
     Ok(ExitCode::SUCCESS)
 }
