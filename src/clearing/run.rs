@@ -232,13 +232,28 @@ pub fn resolve_date(
     cutover: &crate::journal::Cutover,
 ) -> Result<String, ClearingError> {
     if date == "previous" {
-        const DAY_MICROS: u64 = 86_400_000_000;
-        return Ok(wal::business_date(
-            wal::now_micros().saturating_sub(DAY_MICROS),
-            cutover,
-        ));
+        // The calendar day before the current business date (not the date
+        // 24 hours ago: a business day is 23 or 25 hours long when the
+        // clocks change).
+        let today = wal::business_date(wal::now_micros(), cutover);
+        return day_before(&today).ok_or(ClearingError::BadDate(today));
     }
     compact_date(date)
+}
+
+/// The `YYYYMMDD` before a `YYYYMMDD` date.
+fn day_before(date: &str) -> Option<String> {
+    let number = |range: std::ops::Range<usize>| date.get(range)?.parse::<i16>().ok();
+    let day = jiff::civil::Date::new(number(0..4)?, number(4..6)? as i8, number(6..8)? as i8)
+        .ok()?
+        .yesterday()
+        .ok()?;
+    Some(format!(
+        "{:04}{:02}{:02}",
+        day.year(),
+        day.month(),
+        day.day()
+    ))
 }
 
 /// `YYYYMMDD` of a `YYYY-MM-DD` date.
@@ -661,6 +676,15 @@ impl<W: Write> Write for Hashing<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_day_before_crosses_months_years_and_leap_days() {
+        assert_eq!(day_before("20261126").unwrap(), "20261125");
+        assert_eq!(day_before("20260301").unwrap(), "20260228");
+        assert_eq!(day_before("20240301").unwrap(), "20240229");
+        assert_eq!(day_before("20260101").unwrap(), "20251231");
+        assert_eq!(day_before("2026x101"), None);
+    }
 
     #[test]
     fn dates_are_checked() {
