@@ -789,6 +789,7 @@ impl Config {
                     None
                 }
             });
+        problems.extend(ipm_name_problems(clearing.as_ref(), &terminals, &file));
         let Some(risk) = risk.filter(|_| problems.is_empty()) else {
             return Err(ConfigError::Invalid(problems));
         };
@@ -829,12 +830,50 @@ impl Config {
             .map_err(|e| ConfigError::Invalid(vec![format!("{file}: risk: {e}")]))?;
         let (terminals, routes) =
             load_tables(&raw, base, &file, &names, store.as_ref()).map_err(ConfigError::Invalid)?;
+        let problems = ipm_name_problems(self.clearing.as_ref(), &terminals, &file);
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems));
+        }
         Ok(Reloaded {
             terminals,
             routes,
             risk,
         })
     }
+}
+
+/// When some destination takes IPM clearing files, every terminal's
+/// `name_location` must fit IPM DE 43 (name, city, country code at
+/// positions 38–40): found now rather than by the night's clearing run.
+fn ipm_name_problems(
+    clearing: Option<&crate::clearing::settings::ClearingConfig>,
+    terminals: &Terminals,
+    file: &str,
+) -> Vec<String> {
+    let takes_ipm = clearing.is_some_and(|c| {
+        c.format.format == crate::clearing::settings::Format::Ipm
+            || c.destinations
+                .values()
+                .any(|d| d.format == crate::clearing::settings::Format::Ipm)
+    });
+    if !takes_ipm {
+        return Vec::new();
+    }
+    let mut problems: Vec<String> = terminals
+        .iter()
+        .filter_map(|t| {
+            crate::clearing::ipm::check_name_location(&t.name_location)
+                .err()
+                .map(|reason| {
+                    format!(
+                        "{file}: terminal {}: name_location: {reason} (IPM clearing needs name, city and a country code at positions 38-40)",
+                        t.id.trim_end()
+                    )
+                })
+        })
+        .collect();
+    problems.sort();
+    problems
 }
 
 /// Loads the TLS files of a listener or of the admin API, if it has any.

@@ -142,6 +142,11 @@ impl Terminals {
         self.by_id.get(id)
     }
 
+    /// Every terminal, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Terminal>> {
+        self.by_id.values()
+    }
+
     /// Number of terminals.
     pub fn len(&self) -> usize {
         self.by_id.len()

@@ -564,3 +564,22 @@ async fn a_day_clears_once_exactly_and_reconciles() {
     day.bank_a.stop().await;
     day.bank_b.stop().await;
 }
+
+#[test]
+fn a_merchant_location_ipm_cannot_carry_is_refused_with_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let path = config(dir.path(), addr, addr, "00:00", "cardswitch.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replacen(
+        "SHOP M1                LONDON        GBR",
+        "SHOP M1 LONDON",
+        1,
+    );
+    std::fs::write(&path, text).unwrap();
+    let (code, said) = cli(&["config", "check", path.to_str().unwrap()]);
+    assert_ne!(code, 0, "{said}");
+    assert!(
+        said.contains("terminal TERM0001: name_location:") && said.contains("country code"),
+        "{said}"
+    );
+}

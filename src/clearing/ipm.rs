@@ -783,6 +783,13 @@ fn encode_presentment(
     Ok(())
 }
 
+/// Whether a 1987 field 43 (a terminal's `name_location`) can become IPM
+/// DE 43: the reason when it cannot (checked when the config is loaded, so a
+/// bad entry does not stop a day's clearing).
+pub fn check_name_location(field: &str) -> Result<(), &'static str> {
+    NameLocation::parse(field.as_bytes()).map(|_| ())
+}
+
 /// IPM DE 22 (POS data code, 12 positions, ISO 8583:1993 layout) of a
 /// transaction, from what the journal kept: the 1987 POS entry mode (field
 /// 22: PAN entry mode, 2 digits, and PIN entry capability, 1 digit) and POS
