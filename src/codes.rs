@@ -91,6 +91,13 @@ pub const NETWORK_ACCEPTED: &str = "800";
 /// Action code of an accepted reversal or reversal advice (`1430`).
 pub const REVERSAL_ACCEPTED: &str = "400";
 
+/// Whether a 1987 response code approves: 00, 08 (honour with
+/// identification) or 11 (approved, VIP). Reversals, completions and
+/// clearing all use this one rule.
+pub fn approves(rc87: &str) -> bool {
+    matches!(rc87, "00" | "08" | "11")
+}
+
 /// The 1993 action code for a 1987 response code; `100` (do not honour) for
 /// a code not in [`TABLE`].
 pub fn to_action_code(rc87: &str) -> &'static str {

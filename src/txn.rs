@@ -146,7 +146,7 @@ impl Txn {
             ("0200", Some(pc)) if pc.starts_with("00") => TxnKind::Purchase,
             ("0200", Some(pc)) if pc.starts_with("20") => TxnKind::Refund,
             ("0400" | "0401" | "0420" | "0421", _) => TxnKind::Reversal,
-            ("0220" | "0221", _) => TxnKind::Completion,
+            ("0220" | "0221", Some(pc)) if pc.starts_with("00") => TxnKind::Completion,
             ("0100" | "0200", None) => return Err(Refusal::Format),
             _ => return Err(Refusal::InvalidTransaction),
         };

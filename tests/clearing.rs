@@ -51,7 +51,7 @@ async fn bank() -> BankHandle {
         Dialect::builtin("iso87binary").unwrap().unwrap(),
         FrameCodec::default(),
         Rules::from_toml(
-            "[[rule]]\namount = 5100\ndecline = \"51\"\n[[rule]]\nmti = \"0200\"\namount = 9100\nno_answer = true\n",
+            "[[rule]]\namount = 5100\ndecline = \"51\"\n[[rule]]\nmti = \"0200\"\namount = 9100\nno_answer = true\n[[rule]]\nmti = \"0220\"\namount = 3333\ndecline = \"05\"\n",
             "rules.toml",
         )
         .unwrap(),
@@ -300,6 +300,12 @@ async fn one_day() -> Day {
     // not clear.
     let pre = request("0100", "000000", CARD_A, 9, 4000, "TERM0001");
     send(&pre, "00").await;
+    // A completion on another card is refused; one the bank declines gives
+    // the pre-authorisation back for the next.
+    let mut other_card = follow_up("0220", &pre, 16, 3500);
+    other_card.set(2, card_b());
+    send(&other_card, "25").await;
+    send(&follow_up("0220", &pre, 17, 3333), "05").await;
     send(&follow_up("0220", &pre, 10, 3500), "00").await;
     send(&follow_up("0220", &pre, 11, 100), "25").await;
     let small = request("0100", "000000", CARD_A, 12, 1000, "TERM0001");
@@ -317,6 +323,29 @@ async fn one_day() -> Day {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    drop(conn);
+    running.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // After a restart the journal still knows the pre-authorisation was
+    // completed: a second completion is refused.
+    let running: Running = server::start(Config::load(&daemon).unwrap()).await.unwrap();
+    let since = Instant::now();
+    while running.switch().destination("bank_a").unwrap().links_up() == 0 {
+        assert!(since.elapsed() < Duration::from_secs(10), "links up again");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut conn = Framed::new(
+        TcpStream::connect(running.address("pos").unwrap())
+            .await
+            .unwrap(),
+        FrameCodec::default(),
+    );
+    let answer = exchange(&mut conn, &follow_up("0220", &pre, 18, 500)).await;
+    assert_eq!(
+        answer.response_code(),
+        Some("25"),
+        "completed before the restart"
+    );
     drop(conn);
     running.shutdown().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -480,6 +509,43 @@ async fn a_day_clears_once_exactly_and_reconciles() {
         .to_vec();
     assert_eq!(before, reissued);
 
+    // A reissue that would not give the recorded files (here: the pricing
+    // changed since) is refused before anything is replaced.
+    let repriced = day.dir.path().join("repriced.toml");
+    std::fs::write(
+        &repriced,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("percent = \"1.75\"", "percent = \"2.00\""),
+    )
+    .unwrap();
+    let (code, said) = cli(&[
+        "clearing",
+        "run",
+        "--config",
+        repriced.to_str().unwrap(),
+        "--date",
+        &day.date,
+        "--reissue",
+    ]);
+    assert_eq!(code, 65, "{said}");
+    assert!(said.contains("settlement"), "{said}");
+    let untouched: Vec<String> = [&ipm, &csv, &settlement, &manifest]
+        .map(|p| sha256(p))
+        .to_vec();
+    assert_eq!(before, untouched);
+    let leftovers = std::fs::read_dir(&out)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains(".tmp")
+        })
+        .count();
+    assert_eq!(leftovers, 0);
+
     // Today has not ended: clearing it is refused, to be retried (75).
     let today = Cutover::utc(0).date(
         std::time::SystemTime::now()
@@ -514,6 +580,10 @@ async fn a_day_clears_once_exactly_and_reconciles() {
             breaks.to_str().unwrap(),
         ]);
         assert_eq!(code, 0, "{name}: {said}");
+        assert!(
+            !said.contains(CARD_A) && !said.contains(&card_b()),
+            "{said}"
+        );
     }
 
     // Breaks put in on purpose are found, and nothing else.

@@ -165,7 +165,13 @@ fn write_day(dir: &Path, day: &[Gen]) -> String {
         .unwrap();
         wal.append(&Record::Responded {
             txn: id,
-            code: if g.approved { "00" } else { "05" }.into(),
+            // Every approval code: 00, 08 (honour with identification), 11.
+            code: if g.approved {
+                ["00", "08", "11"][n % 3]
+            } else {
+                "05"
+            }
+            .into(),
             auth_id: g.approved.then(|| format!("A{n:05}")),
             source: Source::Destination,
         })
@@ -221,7 +227,10 @@ fn from_journal(journal: &Path) -> Sums {
     let mut completed = HashSet::new();
     let mut sums = Sums::new();
     for state in states.values() {
-        let approved = state.code.as_deref() == Some("00");
+        let approved = state
+            .code
+            .as_deref()
+            .is_some_and(|c| matches!(c, "00" | "08" | "11"));
         let full = state
             .reversal
             .as_ref()
@@ -366,6 +375,10 @@ fn a_run_that_fails_half_way_leaves_nothing_and_the_next_one_clears() {
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
         .collect();
     assert!(!names.iter().any(|n| n.contains(".tmp")), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with("bank_")),
+        "no clearing file is put in place when the run fails: {names:?}"
+    );
     assert!(
         !names.iter().any(|n| n.starts_with("manifest")),
         "{names:?}"

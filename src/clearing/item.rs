@@ -36,8 +36,9 @@ impl ClearedKind {
 
 /// One cleared transaction, with everything a clearing record carries.
 /// Text fields are printable ASCII (the journal took them from ISO 8583
-/// fields); writers convert them (EBCDIC for IPM).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// fields); writers convert them (EBCDIC for IPM). `Debug` shows the masked
+/// PAN only.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Presentment {
     /// The journal's transaction id (the `Received` record's sequence).
     pub txn: TxnId,
@@ -85,6 +86,29 @@ pub struct Presentment {
     pub date: String,
 }
 
+impl std::fmt::Debug for Presentment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Presentment")
+            .field("txn", &self.txn)
+            .field("kind", &self.kind)
+            .field("pan", &self.masked_pan)
+            .field("processing_code", &self.processing_code)
+            .field("amount", &self.amount)
+            .field("approved_amount", &self.approved_amount)
+            .field("currency", &self.currency)
+            .field("local_time", &self.local_time)
+            .field("merchant_id", &self.merchant_id)
+            .field("terminal", &self.terminal)
+            .field("stan", &self.stan)
+            .field("rrn", &self.rrn)
+            .field("auth_id", &self.auth_id)
+            .field("destination", &self.destination)
+            .field("ard", &self.ard)
+            .field("date", &self.date)
+            .finish_non_exhaustive()
+    }
+}
+
 /// An approval of the day that a reversal took back, in full or in part.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reversed {
@@ -101,4 +125,38 @@ pub struct Reversed {
     /// The amount reversed, in minor units (the whole amount for a full
     /// reversal).
     pub amount: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_pan() {
+        let p = Presentment {
+            txn: 1,
+            kind: ClearedKind::Purchase,
+            pan: Zeroizing::new("4761739001010119".into()),
+            masked_pan: "476173******0119".into(),
+            processing_code: "000000".into(),
+            amount: 1,
+            approved_amount: 1,
+            currency: "978".into(),
+            local_time: String::new(),
+            entry_mode: String::new(),
+            condition: String::new(),
+            merchant_id: String::new(),
+            mcc: String::new(),
+            name_location: String::new(),
+            terminal: String::new(),
+            stan: String::new(),
+            rrn: String::new(),
+            auth_id: String::new(),
+            destination: String::new(),
+            ard: String::new(),
+            date: String::new(),
+        };
+        let shown = format!("{p:?}");
+        assert!(!shown.contains("4761739001010119") && shown.contains("476173******0119"));
+    }
 }

@@ -107,6 +107,9 @@ pub enum ClearingError {
         /// The file.
         file: String,
     },
+    /// Another clearing run holds the lock.
+    #[error("another clearing run is under way (it holds {0}); try again when it ends")]
+    Busy(String),
     /// The thread writing the files stopped (its own error is reported
     /// instead when it has one).
     #[error("the clearing file writer stopped")]
@@ -127,11 +130,13 @@ pub enum ClearingError {
 impl ClearingError {
     /// The process exit status for this error, for systemd and scripts:
     /// 75 (`EX_TEMPFAIL`) when trying again later will do (day not ended,
-    /// transactions in flight), 65 (`EX_DATAERR`) when the files or the
+    /// transactions in flight, another run under way), 65 (`EX_DATAERR`) when the files or the
     /// journal disagree with the batch record, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            ClearingError::NotClosed { .. } | ClearingError::InFlight { .. } => 75,
+            ClearingError::NotClosed { .. }
+            | ClearingError::InFlight { .. }
+            | ClearingError::Busy(_) => 75,
             ClearingError::FilesDiffer { .. } | ClearingError::ReissueDiffers { .. } => 65,
             _ => 1,
         }
@@ -323,6 +328,20 @@ pub fn run(job: &Run<'_>, progress: &mut dyn FnMut(f64)) -> Result<Outcome, Clea
     if date >= today {
         return Err(ClearingError::NotClosed { date, today });
     }
+    // One run at a time (the timer and an operator): the lock is held until
+    // the run ends, and the batch record is read under it.
+    let records = job.journal.dir.join("clearing");
+    create_dir_durably(&records)?;
+    let lock_path = records.join(".lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io(&lock_path))?;
+    if lock.try_lock().is_err() {
+        return Err(ClearingError::Busy(lock_path.display().to_string()));
+    }
     let recorded = read_batch(job.journal, &date)?;
     if let (Some(batch), false) = (&recorded, job.reissue) {
         for file in &batch.files {
@@ -351,8 +370,8 @@ pub fn run(job: &Run<'_>, progress: &mut dyn FnMut(f64)) -> Result<Outcome, Clea
             first: *first,
         });
     }
-    std::fs::create_dir_all(job.out_dir).map_err(io(job.out_dir))?;
-    let (files, report) = write_files(job, &survey, progress)?;
+    create_dir_durably(job.out_dir)?;
+    let (files, report) = write_files(job, &survey, recorded.as_ref(), progress)?;
     let batch = Batch {
         date: date.clone(),
         batch: format!("{date}-1"),
@@ -361,27 +380,12 @@ pub fn run(job: &Run<'_>, progress: &mut dyn FnMut(f64)) -> Result<Outcome, Clea
         files,
     };
     if let Some(recorded) = recorded {
-        for (new, old) in batch.files.iter().zip(&recorded.files) {
-            if new != old {
-                return Err(ClearingError::ReissueDiffers {
-                    date,
-                    file: new.name.clone(),
-                });
-            }
-        }
-        if batch.files.len() != recorded.files.len() {
-            return Err(ClearingError::ReissueDiffers {
-                date,
-                file: "(the list of files)".into(),
-            });
-        }
+        // `write_files` renamed the files into place only once each was the
+        // recorded one, byte for byte.
         write_manifest(job.out_dir, &recorded)?;
         return Ok(Outcome::Reissued(recorded, report));
     }
     let record = batch_path(job.journal, &date);
-    if let Some(dir) = record.parent() {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-    }
     crate::files::write_atomically(&record, &batch.to_json()).map_err(io(&record))?;
     write_manifest(job.out_dir, &batch)?;
     Ok(Outcome::Cleared(batch, report))
@@ -409,6 +413,22 @@ pub fn cleared(
         }
         Ok(())
     })
+}
+
+/// Creates a directory (and its parents) and syncs its parent, so that the
+/// directory itself survives a power loss.
+fn create_dir_durably(dir: &Path) -> Result<(), ClearingError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(parent)
+        .and_then(|d| d.sync_all())
+        .map_err(io(parent))
 }
 
 fn write_manifest(out_dir: &Path, batch: &Batch) -> Result<(), ClearingError> {
@@ -505,11 +525,14 @@ impl Sinks<'_> {
         file.records += 1;
         let totals = file.totals.entry(p.currency.clone()).or_default();
         totals.count += 1;
-        if p.kind.is_credit() {
-            totals.credits += p.amount;
+        let sum = if p.kind.is_credit() {
+            &mut totals.credits
         } else {
-            totals.debits += p.amount;
-        }
+            &mut totals.debits
+        };
+        *sum = sum
+            .checked_add(p.amount)
+            .ok_or_else(|| ClearingError::Settlement(format!("{} totals overflow", p.currency)))?;
         Ok(())
     }
 
@@ -517,8 +540,12 @@ impl Sinks<'_> {
     /// report last.
     fn commit(
         self,
+        recorded: Option<&Batch>,
     ) -> Result<(Vec<BatchFile>, super::settlement::SettlementReport), ClearingError> {
-        let mut files = Vec::new();
+        // Every file is finished under its temporary name first; they are
+        // renamed into place only when all are written (and, for a reissue,
+        // identical to the recorded ones). A failure before drops them all.
+        let mut finished = Vec::new();
         for (destination, file) in self.open {
             let path = file.path;
             let hashing = match file.writer {
@@ -533,8 +560,7 @@ impl Sinks<'_> {
                 }
             };
             let (atomic, sha256, bytes) = hashing.finish();
-            atomic.commit().map_err(io(&path))?;
-            files.push(BatchFile {
+            let entry = BatchFile {
                 name: file_name(&path),
                 destination,
                 format: file.format.extension().to_string(),
@@ -542,7 +568,8 @@ impl Sinks<'_> {
                 totals: file.totals,
                 bytes,
                 sha256,
-            });
+            };
+            finished.push((atomic, path, entry));
         }
         let report = self.settlement.report();
         let path = self
@@ -552,16 +579,50 @@ impl Sinks<'_> {
         let mut out = Hashing::new(AtomicFile::create(&path, 0o640).map_err(io(&path))?);
         report.write_csv(&mut out).map_err(io(&path))?;
         let (atomic, sha256, bytes) = out.finish();
-        atomic.commit().map_err(io(&path))?;
-        files.push(BatchFile {
+        let entry = BatchFile {
             name: file_name(&path),
             destination: String::new(),
             format: "settlement".into(),
-            records: files.iter().map(|f| f.records).sum(),
+            records: finished.iter().map(|(_, _, f)| f.records).sum(),
             totals: BTreeMap::new(),
             bytes,
             sha256,
-        });
+        };
+        finished.push((atomic, path, entry));
+        if let Some(recorded) = recorded {
+            let differs = finished.len() != recorded.files.len()
+                || finished
+                    .iter()
+                    .zip(&recorded.files)
+                    .any(|((_, _, new), old)| new != old);
+            if differs {
+                let file = finished
+                    .iter()
+                    .zip(&recorded.files)
+                    .find(|((_, _, new), old)| new != *old)
+                    .map_or_else(
+                        || "(the list of files)".into(),
+                        |((_, _, new), _)| new.name.clone(),
+                    );
+                return Err(ClearingError::ReissueDiffers {
+                    date: self.date,
+                    file,
+                });
+            }
+        }
+        // The settlement report is put in place first: the clearing files,
+        // which hold PANs, only once everything else has worked.
+        let mut files = Vec::new();
+        let mut placing: Vec<_> = finished.into_iter().collect();
+        if let Some(report_file) = placing.pop() {
+            placing.insert(0, report_file);
+        }
+        for (atomic, path, entry) in placing {
+            atomic.commit().map_err(io(&path))?;
+            files.push(entry);
+        }
+        // Back to the recorded order: clearing files, then the report.
+        files.rotate_left(1);
         Ok((files, report))
     }
 }
@@ -577,6 +638,7 @@ const BATCH: usize = 1024;
 fn write_files(
     job: &Run<'_>,
     survey: &select::Survey,
+    recorded: Option<&Batch>,
     progress: &mut dyn FnMut(f64),
 ) -> Result<(Vec<BatchFile>, super::settlement::SettlementReport), ClearingError> {
     let sinks = Sinks {
@@ -626,7 +688,7 @@ fn write_files(
     // The writer's own error says why it stopped; the reader's follows.
     let sinks = sinks?;
     produced?;
-    let committed = sinks.commit()?;
+    let committed = sinks.commit(recorded)?;
     progress(1.0);
     Ok(committed)
 }

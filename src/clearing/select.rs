@@ -1,7 +1,11 @@
 //! Which transactions of a business date clear: two streaming passes over
-//! the journal's log, in memory proportional to the day's sequence range
-//! (one byte per record) plus the few transactions in progress, never to
-//! the day's data.
+//! the journal's log, in memory of one byte per record of the day's
+//! sequence range, plus the day's partial reversals and completions and
+//! the few transactions in progress — never the day's data itself.
+//!
+//! A request belongs to the business date of the segment the journal filed
+//! it in (the writer names each segment after the business date of its
+//! records), whatever segments are added while clearing runs.
 //!
 //! - **Survey** (pass 1) reads the day's segments and every later one up to
 //!   a *cutoff* sequence and notes, per transaction of the day, whether it
@@ -19,8 +23,9 @@
 //! first completion of each), less full reversals; a partial reversal
 //! (field 95) leaves the amount that stands. Pre-authorisations, reversals
 //! themselves, declines and timeouts do not clear. Approval means response
-//! code 00, 08 or 11, whoever gave it (the destination or, for a stand-in,
-//! the switch).
+//! code 00, 08 or 11 ([`crate::codes::approves`]), whoever gave it (a
+//! switch approval without a destination, such as a future stand-in, would
+//! go to the [`STAND_IN`] file).
 //!
 //! The selection is a function of the log up to the cutoff: the cutoff is
 //! recorded with the batch, so a reissue sees exactly what the first run
@@ -81,11 +86,6 @@ mod flag {
     pub const APPROVED: u8 = 4;
     pub const REVERSED: u8 = 8;
     pub const PARTIAL: u8 = 16;
-}
-
-/// Whether a 1987 response code approves.
-fn approves(code: &str) -> bool {
-    matches!(code, "00" | "08" | "11")
 }
 
 /// What pass 1 learnt of a day.
@@ -180,21 +180,21 @@ fn received_kind(payload: &[u8]) -> Option<TxnKind> {
 }
 
 /// Reads the log from sequence `from` up to `limit` (or its end) in
-/// order, a few MiB at a time (memory does not grow with segment size),
+/// order, telling `visit` each record's segment date, a few MiB at a time (memory does not grow with segment size),
 /// checking every record's CRC; a record being written at the very end is
 /// not read.
 fn follow(
     log: &Path,
     from: u64,
     limit: u64,
-    mut visit: impl FnMut(&wal::Entry<'_>) -> Result<(), WalError>,
+    mut visit: impl FnMut(&str, &wal::Entry<'_>) -> Result<(), WalError>,
 ) -> Result<(), WalError> {
     let mut follower = wal::Follower::new(log, from);
     let mut failure = None;
     loop {
-        let visited = follower.poll(limit, 1 << 16, |entry| {
+        let visited = follower.poll_dated(limit, 1 << 16, |date, entry| {
             if failure.is_none()
-                && let Err(e) = visit(entry)
+                && let Err(e) = visit(date, entry)
             {
                 failure = Some(e);
             }
@@ -229,7 +229,7 @@ pub fn survey(log: &Path, date: &str, cutoff: Option<u64>) -> Result<Survey, Sel
     let mut completing: Vec<(TxnId, TxnId)> = Vec::new();
     let mut flags: Vec<u8> = Vec::new();
     survey.low = low;
-    follow(log, low, limit, |entry| {
+    follow(log, low, limit, |segment_date, entry| {
         if entry.seq > limit {
             return Ok(());
         }
@@ -240,8 +240,9 @@ pub fn survey(log: &Path, date: &str, cutoff: Option<u64>) -> Result<Survey, Sel
             reason: format!("record {} does not decode", entry.seq),
         };
         match entry.kind {
+            // A request belongs to the date its segment was filed under.
             RecordKind::Received => {
-                if entry.seq <= high {
+                if entry.seq <= high && segment_date == date {
                     let at = (entry.seq - low) as usize;
                     if flags.len() <= at {
                         flags.resize(at + 1, 0);
@@ -263,6 +264,9 @@ pub fn survey(log: &Path, date: &str, cutoff: Option<u64>) -> Result<Survey, Sel
             _ => {
                 let record = entry.record().ok_or_else(undecodable)?;
                 let txn = record.txn(entry.seq);
+                if txn > entry.seq {
+                    return Err(undecodable());
+                }
                 let Some(at) = txn
                     .checked_sub(low)
                     .filter(|_| txn <= high)
@@ -279,7 +283,7 @@ pub fn survey(log: &Path, date: &str, cutoff: Option<u64>) -> Result<Survey, Sel
                 match record {
                     Record::Responded { code, .. } => {
                         *f |= flag::ENDED;
-                        if approves(&code) {
+                        if crate::codes::approves(&code) {
                             *f |= flag::APPROVED;
                         }
                     }
@@ -363,24 +367,29 @@ pub fn present<E: From<SelectError>>(
     let mut pending: HashMap<TxnId, Pending> = HashMap::new();
     let mut presented = 0u64;
     let mut failure: Option<E> = None;
-    let scanned = follow(with.log, survey.low, survey.cutoff, |entry| {
-        if entry.seq > survey.cutoff || failure.is_some() {
-            return Ok(());
-        }
-        let step = match entry.kind {
-            RecordKind::Received => {
-                match receive(survey, &with, &ard, entry.seq, entry.payload, entry.ts) {
-                    Ok(found) => {
-                        if let Some(p) = found {
-                            pending.insert(entry.seq, p);
-                        }
-                        Ok(())
-                    }
-                    Err(e) => Err(E::from(e)),
-                }
+    let scanned = follow(
+        with.log,
+        survey.low,
+        survey.cutoff,
+        |segment_date, entry| {
+            if entry.seq > survey.cutoff || failure.is_some() {
+                return Ok(());
             }
-            RecordKind::Forwarded | RecordKind::Responded if !pending.is_empty() => {
-                match entry.record() {
+            let step = match entry.kind {
+                RecordKind::Received if segment_date == survey.date => {
+                    match receive(survey, &with, &ard, entry.seq, entry.payload, entry.ts) {
+                        Ok(found) => {
+                            if let Some(p) = found {
+                                pending.insert(entry.seq, p);
+                            }
+                            Ok(())
+                        }
+                        Err(e) => Err(E::from(e)),
+                    }
+                }
+                RecordKind::Forwarded | RecordKind::Responded if !pending.is_empty() => match entry
+                    .record()
+                {
                     Some(Record::Forwarded { txn, to }) => {
                         if let Some(p) = pending.get_mut(&txn) {
                             p.destination = to.destination;
@@ -395,15 +404,15 @@ pub fn present<E: From<SelectError>>(
                         None => Ok(()),
                     },
                     _ => Err(SelectError::Undecodable { seq: entry.seq }.into()),
-                }
+                },
+                _ => Ok(()),
+            };
+            if let Err(e) = step {
+                failure = Some(e);
             }
-            _ => Ok(()),
-        };
-        if let Err(e) = step {
-            failure = Some(e);
-        }
-        Ok(())
-    });
+            Ok(())
+        },
+    );
     if let Some(e) = failure {
         return Err(e);
     }
@@ -448,7 +457,11 @@ impl Pending {
             sink(DayItem::Reversed(r))?;
         }
         if let Some(mut p) = self.presentment {
-            p.auth_id = auth_id.unwrap_or_default();
+            // An approval code clearing files cannot carry is left out
+            // rather than stopping the day's clearing.
+            p.auth_id = auth_id
+                .filter(|a| a.len() <= 6 && a.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
+                .unwrap_or_default();
             p.destination = destination;
             sink(DayItem::Presented(p))?;
         }
@@ -548,7 +561,9 @@ fn receive(
 /// `YYMMDDhhmmss` of the terminal's local date and time (fields 13 and 12),
 /// the year taken from the business date (the year before for a December
 /// local date in a January business day, the year after for the reverse);
-/// the switch's receipt time (UTC) when the terminal sent none.
+/// the switch's receipt time (UTC) when the terminal sent none or sent one
+/// that is not a real date and time (one bad terminal must not stop a
+/// day's clearing).
 fn local_time(request: &Received, date: &str, ts: u64) -> String {
     let given = request
         .local_date
@@ -567,6 +582,27 @@ fn local_time(request: &Received, date: &str, ts: u64) -> String {
                 (1, 12) => year + 1,
                 _ => year,
             };
+            let real = |at: std::ops::Range<usize>, text: &str| -> Option<i8> {
+                text.get(at)?.parse().ok()
+            };
+            let valid = match (
+                real(0..2, mmdd),
+                real(2..4, mmdd),
+                real(0..2, hhmmss),
+                real(2..4, hhmmss),
+                real(4..6, hhmmss),
+            ) {
+                (Some(m), Some(d), Some(h), Some(min), Some(s)) => {
+                    i16::try_from(year).is_ok_and(|y| jiff::civil::Date::new(y, m, d).is_ok())
+                        && h < 24
+                        && min < 60
+                        && s < 60
+                }
+                _ => false,
+            };
+            if !valid {
+                return crate::clock::DateTime::from_unix(ts / 1_000_000).yymmddhhmmss();
+            }
             let yy = year.rem_euclid(100) as u8;
             let mut text = String::with_capacity(12);
             text.push(char::from(b'0' + yy / 10));
@@ -583,6 +619,62 @@ fn local_time(request: &Received, date: &str, ts: u64) -> String {
 mod tests {
     use super::*;
     use crate::journal::record::encode;
+
+    fn request_at(date: &str, time: &str) -> Received {
+        Received {
+            kind: TxnKind::Purchase,
+            mti: "0200".into(),
+            processing_code: "000000".into(),
+            amount: 1,
+            currency: "978".into(),
+            pan: Vault::new(&[7; 32]).seal("4111111111111111"),
+            terminal: "T".into(),
+            merchant: None,
+            stan: "1".into(),
+            transmission: String::new(),
+            local_time: Some(time.into()),
+            local_date: Some(date.into()),
+            entry_mode: None,
+            condition: None,
+            rrn: String::new(),
+            original: None,
+            replacement: None,
+        }
+    }
+
+    #[test]
+    fn local_times_take_the_year_of_the_business_date_or_fall_back() {
+        // 2026-11-25T10:15:00Z
+        let ts = 1_795_601_700_000_000;
+        assert_eq!(
+            local_time(&request_at("1125", "101500"), "20261125", ts),
+            "261125101500"
+        );
+        assert_eq!(
+            local_time(&request_at("1231", "235959"), "20270101", ts),
+            "261231235959"
+        );
+        assert_eq!(
+            local_time(&request_at("0101", "000001"), "20261231", ts),
+            "270101000001"
+        );
+        for (date, time) in [
+            ("1399", "101500"),
+            ("0230", "101500"),
+            ("0229", "101500"),
+            ("1125", "246000"),
+        ] {
+            assert_eq!(
+                local_time(&request_at(date, time), "20261125", ts),
+                "261125101500",
+                "{date} {time} falls back to the receipt time"
+            );
+        }
+        assert_eq!(
+            local_time(&request_at("0229", "101500"), "20240229", ts),
+            "240229101500"
+        );
+    }
 
     #[test]
     fn the_kind_is_read_from_the_payload_as_postcard_writes_it() {

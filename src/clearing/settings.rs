@@ -147,6 +147,22 @@ impl RawClearing {
         if !digits(&self.processor_id, 11) {
             problems.push(("clearing.processor_id".into(), "must be 11 digits".into()));
         }
+        // Destination names become file names.
+        for name in destinations {
+            let fits = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            let reserved = ["settlement", "manifest", "breaks", super::select::STAND_IN]
+                .iter()
+                .any(|r| name.eq_ignore_ascii_case(r));
+            if !fits || reserved {
+                problems.push((
+                    format!("destination {name}"),
+                    "clearing files are named after destinations: use letters, digits, `_` and `-`, and not settlement, manifest, breaks or stand-in".into(),
+                ));
+            }
+        }
         for name in self.destinations.keys() {
             if !destinations.contains(name) {
                 problems.push((

@@ -132,6 +132,9 @@ pub struct TxnState {
     pub reversal: Option<ReversalState>,
     /// The risk rule that declined it.
     pub risk_rule: Option<String>,
+    /// For a pre-authorisation: the approved completion (0220) that
+    /// completed it.
+    pub completed_by: Option<TxnId>,
 }
 
 impl TxnState {
@@ -149,6 +152,7 @@ impl TxnState {
             source: None,
             reversal: None,
             risk_rule: None,
+            completed_by: None,
         }
     }
 
@@ -251,7 +255,7 @@ const APPLIED: &[u8] = b"mapplied";
 /// is emptied at open and rebuilt from the log.
 const SCHEMA: &[u8] = b"mschema";
 /// Bumped whenever [`TxnState`] or the keys change.
-const SCHEMA_VERSION: u32 = 2;
+const SCHEMA_VERSION: u32 = 3;
 
 /// A raw key and value of the index.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
@@ -440,6 +444,8 @@ impl Index {
         // Transactions that begin in this batch: nothing of theirs is in
         // the index yet, so there is nothing to remove.
         let mut fresh = std::collections::HashSet::new();
+        // Approved completions: (pre-authorisation, completion).
+        let mut completions = Vec::new();
         // The first transaction of each business date in this batch.
         let mut dates: BTreeMap<String, TxnId> = BTreeMap::new();
         for (seq, ts, record) in entries {
@@ -486,6 +492,13 @@ impl Index {
             };
             let was_pending = state.reversal_pending();
             state.apply(seq, &record);
+            if let Record::Responded { code, .. } = &record
+                && state.request.kind == crate::txn::TxnKind::Completion
+                && crate::codes::approves(code)
+                && let Some(original) = state.request.original
+            {
+                completions.push((original, id));
+            }
             if let (Some(r), Some(f)) = (&state.reversal, &state.forwarded) {
                 let key = saf_key(&f.destination, r.queued_seq, id);
                 if state.reversal_pending() {
@@ -494,6 +507,16 @@ impl Index {
                     batch.remove(key);
                 }
             }
+        }
+        for (original, completion) in completions {
+            let state = match touched.entry(original) {
+                std::collections::btree_map::Entry::Occupied(slot) => slot.into_mut(),
+                std::collections::btree_map::Entry::Vacant(slot) => match self.txn(original)? {
+                    Some(state) => slot.insert(state),
+                    None => continue,
+                },
+            };
+            state.completed_by.get_or_insert(completion);
         }
         for (id, state) in touched {
             if state.phase.ended() {

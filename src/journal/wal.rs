@@ -398,8 +398,9 @@ const FOLLOW_CHUNK: u64 = 4 << 20;
 #[derive(Debug)]
 pub struct Follower {
     dir: PathBuf,
-    /// The segment being read and its first sequence number.
-    segment: Option<(PathBuf, u64)>,
+    /// The segment being read, its first sequence number and its business
+    /// date.
+    segment: Option<(PathBuf, u64, String)>,
     /// Where the next unread frame starts in it.
     offset: u64,
     /// The next sequence number wanted.
@@ -430,9 +431,20 @@ impl Follower {
         max: usize,
         mut visit: impl FnMut(&Entry<'_>),
     ) -> Result<usize, WalError> {
+        self.poll_dated(limit, max, |_, entry| visit(entry))
+    }
+
+    /// [`Follower::poll`], telling `visit` also the business date of the
+    /// segment each record is in (the date the writer filed it under).
+    pub fn poll_dated(
+        &mut self,
+        limit: u64,
+        max: usize,
+        mut visit: impl FnMut(&str, &Entry<'_>),
+    ) -> Result<usize, WalError> {
         let mut visited = 0;
         while self.next <= limit && visited < max {
-            let Some((path, first_seq)) = self.segment.clone() else {
+            let Some((path, first_seq, date)) = self.segment.clone() else {
                 let all = segments(&self.dir)?;
                 let Some(at) = all.iter().rposition(|s| s.first_seq <= self.next) else {
                     return Err(self.missing("no segment holds it"));
@@ -461,7 +473,7 @@ impl Follower {
                             ));
                         }
                         if entry.seq == self.next {
-                            visit(&entry);
+                            visit(&date, &entry);
                             visited += 1;
                             self.next += 1;
                         }
@@ -509,7 +521,11 @@ impl Follower {
     }
 
     fn open(&mut self, segment: &Segment) {
-        self.segment = Some((segment.path.clone(), segment.first_seq));
+        self.segment = Some((
+            segment.path.clone(),
+            segment.first_seq,
+            segment.date.clone(),
+        ));
         self.offset = MAGIC.len() as u64;
     }
 }

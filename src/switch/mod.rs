@@ -24,6 +24,7 @@ use tracing::{error, info, warn};
 use crate::adapter::{Destination, LinkError};
 use crate::card::luhn_valid;
 use crate::clock::DateTime;
+use crate::codes;
 use crate::config::{Config, SwitchSettings};
 use crate::iso8583::{Message, Mti};
 use crate::journal::record::{Forwarded, Merchant, Received, Record, ReversalReason, Source};
@@ -73,8 +74,25 @@ pub struct SwitchStats {
     pub pin_failures: AtomicU64,
 }
 
+/// A completion's claim on its pre-authorisation: given back when dropped
+/// unless the completion was approved.
+struct CompletionClaim {
+    original: Arc<Live>,
+    keep: bool,
+}
+
+impl Drop for CompletionClaim {
+    fn drop(&mut self) {
+        if !self.keep {
+            self.original.release_completion();
+        }
+    }
+}
+
 /// The pre-authorisation a completion completes.
 struct Completed {
+    /// The claim on it.
+    claim: CompletionClaim,
     /// Where it went, named in the completion's original data.
     reference: OriginalRef,
     /// Its approval code.
@@ -384,7 +402,7 @@ impl Switch {
         // A completion goes where its pre-authorisation went; risk was
         // checked on the pre-authorisation.
         let completed = match txn.kind {
-            TxnKind::Completion => Some(self.completed(original.as_deref(), live).await?),
+            TxnKind::Completion => Some(self.completed(original.as_ref(), live).await?),
             _ => None,
         };
         let destination = match &completed {
@@ -442,13 +460,19 @@ impl Switch {
         match result {
             Ok(exchange) => {
                 let answer = translate::answer_from(version, &exchange.response);
+                // A completion keeps its pre-authorisation's approval code
+                // when the destination gives none, and its claim on the
+                // pre-authorisation only when approved.
+                let auth_id = match completed {
+                    Some(mut pre) => {
+                        pre.claim.keep = codes::approves(&answer.code);
+                        answer.auth_id.or(pre.auth_id.take())
+                    }
+                    None => answer.auth_id,
+                };
                 let outcome = Outcome {
                     code: answer.code,
-                    // A completion keeps its pre-authorisation's approval
-                    // code when the destination gives none.
-                    auth_id: answer
-                        .auth_id
-                        .or_else(|| completed.and_then(|pre| pre.auth_id)),
+                    auth_id,
                     source: Source::Destination,
                 };
                 let record = Record::Responded {
@@ -494,17 +518,21 @@ impl Switch {
     /// switch) and for at least the completion's amount.
     async fn completed(
         &self,
-        original: Option<&Live>,
+        original: Option<&Arc<Live>>,
         completion: &Live,
     ) -> Result<Completed, Refusal> {
         let original = original.ok_or(Refusal::OriginalNotFound)?;
-        if original.request.kind != TxnKind::Authorization {
+        // The same card, in the same currency.
+        if original.request.kind != TxnKind::Authorization
+            || original.request.pan.digest != completion.request.pan.digest
+            || original.request.currency != completion.request.currency
+        {
             return Err(Refusal::OriginalNotFound);
         }
         let outcome = original
             .outcome(self.settings.timeout + Duration::from_secs(1))
             .await
-            .filter(|o| o.code == "00" && o.source == Source::Destination)
+            .filter(|o| codes::approves(&o.code) && o.source == Source::Destination)
             .ok_or(Refusal::OriginalNotFound)?;
         let forwarded = original.forwarded().ok_or(Refusal::OriginalNotFound)?;
         if completion.request.amount > original.request.amount {
@@ -519,6 +547,10 @@ impl Switch {
             return Err(Refusal::OriginalNotFound);
         }
         Ok(Completed {
+            claim: CompletionClaim {
+                original: Arc::clone(original),
+                keep: false,
+            },
             reference: OriginalRef {
                 destination: Arc::from(forwarded.destination.as_str()),
                 mti: Mti::parse(&original.request.mti).map_err(|_| Refusal::System)?,
@@ -653,7 +685,7 @@ impl Switch {
             .await;
         let approved_or_unknown = outcome.as_ref().is_none_or(|o| {
             o.source == Source::Switch && o.code == Refusal::IssuerUnavailable.response_code()
-                || o.code == "00"
+                || codes::approves(&o.code)
         });
         let destination = original.forwarded().map(|f| f.destination.clone());
         let owed = destination.is_some() && approved_or_unknown;

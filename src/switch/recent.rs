@@ -98,15 +98,22 @@ impl Live {
         if state.reversal.is_some() {
             live.reversal_claimed.store(true, Ordering::Relaxed);
         }
+        if state.completed_by.is_some() {
+            live.completion_claimed.store(true, Ordering::Relaxed);
+        }
         live
     }
 
-    /// Claims the completion of a pre-authorisation; `false` if one was
-    /// claimed before (while this transaction was in memory; clearing
-    /// presents only the first completion of a pre-authorisation in any
-    /// case).
+    /// Claims the completion of a pre-authorisation; `false` if another
+    /// completion holds the claim or completed it (the journal index
+    /// remembers approved completions across restarts).
     pub fn claim_completion(&self) -> bool {
         !self.completion_claimed.swap(true, Ordering::AcqRel)
+    }
+
+    /// Gives the claim back: the completion was not approved.
+    pub fn release_completion(&self) {
+        self.completion_claimed.store(false, Ordering::Release);
     }
 
     /// Records where the request went.
