@@ -222,6 +222,26 @@ struct Day {
     bank_b: BankHandle,
 }
 
+/// Starts the switch, waits for both bank links and connects a terminal.
+async fn start(config: &Path) -> (Running, Framed<TcpStream, FrameCodec>) {
+    let running: Running = server::start(Config::load(config).unwrap()).await.unwrap();
+    let since = Instant::now();
+    while ["bank_a", "bank_b"]
+        .iter()
+        .any(|d| running.switch().destination(d).unwrap().links_up() == 0)
+    {
+        assert!(since.elapsed() < Duration::from_secs(10), "links up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let conn = Framed::new(
+        TcpStream::connect(running.address("pos").unwrap())
+            .await
+            .unwrap(),
+        FrameCodec::default(),
+    );
+    (running, conn)
+}
+
 /// Runs the day's traffic and stops the switch.
 async fn one_day() -> Day {
     away_from_midnight().await;
@@ -241,21 +261,7 @@ async fn one_day() -> Day {
         "00:00",
         "clearing.toml",
     );
-    let running: Running = server::start(Config::load(&daemon).unwrap()).await.unwrap();
-    let since = Instant::now();
-    while ["bank_a", "bank_b"]
-        .iter()
-        .any(|d| running.switch().destination(d).unwrap().links_up() == 0)
-    {
-        assert!(since.elapsed() < Duration::from_secs(10), "links up");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let mut conn = Framed::new(
-        TcpStream::connect(running.address("pos").unwrap())
-            .await
-            .unwrap(),
-        FrameCodec::default(),
-    );
+    let (running, mut conn) = start(&daemon).await;
     let mut send = async |m: &Message, expected: &str| {
         let answer = exchange(&mut conn, m).await;
         assert_eq!(
@@ -328,18 +334,7 @@ async fn one_day() -> Day {
     tokio::time::sleep(Duration::from_millis(300)).await;
     // After a restart the journal still knows the pre-authorisation was
     // completed: a second completion is refused.
-    let running: Running = server::start(Config::load(&daemon).unwrap()).await.unwrap();
-    let since = Instant::now();
-    while running.switch().destination("bank_a").unwrap().links_up() == 0 {
-        assert!(since.elapsed() < Duration::from_secs(10), "links up again");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let mut conn = Framed::new(
-        TcpStream::connect(running.address("pos").unwrap())
-            .await
-            .unwrap(),
-        FrameCodec::default(),
-    );
+    let (running, mut conn) = start(&daemon).await;
     let answer = exchange(&mut conn, &follow_up("0220", &pre, 18, 500)).await;
     assert_eq!(
         answer.response_code(),

@@ -17,50 +17,70 @@ use tokio::net::{TcpListener, UnixDatagram};
 
 const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/cardswitch.service");
 
-/// The unit with ExecStart pointing at the binary under test, written to
-/// `dir` (verify checks that the command exists).
-fn unit_under_test(dir: &Path) -> std::path::PathBuf {
-    let text = std::fs::read_to_string(UNIT)
-        .unwrap()
-        .replace("/usr/bin/cardswitch", env!("CARGO_BIN_EXE_cardswitch"));
-    let path = dir.join("cardswitch.service");
-    std::fs::write(&path, text).unwrap();
-    path
+/// Copies the named units of `systemd/` to `dir` with ExecStart pointing at
+/// the binary under test (verify checks that the command exists).
+fn units_under_test(dir: &Path, names: &[&str]) -> Vec<std::path::PathBuf> {
+    names
+        .iter()
+        .map(|name| {
+            let text =
+                std::fs::read_to_string(format!("{}/systemd/{name}", env!("CARGO_MANIFEST_DIR")))
+                    .unwrap()
+                    .replace("/usr/bin/cardswitch", env!("CARGO_BIN_EXE_cardswitch"));
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        })
+        .collect()
 }
 
-#[test]
-fn the_unit_verifies_and_is_hardened() {
-    if Command::new("systemd-analyze")
+/// Whether `systemd-analyze` can be run here (it says so when not).
+fn systemd_analyze_present() -> bool {
+    let present = Command::new("systemd-analyze")
         .arg("--version")
         .output()
-        .is_err()
-    {
+        .is_ok();
+    if !present {
         println!("skipped: systemd-analyze is not installed (Debian package `systemd`)");
-        return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let unit = unit_under_test(dir.path());
+    present
+}
+
+/// Runs `systemd-analyze verify` on `units` (it must say nothing) and
+/// returns the offline exposure score of `units[0]`, a service.
+fn verified_exposure(units: &[std::path::PathBuf]) -> f64 {
     let verify = Command::new("systemd-analyze")
         .arg("verify")
-        .arg(&unit)
+        .args(units)
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&verify.stderr);
     assert!(verify.status.success() && said.trim().is_empty(), "{said}");
-
+    let service = &units[0];
+    let name = service.file_name().unwrap().to_string_lossy().to_string();
     let security = Command::new("systemd-analyze")
         .args(["security", "--offline=true", "--no-pager"])
-        .arg(&unit)
+        .arg(service)
         .output()
         .unwrap();
     let report = String::from_utf8_lossy(&security.stdout);
-    let score: f64 = report
+    report
         .lines()
-        .find_map(|l| l.split("cardswitch.service: ").nth(1))
+        .find_map(|l| l.split(&format!("{name}: ")).nth(1))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no exposure level in:\n{report}"));
-    assert!(score <= 2.0, "exposure {score}:\n{report}");
+        .unwrap_or_else(|| panic!("no exposure level in:\n{report}"))
+}
+
+#[test]
+fn the_unit_verifies_and_is_hardened() {
+    if !systemd_analyze_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let units = units_under_test(dir.path(), &["cardswitch.service"]);
+    let score = verified_exposure(&units);
+    assert!(score <= 2.0, "exposure {score}");
 
     let text = std::fs::read_to_string(UNIT).unwrap();
     for directive in [
@@ -95,48 +115,19 @@ fn the_unit_verifies_and_is_hardened() {
 
 #[test]
 fn the_clearing_service_and_timer_verify_and_are_hardened() {
-    if Command::new("systemd-analyze")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        println!("skipped: systemd-analyze is not installed (Debian package `systemd`)");
+    if !systemd_analyze_present() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/");
-    for unit in ["cardswitch-clearing.service", "cardswitch-clearing.timer"] {
-        let text = std::fs::read_to_string(format!("{source}{unit}"))
-            .unwrap()
-            .replace("/usr/bin/cardswitch", env!("CARGO_BIN_EXE_cardswitch"));
-        std::fs::write(dir.path().join(unit), text).unwrap();
-    }
-    let service = dir.path().join("cardswitch-clearing.service");
-    let timer = dir.path().join("cardswitch-clearing.timer");
-    let verify = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&service)
-        .arg(&timer)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&verify.stderr);
-    assert!(verify.status.success() && said.trim().is_empty(), "{said}");
+    let units = units_under_test(
+        dir.path(),
+        &["cardswitch-clearing.service", "cardswitch-clearing.timer"],
+    );
+    let score = verified_exposure(&units);
+    assert!(score <= 1.5, "exposure {score}");
+    let (service, timer) = (&units[0], &units[1]);
 
-    let security = Command::new("systemd-analyze")
-        .args(["security", "--offline=true", "--no-pager"])
-        .arg(&service)
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&security.stdout);
-    let score: f64 = report
-        .lines()
-        .find_map(|l| l.split("cardswitch-clearing.service: ").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no exposure level in:\n{report}"));
-    assert!(score <= 1.5, "exposure {score}:\n{report}");
-
-    let text = std::fs::read_to_string(&service).unwrap();
+    let text = std::fs::read_to_string(service).unwrap();
     for directive in [
         "Type=oneshot",
         "clearing run --config /etc/cardswitch/cardswitch.toml --date previous",
@@ -148,7 +139,7 @@ fn the_clearing_service_and_timer_verify_and_are_hardened() {
     ] {
         assert!(text.contains(directive), "missing {directive:?}");
     }
-    let timer_text = std::fs::read_to_string(&timer).unwrap();
+    let timer_text = std::fs::read_to_string(timer).unwrap();
     assert!(timer_text.contains("OnCalendar=") && timer_text.contains("Persistent=true"));
 }
 
