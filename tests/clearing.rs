@@ -541,6 +541,27 @@ async fn a_day_clears_once_exactly_and_reconciles() {
         .count();
     assert_eq!(leftovers, 0);
 
+    // A date before the journal began is a mistake, not an empty day.
+    let (code, said) = cli(&[
+        "clearing",
+        "run",
+        "--config",
+        &config,
+        "--date",
+        "2001-01-01",
+    ]);
+    assert_eq!(code, 1, "{said}");
+    assert!(
+        said.contains("before the journal's first business date"),
+        "{said}"
+    );
+    assert!(
+        !day.dir
+            .path()
+            .join("journal/clearing/20010101.json")
+            .exists()
+    );
+
     // Today has not ended: clearing it is refused, to be retried (75).
     let today = Cutover::utc(0).date(
         std::time::SystemTime::now()

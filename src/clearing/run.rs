@@ -107,6 +107,14 @@ pub enum ClearingError {
         /// The file.
         file: String,
     },
+    /// The date is before the journal's first record.
+    #[error("{date} is before the journal's first business date ({first}): nothing to clear")]
+    BeforeJournal {
+        /// The date asked for.
+        date: String,
+        /// The journal's first business date.
+        first: String,
+    },
     /// Another clearing run holds the lock.
     #[error("another clearing run is under way (it holds {0}); try again when it ends")]
     Busy(String),
@@ -358,6 +366,18 @@ pub fn run(job: &Run<'_>, progress: &mut dyn FnMut(f64)) -> Result<Outcome, Clea
     }
     if job.reissue && recorded.is_none() {
         return Err(ClearingError::NoBatch(date));
+    }
+    // A date before the journal's first (a typo, or segments removed) is
+    // refused rather than recorded as an empty day.
+    let first = wal::segments(&job.journal.dir)
+        .map_err(SelectError::from)?
+        .first()
+        .map(|s| s.date.clone());
+    if first.as_ref().is_none_or(|f| date < *f) {
+        return Err(ClearingError::BeforeJournal {
+            date,
+            first: first.unwrap_or_else(|| "(no segments)".into()),
+        });
     }
     let cutoff = recorded.as_ref().map(|b| b.cutoff);
     let survey = select::survey(&job.journal.dir, &date, cutoff)?;
