@@ -19,18 +19,16 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use cardswitch::card::luhn_complete;
 use cardswitch::clearing::ipm::IpmReader;
 use cardswitch::config::Config;
-use cardswitch::iso8583::framing::{Frame, FrameCodec};
+use cardswitch::iso8583::framing::FrameCodec;
 use cardswitch::iso8583::{Dialect, Message, Mti};
 use cardswitch::journal::Cutover;
 use cardswitch::server::{self, Running};
 use cardswitch::sim::bank::{BankHandle, BankSim};
 use cardswitch::sim::ledger::Breaks;
 use cardswitch::sim::rules::Rules;
-use futures_util::{SinkExt, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
@@ -40,10 +38,6 @@ const CARD_A: &str = "4761739001010119";
 
 fn card_b() -> String {
     luhn_complete("541333000000001").unwrap()
-}
-
-fn ascii() -> Arc<Dialect> {
-    Dialect::builtin("iso87ascii").unwrap().unwrap()
 }
 
 async fn bank() -> BankHandle {
@@ -117,17 +111,6 @@ fixed = 10
     path
 }
 
-async fn exchange(conn: &mut Framed<TcpStream, FrameCodec>, m: &Message) -> Message {
-    conn.send(Frame {
-        header: Bytes::new(),
-        message: m.to_bytes(&ascii()).unwrap(),
-    })
-    .await
-    .unwrap();
-    let frame = conn.next().await.unwrap().unwrap();
-    Message::decode(&ascii(), frame.message).unwrap()
-}
-
 fn request(mti: &str, pc: &str, pan: &str, stan: u32, amount: u64, terminal: &str) -> Message {
     let mut m = Message::new(Mti::parse(mti).unwrap());
     m.set(2, pan.to_string())
@@ -177,6 +160,23 @@ fn cli(args: &[&str]) -> (u8, String) {
             String::from_utf8_lossy(&out.stderr)
         ),
     )
+}
+
+/// `cardswitch recon` of `destination`'s bank file, the breaks to `breaks`.
+fn recon(config: &str, date: &str, destination: &str, file: &Path, breaks: &Path) -> (u8, String) {
+    cli(&[
+        "recon",
+        "--config",
+        config,
+        "--date",
+        date,
+        "--destination",
+        destination,
+        "--bank-file",
+        file.to_str().unwrap(),
+        "--breaks",
+        breaks.to_str().unwrap(),
+    ])
 }
 
 fn sha256(path: &Path) -> String {
@@ -263,7 +263,7 @@ async fn one_day() -> Day {
     );
     let (running, mut conn) = start(&daemon).await;
     let mut send = async |m: &Message, expected: &str| {
-        let answer = exchange(&mut conn, m).await;
+        let answer = common::exchange(&mut conn, m).await;
         assert_eq!(
             answer.response_code(),
             Some(expected),
@@ -335,7 +335,7 @@ async fn one_day() -> Day {
     // After a restart the journal still knows the pre-authorisation was
     // completed: a second completion is refused.
     let (running, mut conn) = start(&daemon).await;
-    let answer = exchange(&mut conn, &follow_up("0220", &pre, 18, 500)).await;
+    let answer = common::exchange(&mut conn, &follow_up("0220", &pre, 18, 500)).await;
     assert_eq!(
         answer.response_code(),
         Some("25"),
@@ -582,19 +582,7 @@ async fn a_day_clears_once_exactly_and_reconciles() {
             .unwrap();
         std::fs::write(&file, text).unwrap();
         let breaks = day.dir.path().join(format!("{name}-breaks.csv"));
-        let (code, said) = cli(&[
-            "recon",
-            "--config",
-            &config,
-            "--date",
-            &day.date,
-            "--destination",
-            name,
-            "--bank-file",
-            file.to_str().unwrap(),
-            "--breaks",
-            breaks.to_str().unwrap(),
-        ]);
+        let (code, said) = recon(&config, &day.date, name, &file, &breaks);
         assert_eq!(code, 0, "{name}: {said}");
         assert!(
             !said.contains(CARD_A) && !said.contains(&card_b()),
@@ -621,19 +609,7 @@ async fn a_day_clears_once_exactly_and_reconciles() {
         .unwrap();
     std::fs::write(&file, text).unwrap();
     let breaks = day.dir.path().join("breaks.csv");
-    let (code, said) = cli(&[
-        "recon",
-        "--config",
-        &config,
-        "--date",
-        &day.date,
-        "--destination",
-        "bank_a",
-        "--bank-file",
-        file.to_str().unwrap(),
-        "--breaks",
-        breaks.to_str().unwrap(),
-    ]);
+    let (code, said) = recon(&config, &day.date, "bank_a", &file, &breaks);
     assert_eq!(code, 3, "{said}");
     let found = csv_rows(&std::fs::read_to_string(&breaks).unwrap());
     assert_eq!(found.len(), 4, "{found:?}");

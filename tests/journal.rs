@@ -10,24 +10,18 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use cardswitch::config::Config;
-use cardswitch::iso8583::framing::{Frame, FrameCodec};
+use cardswitch::iso8583::framing::FrameCodec;
 use cardswitch::iso8583::{Dialect, Message, Mti};
 use cardswitch::journal::view;
 use cardswitch::security::pin::{self, PinFormat};
 use cardswitch::server::{self, Running};
 use cardswitch::sim::bank::{BankHandle, BankSim};
 use cardswitch::sim::rules::Rules;
-use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
 
 const PANS: [&str; 3] = ["4761739001010119", "4761739001010127", "4761731234567890"];
-
-fn ascii() -> Arc<Dialect> {
-    Dialect::builtin("iso87ascii").unwrap().unwrap()
-}
 
 async fn bank_at(listener: TcpListener, rules: &str) -> BankHandle {
     Arc::new(BankSim::new(
@@ -94,17 +88,6 @@ async fn connect(running: &Running) -> Framed<TcpStream, FrameCodec> {
             .unwrap(),
         FrameCodec::default(),
     )
-}
-
-async fn exchange(conn: &mut Framed<TcpStream, FrameCodec>, m: &Message) -> Message {
-    conn.send(Frame {
-        header: Bytes::new(),
-        message: m.to_bytes(&ascii()).unwrap(),
-    })
-    .await
-    .unwrap();
-    let frame = conn.next().await.unwrap().unwrap();
-    Message::decode(&ascii(), frame.message).unwrap()
 }
 
 fn purchase(pan: &str, stan: u32, amount: u64) -> Message {
@@ -189,7 +172,7 @@ async fn card_data_never_reaches_the_disk_in_clear() {
     let running = start(&config).await;
     let mut conn = connect(&running).await;
     for (i, pan) in PANS.iter().enumerate() {
-        let answer = exchange(&mut conn, &purchase(pan, 200 + i as u32, 1000)).await;
+        let answer = common::exchange(&mut conn, &purchase(pan, 200 + i as u32, 1000)).await;
         assert_eq!(answer.response_code(), Some("00"));
     }
     running.shutdown().await;
@@ -240,7 +223,7 @@ async fn a_reversal_owed_survives_a_restart_and_is_delivered_once() {
     let running = start(&config).await;
     let mut conn = connect(&running).await;
     let request = purchase(PANS[0], 300, 9100);
-    let answer = exchange(&mut conn, &request).await;
+    let answer = common::exchange(&mut conn, &request).await;
     assert_eq!(answer.response_code(), Some("91"));
     running.shutdown().await;
     silent.stop().await;
@@ -291,10 +274,10 @@ async fn retransmissions_and_partial_reversals() {
     // one forward, the same answer twice.
     let request = purchase(PANS[1], 400, 2500);
     let (mut a, mut b) = (connect(&running).await, connect(&running).await);
-    let first = exchange(&mut a, &request);
+    let first = common::exchange(&mut a, &request);
     let second = async {
         tokio::time::sleep(Duration::from_millis(30)).await;
-        exchange(&mut b, &request).await
+        common::exchange(&mut b, &request).await
     };
     let (first, second) = tokio::join!(first, second);
     assert_eq!(first.response_code(), Some("00"));
@@ -307,7 +290,7 @@ async fn retransmissions_and_partial_reversals() {
     // A partial reversal: 10.00 of the 25.00 stands.
     let mut partial = reversal_of(&request, 401);
     partial.set(95, format!("{:012}{:012}C00000000C00000000", 1000, 1000));
-    let answer = exchange(&mut a, &partial).await;
+    let answer = common::exchange(&mut a, &partial).await;
     assert_eq!(answer.response_code(), Some("00"));
     let ledger = Arc::clone(bank.ledger());
     wait_for("partial reversal delivered", || {
@@ -315,7 +298,7 @@ async fn retransmissions_and_partial_reversals() {
     })
     .await;
     // Repeating the terminal's reversal does not reverse twice.
-    let answer = exchange(&mut a, &reversal_of(&request, 402)).await;
+    let answer = common::exchange(&mut a, &reversal_of(&request, 402)).await;
     assert_eq!(answer.response_code(), Some("00"));
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(ledger.approvals()[0].reversals, 1);
@@ -348,13 +331,13 @@ async fn journal_commands_show_verify_export_backup_reindex() {
     let running = start(&config).await;
     let mut conn = connect(&running).await;
     assert_eq!(
-        exchange(&mut conn, &purchase(PANS[0], 500, 1234))
+        common::exchange(&mut conn, &purchase(PANS[0], 500, 1234))
             .await
             .response_code(),
         Some("00")
     );
     assert_eq!(
-        exchange(&mut conn, &purchase(PANS[1], 501, 5100))
+        common::exchange(&mut conn, &purchase(PANS[1], 501, 5100))
             .await
             .response_code(),
         Some("51")

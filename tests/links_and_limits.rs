@@ -79,17 +79,6 @@ currency = "978"
     running
 }
 
-async fn exchange(conn: &mut Framed<TcpStream, FrameCodec>, m: &Message) -> Message {
-    conn.send(Frame {
-        header: Bytes::new(),
-        message: m.to_bytes(&ascii()).unwrap(),
-    })
-    .await
-    .unwrap();
-    let frame = conn.next().await.unwrap().unwrap();
-    Message::decode(&ascii(), frame.message).unwrap()
-}
-
 fn request(mti: &str, stan: &str) -> Message {
     let mut m = Message::new(Mti::parse(mti).unwrap());
     m.set(2, "4761739001010119")
@@ -113,13 +102,13 @@ async fn reversals_reach_the_original_destination_with_the_switch_stan() {
             .unwrap(),
         FrameCodec::default(),
     );
-    let answer = exchange(&mut conn, &request("0200", "000101")).await;
+    let answer = common::exchange(&mut conn, &request("0200", "000101")).await;
     assert_eq!(answer.response_code(), Some("00"));
 
     // 0400 naming the original (MTI 0200, STAN 000101) in field 90.
     let mut reversal = request("0400", "000102");
     reversal.set(90, format!("0200000101{}{:0>22}", "1125120000", "4123456"));
-    let answer = exchange(&mut conn, &reversal).await;
+    let answer = common::exchange(&mut conn, &reversal).await;
     assert_eq!(
         (answer.mti().as_str(), answer.response_code()),
         ("0410", Some("00"))
@@ -134,12 +123,12 @@ async fn reversals_reach_the_original_destination_with_the_switch_stan() {
     // reversal still reaches the bank (that is when reversals matter most).
     let mut silent = request("0200", "000110");
     silent.set(4, "000000009100");
-    let answer = exchange(&mut conn, &silent).await;
+    let answer = common::exchange(&mut conn, &silent).await;
     assert_eq!(answer.response_code(), Some("91"));
     let mut reversal = request("0400", "000111");
     reversal.set(4, "000000009100");
     reversal.set(90, format!("0200000110{}{:0>22}", "1125120000", "4123456"));
-    let answer = exchange(&mut conn, &reversal).await;
+    let answer = common::exchange(&mut conn, &reversal).await;
     assert_eq!(
         (answer.mti().as_str(), answer.response_code()),
         ("0410", Some("00"))
@@ -149,7 +138,7 @@ async fn reversals_reach_the_original_destination_with_the_switch_stan() {
     // the terminal stops repeating it, and nothing is sent to the bank.
     let mut unknown = request("0420", "000103");
     unknown.set(90, format!("0200999999{}{:0>22}", "1125120000", "4123456"));
-    let answer = exchange(&mut conn, &unknown).await;
+    let answer = common::exchange(&mut conn, &unknown).await;
     assert_eq!(
         (answer.mti().as_str(), answer.response_code()),
         ("0430", Some("00"))
@@ -203,7 +192,7 @@ async fn reversals_reach_the_original_destination_with_the_switch_stan() {
     // Network management from the terminal is answered by the switch.
     let mut echo = Message::new(Mti::parse("0800").unwrap());
     echo.set(7, "1125120000").set(11, "000104").set(70, "301");
-    let answer = exchange(&mut conn, &echo).await;
+    let answer = common::exchange(&mut conn, &echo).await;
     assert_eq!(
         (answer.mti().as_str(), answer.response_code()),
         ("0810", Some("00"))
@@ -246,7 +235,7 @@ async fn excess_connections_are_refused_and_idle_ones_closed() {
         TcpStream::connect(addr).await.unwrap(),
         FrameCodec::default(),
     );
-    let answer = exchange(&mut first, &request("0200", "000201")).await;
+    let answer = common::exchange(&mut first, &request("0200", "000201")).await;
     assert_eq!(answer.response_code(), Some("00"));
     let _second = TcpStream::connect(addr).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -73,20 +73,12 @@ impl ArdPrefix {
 /// `YDDD` of a `YYYYMMDD` date: last digit of the year, then the day of the
 /// year (001–366).
 fn julian(date: &str) -> Option<String> {
-    if date.len() != 8 || !date.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let year: u32 = date.get(..4)?.parse().ok()?;
-    let month: usize = date.get(4..6)?.parse().ok()?;
-    let day: u32 = date.get(6..8)?.parse().ok()?;
-    const BEFORE: [u32; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
-    let leap = year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400));
-    let before = *BEFORE.get(month.checked_sub(1)?)?;
-    if !(1..=31).contains(&day) {
-        return None;
-    }
-    let ordinal = before + day + u32::from(leap && month > 2);
-    Some(format!("{}{ordinal:03}", year % 10))
+    let date = super::civil_date(date)?;
+    Some(format!(
+        "{}{:03}",
+        date.year().rem_euclid(10),
+        date.day_of_year()
+    ))
 }
 
 #[cfg(test)]

@@ -533,7 +533,7 @@ fn valid_ymd(year: u32, month: u32, day: u32) -> bool {
 }
 
 /// Whether `YYMMDDhhmmss` is a real local date and time (years 2000–2099).
-fn valid_local_time(text: &[u8]) -> bool {
+pub(crate) fn valid_local_time(text: &[u8]) -> bool {
     if text.len() != 12 || !all_digits(text) {
         return false;
     }

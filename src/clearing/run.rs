@@ -256,17 +256,7 @@ pub fn resolve_date(
 
 /// The `YYYYMMDD` before a `YYYYMMDD` date.
 fn day_before(date: &str) -> Option<String> {
-    let number = |range: std::ops::Range<usize>| date.get(range)?.parse::<i16>().ok();
-    let day = jiff::civil::Date::new(number(0..4)?, number(4..6)? as i8, number(6..8)? as i8)
-        .ok()?
-        .yesterday()
-        .ok()?;
-    Some(format!(
-        "{:04}{:02}{:02}",
-        day.year(),
-        day.month(),
-        day.day()
-    ))
+    Some(super::compact(super::civil_date(date)?.yesterday().ok()?))
 }
 
 /// `YYYYMMDD` of a `YYYY-MM-DD` date.
@@ -276,16 +266,12 @@ pub fn compact_date(date: &str) -> Result<String, ClearingError> {
     let [y, m, d] = parts.as_slice() else {
         return Err(bad());
     };
-    let ok = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
-    if !ok(y, 4) || !ok(m, 2) || !ok(d, 2) {
+    if y.len() != 4 || m.len() != 2 || d.len() != 2 {
         return Err(bad());
     }
-    let month: u32 = m.parse().map_err(|_| bad())?;
-    let day: u32 = d.parse().map_err(|_| bad())?;
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
-        return Err(bad());
-    }
-    Ok(format!("{y}{m}{d}"))
+    let compacted = format!("{y}{m}{d}");
+    super::civil_date(&compacted).ok_or_else(bad)?;
+    Ok(compacted)
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> ClearingError + '_ {

@@ -565,53 +565,24 @@ fn receive(
 /// that is not a real date and time (one bad terminal must not stop a
 /// day's clearing).
 fn local_time(request: &Received, date: &str, ts: u64) -> String {
-    let given = request
-        .local_date
-        .as_deref()
-        .zip(request.local_time.as_deref())
-        .filter(|(d, t)| {
-            d.len() == 4 && t.len() == 6 && d.bytes().chain(t.bytes()).all(|b| b.is_ascii_digit())
-        });
-    let year: Option<i64> = date.get(..4).and_then(|y| y.parse().ok());
-    let month: Option<u32> = date.get(4..6).and_then(|m| m.parse().ok());
-    match (given, year, month) {
-        (Some((mmdd, hhmmss)), Some(year), Some(month)) => {
-            let local_month: u32 = mmdd.get(..2).and_then(|m| m.parse().ok()).unwrap_or(month);
-            let year = match (local_month, month) {
-                (12, 1) => year - 1,
-                (1, 12) => year + 1,
-                _ => year,
-            };
-            let real = |at: std::ops::Range<usize>, text: &str| -> Option<i8> {
-                text.get(at)?.parse().ok()
-            };
-            let valid = match (
-                real(0..2, mmdd),
-                real(2..4, mmdd),
-                real(0..2, hhmmss),
-                real(2..4, hhmmss),
-                real(4..6, hhmmss),
-            ) {
-                (Some(m), Some(d), Some(h), Some(min), Some(s)) => {
-                    i16::try_from(year).is_ok_and(|y| jiff::civil::Date::new(y, m, d).is_ok())
-                        && h < 24
-                        && min < 60
-                        && s < 60
-                }
-                _ => false,
-            };
-            if !valid {
-                return crate::clock::DateTime::from_unix(ts / 1_000_000).yymmddhhmmss();
-            }
-            let yy = year.rem_euclid(100) as u8;
-            let mut text = String::with_capacity(12);
-            text.push(char::from(b'0' + yy / 10));
-            text.push(char::from(b'0' + yy % 10));
-            text.push_str(mmdd);
-            text.push_str(hhmmss);
-            text
-        }
-        _ => crate::clock::DateTime::from_unix(ts / 1_000_000).yymmddhhmmss(),
+    let receipt = || crate::clock::DateTime::from_unix(ts / 1_000_000).yymmddhhmmss();
+    let (Some(mmdd), Some(hhmmss), Some(business)) = (
+        request.local_date.as_deref(),
+        request.local_time.as_deref(),
+        super::civil_date(date),
+    ) else {
+        return receipt();
+    };
+    let year = match (mmdd.get(..2), business.month()) {
+        (Some("12"), 1) => business.year() - 1,
+        (Some("01"), 12) => business.year() + 1,
+        _ => business.year(),
+    };
+    let text = format!("{:02}{mmdd}{hhmmss}", year.rem_euclid(100));
+    if super::ipm::valid_local_time(text.as_bytes()) {
+        text
+    } else {
+        receipt()
     }
 }
 

@@ -122,3 +122,26 @@ pub async fn purchases(
     cfg.count = count;
     pos::run(cfg).await.unwrap()
 }
+
+/// Sends `request` to the switch on an iso87ascii connection and reads the
+/// answer.
+#[allow(dead_code)]
+pub async fn exchange(
+    conn: &mut tokio_util::codec::Framed<
+        tokio::net::TcpStream,
+        cardswitch::iso8583::framing::FrameCodec,
+    >,
+    request: &cardswitch::iso8583::Message,
+) -> cardswitch::iso8583::Message {
+    use cardswitch::iso8583::{Dialect, Message, framing::Frame};
+    use futures_util::{SinkExt, StreamExt};
+    let ascii = Dialect::builtin("iso87ascii").unwrap().unwrap();
+    conn.send(Frame {
+        header: bytes::Bytes::new(),
+        message: request.to_bytes(&ascii).unwrap(),
+    })
+    .await
+    .unwrap();
+    let frame = conn.next().await.unwrap().unwrap();
+    Message::decode(&ascii, frame.message).unwrap()
+}
