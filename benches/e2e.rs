@@ -13,12 +13,20 @@
 //! The switch runs twice: with `durability = "fsync"` (the default) and with
 //! `durability = "none"`, to show what syncing the journal costs.
 //!
+//! Latency added by the switch is shown two ways for the fixed-rate runs:
+//! from outside (the terminals' p99 less the direct path's p99, which also
+//! carries the extra hop and the wake-up of the switch's CPU) and from
+//! inside (the switch's own `switch_added_duration_seconds` histogram, read
+//! from its admin API before and after the run: each request's time in the
+//! switch less its wait for the bank, journal syncs included).
+//!
 //! Environment: `E2E_COUNT` (transactions of the throughput runs, default
 //! 200000), `E2E_SECONDS` (length of the fixed-rate runs, default 5).
 //!
 //! `benches/e2e.rs relay LISTEN UPSTREAM` runs the relay itself (the
 //! benchmark starts it that way).
 
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -194,11 +202,33 @@ fn pos(target: SocketAddr, extra: &[String]) -> Run {
     }
 }
 
-fn switch_config(dir: &Path, listen: SocketAddr, bank: SocketAddr, durability: &str) -> PathBuf {
+/// A switch's config (with an admin API whose `/metrics` the bench reads)
+/// and a viewer token for it.
+fn switch_config(
+    dir: &Path,
+    listen: SocketAddr,
+    bank: SocketAddr,
+    admin: SocketAddr,
+    durability: &str,
+) -> (PathBuf, String) {
     let dir = dir.join(durability);
     std::fs::create_dir_all(&dir).expect("switch dir");
     let key = dir.join("data.key");
     cardswitch::journal::generate_data_key(&key).expect("data key");
+    let tokens = dir.join("tokens.toml");
+    let made = Command::new(BIN)
+        .arg("tokens")
+        .arg("--file")
+        .arg(&tokens)
+        .args(["add", "bench", "--role", "viewer"])
+        .output()
+        .expect("cardswitch tokens add");
+    let token = String::from_utf8_lossy(&made.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     let mut text = format!(
         r#"[journal]
 dir = "{journal}"
@@ -206,6 +236,10 @@ data_key_file = "{key}"
 durability = "{durability}"
 [switch]
 acquirer_id = "4123456"
+[admin]
+address = "{admin}"
+tokens_file = "{tokens}"
+audit_log = "{audit}"
 [[listener]]
 name = "pos"
 address = "{listen}"
@@ -223,6 +257,8 @@ destination = "bank"
 "#,
         journal = dir.join("journal").display(),
         key = key.display(),
+        tokens = tokens.display(),
+        audit = dir.join("audit.log").display(),
     );
     for i in 0..CONNECTIONS {
         text.push_str(&format!(
@@ -232,7 +268,69 @@ destination = "bank"
     }
     let path = dir.join("bench.toml");
     std::fs::write(&path, text).expect("write config");
-    path
+    (path, token)
+}
+
+/// The cumulative buckets (upper bound in seconds, count) of
+/// `cardswitch_switch_added_duration_seconds` in the switch's `/metrics`.
+fn switch_added(admin: SocketAddr, token: &str) -> Vec<(f64, f64)> {
+    let Ok(mut stream) = StdStream::connect(admin) else {
+        return Vec::new();
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let request = format!(
+        "GET /metrics HTTP/1.1\r\nHost: {admin}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    let mut body = String::new();
+    if stream.write_all(request.as_bytes()).is_err() || stream.read_to_string(&mut body).is_err() {
+        return Vec::new();
+    }
+    body.lines()
+        .filter_map(|line| {
+            let rest =
+                line.strip_prefix("cardswitch_switch_added_duration_seconds_bucket{le=\"")?;
+            let (le, count) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// What the switch added inside itself during one run (the difference of
+/// two bucket readings): the share of requests that took at most 5 ms, and
+/// the smallest bucket bound (ms) holding 99% of them.
+#[derive(Debug, Clone, Copy, Default)]
+struct Inside {
+    within_5ms: f64,
+    p99_bound_ms: f64,
+}
+
+fn inside(before: &[(f64, f64)], after: &[(f64, f64)]) -> Inside {
+    let diff: Vec<(f64, f64)> = after
+        .iter()
+        .map(|(le, n)| {
+            let was = before
+                .iter()
+                .find(|(l, _)| l == le)
+                .map_or(0.0, |(_, c)| *c);
+            (*le, n - was)
+        })
+        .collect();
+    let total = diff.last().map_or(0.0, |(_, n)| *n).max(1.0);
+    Inside {
+        within_5ms: diff
+            .iter()
+            .find(|(le, _)| (*le - 0.005).abs() < 1e-9)
+            .map_or(0.0, |(_, n)| n / total),
+        p99_bound_ms: diff
+            .iter()
+            .find(|(_, n)| *n >= 0.99 * total)
+            .map_or(f64::INFINITY, |(le, _)| le * 1000.0),
+    }
 }
 
 fn run_benchmark() {
@@ -302,7 +400,8 @@ fn run_benchmark() {
     let mut switches = Vec::new();
     for durability in ["fsync", "none"] {
         let switch_addr = free_port();
-        let config = switch_config(&dir, switch_addr, bank_addr, durability);
+        let admin = free_port();
+        let (config, token) = switch_config(&dir, switch_addr, bank_addr, admin, durability);
         let mut switch = Command::new("taskset")
             .args(["-c", "1", BIN, "serve", "--config"])
             .arg(&config)
@@ -321,9 +420,13 @@ fn run_benchmark() {
             );
         }
         let (run, cpu) = throughput(switch_addr, Some(switch.id()));
-        let rates: Vec<Run> = [5_000u64, 20_000]
+        let rates: Vec<(Run, Inside)> = [5_000u64, 20_000]
             .iter()
-            .map(|rate| at_rate(switch_addr, *rate))
+            .map(|rate| {
+                let before = switch_added(admin, &token);
+                let run = at_rate(switch_addr, *rate);
+                (run, inside(&before, &switch_added(admin, &token)))
+            })
             .collect();
         let _ = switch.kill();
         let _ = switch.wait();
@@ -375,28 +478,32 @@ fn run_benchmark() {
             100.0 * synced.throughput / unsynced.throughput.max(1.0)
         );
     }
-    println!("| rate | path | p50 µs | p99 µs | max µs | added p99 µs (vs direct) |");
-    println!("|---:|---|---:|---:|---:|---:|");
+    println!(
+        "| rate | path | p50 µs | p99 µs | max µs | added p99 µs (vs direct) | inside the switch: ≤ 5 ms | inside: p99 ≤ |"
+    );
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|");
     for (i, (rate, d, r)) in rates.iter().enumerate() {
         println!(
-            "| {rate}/s | direct | {} | {} | {} | |",
+            "| {rate}/s | direct | {} | {} | {} | | | |",
             d.p50, d.p99, d.max
         );
         println!(
-            "| {rate}/s | relay | {} | {} | {} | {} |",
+            "| {rate}/s | relay | {} | {} | {} | {} | | |",
             r.p50,
             r.p99,
             r.max,
             r.p99.saturating_sub(d.p99)
         );
         for (durability, _, _, at) in &switches {
-            if let Some(s) = at.get(i) {
+            if let Some((s, inner)) = at.get(i) {
                 println!(
-                    "| {rate}/s | switch, journal {durability} | {} | {} | {} | {} |",
+                    "| {rate}/s | switch, journal {durability} | {} | {} | {} | {} | {:.2}% | {} ms |",
                     s.p50,
                     s.p99,
                     s.max,
-                    s.p99.saturating_sub(d.p99)
+                    s.p99.saturating_sub(d.p99),
+                    100.0 * inner.within_5ms,
+                    inner.p99_bound_ms
                 );
             }
         }

@@ -206,6 +206,9 @@ pub struct Metrics {
     pub risk_declines: Family<RuleLabels, Counter>,
     /// From a request's arrival to its answer being queued for the terminal.
     pub latency: Arc<Latency>,
+    /// The same less the time spent waiting for a destination's answer:
+    /// what the switch itself adds to a terminal's wait.
+    pub switch_added: Arc<Latency>,
 }
 
 impl Metrics {
@@ -340,6 +343,11 @@ pub fn render<S: Source>(metrics: &Metrics, source: &Arc<S>) -> Result<String, s
         "request_duration_seconds",
         "From a terminal request's arrival to its answer being queued",
         SharedLatency(Arc::clone(&metrics.latency)),
+    );
+    registry.register(
+        "switch_added_duration_seconds",
+        "What the switch adds to a terminal's wait: request duration less the wait for the destination's answer",
+        SharedLatency(Arc::clone(&metrics.switch_added)),
     );
     registry.register_collector(Box::new(SourceCollector(Arc::clone(source))));
     let mut out = String::new();

@@ -248,6 +248,17 @@ bins = ["476175"]
         20.0
     );
     assert_eq!(delta("cardswitch_request_duration_seconds_count"), 20.0);
+    // What the switch adds is each request's duration less its wait for the
+    // bank: as many samples, a smaller total.
+    assert_eq!(
+        delta("cardswitch_switch_added_duration_seconds_count"),
+        20.0
+    );
+    let added = delta("cardswitch_switch_added_duration_seconds_sum");
+    assert!(
+        added > 0.0 && added < delta("cardswitch_request_duration_seconds_sum"),
+        "switch-added {added} s"
+    );
     assert!(
         sample(
             &after,

@@ -69,6 +69,8 @@ pub struct Exchange {
     pub response: Message,
     /// The switch's STAN on this destination.
     pub stan: u32,
+    /// From the request being handed to its link to the response.
+    pub waited: std::time::Duration,
 }
 
 /// (class+function without the response bit, field 41, field 11).
@@ -344,10 +346,15 @@ impl Destination {
         };
         match tokio::time::timeout(self.config.timeout, exchange).await {
             Ok(Ok(response)) => {
+                let waited = started.elapsed();
                 if financial {
-                    self.stats.latency.record(started.elapsed());
+                    self.stats.latency.record(waited);
                 }
-                Ok(Exchange { response, stan })
+                Ok(Exchange {
+                    response,
+                    stan,
+                    waited,
+                })
             }
             Ok(Err(e)) => Err(e),
             Err(_) if !sent.load(Ordering::Relaxed) => Err(LinkError::Unavailable),

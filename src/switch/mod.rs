@@ -99,6 +99,17 @@ struct Completed {
     auth_id: Option<String>,
 }
 
+/// A terminal request handled: the response and how long the switch waited
+/// for a destination's answer meanwhile (what the switch itself added to the
+/// terminal's wait is the rest).
+#[derive(Debug)]
+pub struct Handled {
+    /// The response, in 1987 semantics.
+    pub response: Message,
+    /// Time spent waiting for the destination (zero when none was asked).
+    pub waited: Duration,
+}
+
 /// What the switch answers a transaction.
 struct Answer {
     code: String,
@@ -106,16 +117,24 @@ struct Answer {
     destination: Option<String>,
     /// The transaction's RRN (given to a terminal that sent none).
     rrn: Option<String>,
+    /// Time spent waiting for the destination's answer.
+    waited: Duration,
 }
 
 impl Answer {
-    fn refused(refusal: Refusal) -> Answer {
+    /// An answer with `code` and nothing else.
+    fn with_code(code: String) -> Answer {
         Answer {
-            code: refusal.response_code().to_string(),
+            code,
             auth_id: None,
             destination: None,
             rrn: None,
+            waited: Duration::ZERO,
         }
+    }
+
+    fn refused(refusal: Refusal) -> Answer {
+        Answer::with_code(refusal.response_code().to_string())
     }
 }
 
@@ -222,11 +241,14 @@ impl Switch {
 
     /// Handles one decoded terminal request and returns the response to send
     /// back (in 1987 semantics, to be encoded in the terminal's dialect).
-    pub async fn handle(&self, request: Message) -> Message {
+    pub async fn handle(&self, request: Message) -> Handled {
         let started = Instant::now();
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         if request.mti().as_str() == "0800" {
-            return network_answer(&request);
+            return Handled {
+                response: network_answer(&request),
+                waited: Duration::ZERO,
+            };
         }
         // The request moves into the transaction and back out, not copied.
         let (request, answer) = match Txn::classify(&request) {
@@ -265,7 +287,10 @@ impl Switch {
         {
             response.set(37, rrn);
         }
-        response
+        Handled {
+            response,
+            waited: answer.waited,
+        }
     }
 
     async fn process(&self, txn: &Txn) -> Answer {
@@ -499,9 +524,18 @@ impl Switch {
                     auth_id: outcome.auth_id,
                     destination: name,
                     rrn: None,
+                    waited: exchange.waited,
                 })
             }
-            Err(LinkError::Timeout(_) | LinkError::Lost) => {
+            Err(LinkError::Timeout(waited)) => {
+                self.timed_out(live).await;
+                Ok(Answer {
+                    destination: name,
+                    waited,
+                    ..Answer::refused(Refusal::IssuerUnavailable)
+                })
+            }
+            Err(LinkError::Lost) => {
                 self.timed_out(live).await;
                 Ok(Answer {
                     destination: name,
@@ -670,10 +704,8 @@ impl Switch {
         replacement: Option<u64>,
     ) -> Answer {
         let answer = |code: String, destination: Option<String>| Answer {
-            code,
-            auth_id: None,
             destination,
-            rrn: None,
+            ..Answer::with_code(code)
         };
         let Some(original) = original else {
             warn!(txn = live.id, terminal = %live.request.terminal, stan = %live.request.stan, "reversal of an unknown original: accepted, nothing to reverse");
@@ -770,10 +802,9 @@ impl Switch {
         );
         let answer = match outcome {
             Some(o) => Answer {
-                code: o.code,
                 auth_id: o.auth_id,
                 destination: original.forwarded().map(|f| f.destination.clone()),
-                rrn: None,
+                ..Answer::with_code(o.code)
             },
             None => Answer::refused(Refusal::IssuerUnavailable),
         };

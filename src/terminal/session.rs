@@ -7,7 +7,7 @@
 //! way only this connection is affected.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -23,7 +23,7 @@ use crate::iso8583::Message;
 use crate::iso8583::framing::Frame;
 use crate::metrics::{RequestLabels, Tag};
 use crate::security::profile::Protection;
-use crate::switch::{self, Switch};
+use crate::switch::{self, Handled, Switch};
 
 /// Requests one connection may have in flight before the session stops
 /// reading from it.
@@ -120,23 +120,31 @@ where
                     metrics.in_flight.inc();
                     // Counted down however the task ends (also if aborted).
                     let _in_flight = InFlight(metrics.in_flight.clone());
-                    let (response, protection) = match switch.check_mac(&request, &raw, &dialect) {
+                    let (handled, protection) = match switch.check_mac(&request, &raw, &dialect) {
                         Ok(protection) => (switch.handle(request).await, protection),
                         // Unsigned: a MAC under the terminal's key on an
                         // answer to fields anyone chose would make the
                         // switch a signing oracle.
                         Err(refusal) => (
-                            switch::respond(&request, refusal.response_code(), None),
+                            Handled {
+                                response: switch::respond(&request, refusal.response_code(), None),
+                                waited: Duration::ZERO,
+                            },
                             Arc::new(Protection::default()),
                         ),
                     };
+                    let response = handled.response;
                     metrics.responded(
                         &label,
                         response.mti().as_str(),
                         response.text(39).unwrap_or_default(),
                     );
                     send(&tx, &dialect, header, response, &protection).await;
-                    metrics.latency.record(started.elapsed());
+                    let took = started.elapsed();
+                    metrics.latency.record(took);
+                    metrics
+                        .switch_added
+                        .record(took.saturating_sub(handled.waited));
                     drop(permit);
                 });
             }
