@@ -70,7 +70,7 @@ pub struct Exchange {
     /// The switch's STAN on this destination.
     pub stan: u32,
     /// From the request being handed to its link to the response.
-    pub waited: std::time::Duration,
+    pub waited: Duration,
 }
 
 /// (class+function without the response bit, field 41, field 11).

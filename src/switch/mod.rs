@@ -239,8 +239,9 @@ impl Switch {
         &self.metrics
     }
 
-    /// Handles one decoded terminal request and returns the response to send
-    /// back (in 1987 semantics, to be encoded in the terminal's dialect).
+    /// Handles one decoded terminal request: the response to send back (in
+    /// 1987 semantics, to be encoded in the terminal's dialect) and the time
+    /// spent waiting for a destination's answer.
     pub async fn handle(&self, request: Message) -> Handled {
         let started = Instant::now();
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
