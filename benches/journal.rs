@@ -157,6 +157,18 @@ fn raw_run(base: &Path, group: usize, seconds: u64) -> (f64, Histogram<u64>) {
     (records as f64 / seconds as f64, syncs)
 }
 
+/// Share of `seconds` of wall time spent inside syncs slower than
+/// `slower_than_us`: a request that becomes pending then waits for at least
+/// the rest of such a sync.
+fn slow_share(syncs: &Histogram<u64>, seconds: u64, slower_than_us: u64) -> f64 {
+    let inside: u64 = syncs
+        .iter_recorded()
+        .filter(|v| v.value_iterated_to() > slower_than_us)
+        .map(|v| v.value_iterated_to() * v.count_at_value())
+        .sum();
+    inside as f64 / (seconds as f64 * 1e6)
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -211,5 +223,10 @@ fn main() {
         syncs1.max(),
         syncs64.value_at_quantile(0.5),
         syncs64.value_at_quantile(0.99)
+    );
+    println!(
+        "wall time inside syncs slower than 2.5 ms: {:.2}% (1 record), {:.2}% (64 records)",
+        100.0 * slow_share(&syncs1, seconds, 2_500),
+        100.0 * slow_share(&syncs64, seconds, 2_500)
     );
 }
