@@ -206,8 +206,9 @@ pub struct Metrics {
     pub risk_declines: Family<RuleLabels, Counter>,
     /// From a request's arrival to its answer being queued for the terminal.
     pub latency: Arc<Latency>,
-    /// The same less the time spent waiting for a destination's answer:
-    /// what the switch itself adds to a terminal's wait.
+    /// The same less the time from handing the request to a destination
+    /// link to its answer being delivered: the switch's own stages and
+    /// journal syncs (the link's socket work counts as destination time).
     pub switch_added: Arc<Latency>,
 }
 
@@ -346,7 +347,7 @@ pub fn render<S: Source>(metrics: &Metrics, source: &Arc<S>) -> Result<String, s
     );
     registry.register(
         "switch_added_duration_seconds",
-        "What the switch adds to a terminal's wait: request duration less the wait for the destination's answer",
+        "Request duration less the time from handing the request to a destination link to its answer being delivered (the switch's stages and journal syncs)",
         SharedLatency(Arc::clone(&metrics.switch_added)),
     );
     registry.register_collector(Box::new(SourceCollector(Arc::clone(source))));
