@@ -18,9 +18,8 @@
 //! carries the extra hop and the wake-up of the switch's CPU) and from
 //! inside (the switch's own `switch_added_duration_seconds` histogram, read
 //! from its admin API before and after the run: each request's time in the
-//! switch less the time from handing it to a bank link to the answer being
-//! delivered, journal syncs included; the links' own socket work falls in
-//! that wait and so is not counted).
+//! switch less the time from handing it to a bank link to the answer's frame
+//! being read from it, journal syncs included).
 //!
 //! Environment: `E2E_COUNT` (transactions of the throughput runs, default
 //! 200000), `E2E_SECONDS` (length of the fixed-rate runs, default 5).

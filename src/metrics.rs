@@ -207,8 +207,8 @@ pub struct Metrics {
     /// From a request's arrival to its answer being queued for the terminal.
     pub latency: Arc<Latency>,
     /// The same less the time from handing the request to a destination
-    /// link to its answer being delivered: the switch's own stages and
-    /// journal syncs (the link's socket work counts as destination time).
+    /// link to its answer's frame being read from it: the switch's own
+    /// stages and journal syncs.
     pub switch_added: Arc<Latency>,
 }
 
@@ -347,7 +347,7 @@ pub fn render<S: Source>(metrics: &Metrics, source: &Arc<S>) -> Result<String, s
     );
     registry.register(
         "switch_added_duration_seconds",
-        "Request duration less the time from handing the request to a destination link to its answer being delivered (the switch's stages and journal syncs)",
+        "Request duration less the time from handing the request to a destination link to its answer's frame being read (the switch's stages and journal syncs)",
         SharedLatency(Arc::clone(&metrics.switch_added)),
     );
     registry.register_collector(Box::new(SourceCollector(Arc::clone(source))));

@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -69,9 +69,13 @@ pub struct Exchange {
     pub response: Message,
     /// The switch's STAN on this destination.
     pub stan: u32,
-    /// From the request being handed to its link to the response.
+    /// From the request being handed to its link to the response's frame
+    /// being read from the link.
     pub waited: Duration,
 }
+
+/// A response and when its frame was read from the link.
+type Answered = (Message, Instant);
 
 /// (class+function without the response bit, field 41, field 11).
 type Key = ([u8; 2], [u8; 8], u32);
@@ -129,7 +133,7 @@ pub struct Destination {
     /// The name, shared with metric labels.
     label: Arc<str>,
     /// Waiting requests: the link each went out on, and where to deliver.
-    pending: Mutex<HashMap<Key, (usize, oneshot::Sender<Message>)>>,
+    pending: Mutex<HashMap<Key, (usize, oneshot::Sender<Answered>)>>,
     next_stan: AtomicU32,
     next_link: AtomicUsize,
     stats: DestinationStats,
@@ -283,7 +287,7 @@ impl Destination {
         &self,
         link: usize,
         message: &Message,
-    ) -> Option<(Key, u32, oneshot::Receiver<Message>)> {
+    ) -> Option<(Key, u32, oneshot::Receiver<Answered>)> {
         let (tx, rx) = oneshot::channel();
         let mut pending = match self.pending.lock() {
             Ok(p) => p,
@@ -337,7 +341,7 @@ impl Destination {
         // request got into the link's queue decides between "never sent"
         // and "sent, fate unknown" (which needs a reversal).
         let sent = AtomicBool::new(false);
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let exchange = async {
             link.send(frame).await.map_err(|_| LinkError::Unavailable)?;
             sent.store(true, Ordering::Relaxed);
@@ -345,8 +349,8 @@ impl Destination {
             rx.await.map_err(|_| LinkError::Lost)
         };
         match tokio::time::timeout(self.config.timeout, exchange).await {
-            Ok(Ok(response)) => {
-                let waited = started.elapsed();
+            Ok(Ok((response, read_at))) => {
+                let waited = read_at.saturating_duration_since(started);
                 if financial {
                     self.stats.latency.record(waited);
                 }
@@ -373,8 +377,9 @@ impl Destination {
         }
     }
 
-    /// Hands a response to the request waiting for it.
-    fn deliver(&self, response: Message) {
+    /// Hands a response, read from the link at `read_at`, to the request
+    /// waiting for it.
+    fn deliver(&self, response: Message, read_at: Instant) {
         let stan = response.stan().unwrap_or_default();
         let key = key_of(&response, stan);
         let waiter = self.pending.lock().ok().and_then(|mut p| p.remove(&key));
@@ -382,7 +387,7 @@ impl Destination {
             Some((_, tx)) => {
                 self.stats.matched.fetch_add(1, Ordering::Relaxed);
                 // The requester may have timed out meanwhile: nothing to do.
-                let _ = tx.send(response);
+                let _ = tx.send((response, read_at));
             }
             None => {
                 self.stats.unmatched.fetch_add(1, Ordering::Relaxed);
@@ -507,9 +512,10 @@ impl Destination {
             let tx = tx.clone();
             let header = self.config.header.clone();
             let dialect = Arc::clone(&self.config.dialect);
-            let deliver = |m: Message| self.deliver(m);
+            let deliver = |m: Message, read_at| self.deliver(m, read_at);
             async move {
                 while let Some(item) = reader.next().await {
+                    let read_at = Instant::now();
                     let frame = match item {
                         Ok(frame) => frame,
                         Err(e) => {
@@ -532,7 +538,7 @@ impl Destination {
                             }
                         }
                         Ok(m) => match self.check_response_mac(&m, &frame.message) {
-                            Ok(()) => deliver(m),
+                            Ok(()) => deliver(m, read_at),
                             Err(reason) => self.reject(m, index, &reason),
                         },
                         Err(e) => {

@@ -180,7 +180,7 @@ impl metrics::Source for Scrape {
             .destinations()
             .map(|d| HistogramSample {
                 name: "destination_duration_seconds",
-                help: "From a request leaving for a destination to its answer",
+                help: "From a request handed to a destination link to its answer being read from the link",
                 labels: vec![("destination", d.name().to_string())],
                 latency: &d.stats().latency,
             })
