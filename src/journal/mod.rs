@@ -378,10 +378,10 @@ fn start_indexer(
 /// Puts the calling thread in the idle scheduling class (`SCHED_IDLE`,
 /// lowest nice as well): index work runs only on CPU time the request path
 /// leaves over, and a request-path thread that wakes takes the CPU from it at
-/// once. (At nice 19 in the normal class it still held the core for up to
-/// 3 ms at a time before a woken request thread ran: measured with
-/// `perf sched` at 5,000 requests/s on one core.) Falls back to nice 19 where
-/// the idle class is refused.
+/// the next preemption point (at once while it runs in user space). At nice
+/// 19 in the normal class it held the core for up to 3 ms at a time before a
+/// woken request thread ran (`perf sched`, 5,000 requests/s on one core).
+/// Falls back to nice 19 where the idle class is refused.
 fn lower_priority() {
     use thread_priority::unix::{
         NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
