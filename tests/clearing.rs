@@ -473,15 +473,12 @@ async fn a_day_clears_once_exactly_and_reconciles() {
     assert!(no_temp, "no temporary file left");
 
     // Again: nothing cleared twice, files untouched.
-    let before: Vec<String> = [&ipm, &csv, &settlement, &manifest]
-        .map(|p| sha256(p))
-        .to_vec();
+    let digests = || [&ipm, &csv, &settlement, &manifest].map(|p| sha256(p));
+    let before = digests();
     let (code, said) = cli(&["clearing", "run", "--config", &config, "--date", &day.date]);
     assert_eq!(code, 0, "{said}");
     assert!(said.contains("cleared already"), "{said}");
-    let after: Vec<String> = [&ipm, &csv, &settlement, &manifest]
-        .map(|p| sha256(p))
-        .to_vec();
+    let after = digests();
     assert_eq!(before, after);
 
     // A lost file is noticed; a reissue rewrites it byte for byte.
@@ -499,9 +496,7 @@ async fn a_day_clears_once_exactly_and_reconciles() {
         "--reissue",
     ]);
     assert_eq!(code, 0, "{said}");
-    let reissued: Vec<String> = [&ipm, &csv, &settlement, &manifest]
-        .map(|p| sha256(p))
-        .to_vec();
+    let reissued = digests();
     assert_eq!(before, reissued);
 
     // A reissue that would not give the recorded files (here: the pricing
@@ -525,9 +520,7 @@ async fn a_day_clears_once_exactly_and_reconciles() {
     ]);
     assert_eq!(code, 65, "{said}");
     assert!(said.contains("settlement"), "{said}");
-    let untouched: Vec<String> = [&ipm, &csv, &settlement, &manifest]
-        .map(|p| sha256(p))
-        .to_vec();
+    let untouched = digests();
     assert_eq!(before, untouched);
     let leftovers = std::fs::read_dir(&out)
         .unwrap()
