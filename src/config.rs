@@ -185,6 +185,8 @@ struct RawSwitch {
     timeout_ms: u64,
     #[serde(default = "default_grace_ms")]
     shutdown_grace_ms: u64,
+    #[serde(default = "default_recent_cache")]
+    recent_cache: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -308,6 +310,10 @@ struct RawDestination {
     tls: Option<RawClientTls>,
 }
 
+fn default_recent_cache() -> usize {
+    100_000
+}
+
 fn default_timeout_ms() -> u64 {
     5000
 }
@@ -353,6 +359,10 @@ pub struct SwitchSettings {
     pub timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
+    /// How many recent transactions are kept in memory in front of the
+    /// journal index (retransmissions and reversals of older ones are found
+    /// in the index).
+    pub recent_cache: usize,
 }
 
 /// A terminal-facing listener.
@@ -500,6 +510,9 @@ impl Config {
                 "switch.forwarding_id".into(),
                 "must be 1 to 11 digits".into(),
             );
+        }
+        if sw.recent_cache == 0 {
+            problem("switch.recent_cache".into(), "must be more than 0".into());
         }
         if sw.timeout_ms == 0 {
             problem("switch.timeout_ms".into(), "must be more than 0".into());
@@ -800,6 +813,7 @@ impl Config {
                 forwarding_id: sw.forwarding_id.clone(),
                 timeout: Duration::from_millis(sw.timeout_ms),
                 shutdown_grace: Duration::from_millis(sw.shutdown_grace_ms),
+                recent_cache: sw.recent_cache,
             },
             journal,
             listeners,

@@ -319,6 +319,64 @@ async fn retransmissions_and_partial_reversals() {
     bank.stop().await;
 }
 
+/// A retransmission is recognised from the journal index once the
+/// original has left the in-memory cache (shrunk here to 5 transactions),
+/// and after a restart: the bank sees the purchase once and the terminal
+/// gets the original's approval code each time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retransmission_beyond_the_cache_and_a_restart_is_not_authorised_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bank_addr = listener.local_addr().unwrap();
+    let bank = bank_at(listener, "").await;
+    let config = write_config(dir.path(), bank_addr);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("timeout_ms = 300\n", "timeout_ms = 300\nrecent_cache = 5\n"),
+    )
+    .unwrap();
+    let running = start(&config).await;
+    let mut conn = connect(&running).await;
+    let request = purchase(PANS[0], 500, 4200);
+    let first = common::exchange(&mut conn, &request).await;
+    assert_eq!(first.response_code(), Some("00"));
+    let approval = first.auth_id().map(String::from);
+    assert!(approval.is_some());
+    // Forty newer purchases push the original out of memory.
+    for stan in 501..541 {
+        let answer = common::exchange(&mut conn, &purchase(PANS[1], stan, 100)).await;
+        assert_eq!(answer.response_code(), Some("00"));
+    }
+    let again = common::exchange(&mut conn, &request).await;
+    assert_eq!(
+        (again.response_code(), again.auth_id().map(String::from)),
+        (Some("00"), approval.clone())
+    );
+    assert_eq!(
+        bank.ledger().approvals().len(),
+        41,
+        "the bank saw the purchase once"
+    );
+    running.shutdown().await;
+
+    // After a restart, with the newest five preloaded, the same again.
+    let running = start(&config).await;
+    let mut conn = connect(&running).await;
+    let again = common::exchange(&mut conn, &request).await;
+    assert_eq!(
+        (again.response_code(), again.auth_id().map(String::from)),
+        (Some("00"), approval)
+    );
+    assert_eq!(bank.ledger().approvals().len(), 41);
+    // The same STAN with another amount is a new transaction, not a replay.
+    let other = common::exchange(&mut conn, &purchase(PANS[0], 500, 4300)).await;
+    assert_eq!(other.response_code(), Some("00"));
+    assert_eq!(bank.ledger().approvals().len(), 42);
+    running.shutdown().await;
+    bank.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn journal_commands_show_verify_export_backup_reindex() {
     let dir = tempfile::tempdir().unwrap();

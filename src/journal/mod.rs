@@ -249,6 +249,12 @@ impl Journal {
         }
     }
 
+    /// The last log sequence the index has applied: every transaction whose
+    /// id is at most this is in the index.
+    pub fn indexed_through(&self) -> u64 {
+        self.indexer_shared.applied.load(Ordering::Acquire)
+    }
+
     /// Waits until the index holds everything durable so far (see
     /// [`Journal::indexed`]).
     pub async fn index_current(&self) {

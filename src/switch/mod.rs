@@ -50,9 +50,10 @@ pub struct Tables {
 /// Fields of a terminal's request echoed in the switch's response.
 const ECHOED: [u8; 13] = [2, 3, 4, 7, 11, 12, 13, 32, 37, 41, 42, 49, 90];
 
-/// At start, the newest transactions of the journal index are loaded into
-/// memory, so that a retransmission of a request from before a restart is
-/// recognised without a trip to the index on every request.
+/// At start, the newest transactions of the journal index (at most this
+/// many, and no more than the cache keeps) are loaded into memory, so that
+/// reversals and retransmissions of requests from just before a restart
+/// are matched without a trip to the index.
 const PRELOADED: usize = 20_000;
 
 /// Counters of the switch.
@@ -179,7 +180,7 @@ impl Switch {
             risk: RiskEngine::new(config.risk.clone()),
             metrics: Metrics::default(),
             saf,
-            recent: Recent::default(),
+            recent: Recent::new(config.switch.recent_cache),
             rrn_counter: AtomicU64::new(u64::from(fastrand::u32(..))),
             stats: SwitchStats::default(),
         };
@@ -308,7 +309,10 @@ impl Switch {
             .text(4)
             .and_then(|a| a.parse().ok())
             .unwrap_or(0);
-        if let Some(original) = self.retransmitted(key, class, transmission, amount) {
+        if let Some(original) = self
+            .retransmitted(txn, key, class, transmission, amount)
+            .await
+        {
             return self.replay(&original).await;
         }
         let tables = self.tables();
@@ -346,7 +350,7 @@ impl Switch {
         };
         let received: Arc<Received> = Arc::from(received);
         let live = Arc::new(Live::new(id, class, received));
-        self.recent.insert(key, Arc::clone(&live));
+        self.remember(key, Arc::clone(&live));
         let answer = match self
             .decide(txn, &tables, &live, original, replacement, now)
             .await
@@ -760,30 +764,74 @@ impl Switch {
         code
     }
 
+    /// Remembers a transaction in the cache in front of the index.
+    fn remember(&self, key: recent::Key, live: Arc<Live>) {
+        self.recent
+            .insert(key, live, self.journal.indexed_through());
+    }
+
     /// A request identical to one already handled (terminal, STAN, field 7,
-    /// amount and message class).
-    fn retransmitted(
+    /// amount and message class) on the current or the previous business
+    /// date: found in memory, or else in the journal index, so that a
+    /// retransmission is recognised after a restart and at any volume.
+    async fn retransmitted(
         &self,
+        txn: &Txn,
         key: recent::Key,
         class: [u8; 2],
         transmission: &str,
         amount: u64,
     ) -> Option<Arc<Live>> {
-        let live = self.recent.get(&key)?;
-        (live.class == class
-            && live.request.transmission == transmission
-            && live.request.amount == amount)
-            .then_some(live)
+        let same = |class_of: [u8; 2], request: &Received| {
+            class_of == class && request.transmission == transmission && request.amount == amount
+        };
+        if let Some(live) = self.recent.get(&key)
+            && same(live.class, &live.request)
+        {
+            return Some(live);
+        }
+        // Not in memory: anything older than the cache is in the index (the
+        // cache keeps what the index does not hold yet).
+        let lookup = || {
+            let found =
+                self.journal
+                    .index()
+                    .by_request(txn.terminal_id(), txn.stan(), Some(transmission));
+            match found {
+                Ok(found) => found,
+                Err(e) => {
+                    error!(error = %e, "journal index: retransmission check failed");
+                    Vec::new()
+                }
+            }
+        };
+        let today = wal::business_date(wal::now_micros(), &self.journal.config().cutover);
+        let pick = |found: Vec<TxnState>| {
+            found.into_iter().rev().find(|state| {
+                same(Live::class_of(&state.request), &state.request)
+                    && recent::retransmittable(&state.date, &today)
+            })
+        };
+        let mut state = pick(lookup())?;
+        if !state.phase.ended() {
+            // Its answer may be in the log and not yet in the index.
+            self.journal.index_current().await;
+            state = pick(lookup())?;
+        }
+        let live = Arc::new(Live::from_state(&state));
+        self.remember(key, Arc::clone(&live));
+        Some(live)
     }
 
     /// Loads the newest transactions of the journal into memory (after a
     /// restart: retransmissions and reversals of them are matched at once).
     fn preload(&self) {
-        match self.journal.index().newest(PRELOADED) {
+        let count = PRELOADED.min(self.settings.recent_cache);
+        match self.journal.index().newest(count) {
             Ok(states) => {
                 for state in states.iter().rev() {
                     if let Some(key) = recent::key(&state.request.terminal, &state.request.stan) {
-                        self.recent.insert(key, Arc::new(Live::from_state(state)));
+                        self.remember(key, Arc::new(Live::from_state(state)));
                     }
                 }
             }
@@ -840,7 +888,7 @@ impl Switch {
             .rev()
             .find(|s| s.request.kind != TxnKind::Reversal)?;
         let live = Arc::new(Live::from_state(state));
-        self.recent.insert(key, Arc::clone(&live));
+        self.remember(key, Arc::clone(&live));
         Some(live)
     }
 

@@ -1,6 +1,10 @@
 //! Transactions the switch handled lately, in memory: to match a terminal's
 //! reversal to its original and to recognise a retransmitted request,
 //! without a trip to the index. Older ones are found in the journal index.
+//!
+//! The memory is a cache in front of the index, never instead of it: a
+//! transaction leaves memory only once the index holds it, so whatever is
+//! not found here is found there.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,9 +18,6 @@ use crate::journal::index::Phase;
 use crate::journal::record::{Forwarded, Received, Source, TxnId};
 use crate::journal::saf::SafItem;
 
-/// How many transactions are kept.
-const KEPT: usize = 100_000;
-
 /// Terminal id (field 41, space-padded) and the terminal's STAN.
 pub type Key = ([u8; 8], u32);
 
@@ -27,6 +28,26 @@ pub fn key(terminal: &str, stan: &str) -> Option<Key> {
         *slot = byte;
     }
     Some((id, stan.parse().ok()?))
+}
+
+/// Whether a transaction of business date `date` may still be
+/// retransmitted on business date `today`: it is of the current or the
+/// previous business date (a terminal's retries end long before). Older
+/// matches are not duplicates: a terminal's STAN and field 7 (`MMDDhhmmss`)
+/// come round again a year later.
+pub fn retransmittable(date: &str, today: &str) -> bool {
+    let parse = |d: &str| -> Option<jiff::civil::Date> {
+        jiff::civil::Date::new(
+            d.get(..4)?.parse().ok()?,
+            d.get(4..6)?.parse().ok()?,
+            d.get(6..8)?.parse().ok()?,
+        )
+        .ok()
+    };
+    match (parse(date), parse(today).and_then(|t| t.yesterday().ok())) {
+        (Some(date), Some(previous)) => date >= previous,
+        _ => false,
+    }
 }
 
 /// The answer a transaction got.
@@ -69,15 +90,21 @@ impl Live {
         }
     }
 
+    /// The MTI class (`[class, function]`, repeat bit cleared) of a
+    /// journaled request.
+    pub fn class_of(request: &Received) -> [u8; 2] {
+        let mti = request.mti.as_bytes();
+        [
+            mti.get(1).copied().unwrap_or(b'0'),
+            mti.get(2).copied().unwrap_or(b'0') & !1,
+        ]
+    }
+
     /// A transaction known from the journal index.
     pub fn from_state(state: &TxnState) -> Live {
-        let class = state.request.mti.as_bytes();
         let live = Live::new(
             state.id,
-            [
-                class.get(1).copied().unwrap_or(b'0'),
-                class.get(2).copied().unwrap_or(b'0') & !1,
-            ],
+            Live::class_of(&state.request),
             Arc::new(state.request.clone()),
         );
         if let Some(f) = &state.forwarded {
@@ -154,9 +181,11 @@ impl Live {
 }
 
 /// The newest transaction per (terminal, STAN), bounded.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Recent {
     inner: Mutex<Inner>,
+    /// How many transactions are kept (more while the index lags).
+    kept: usize,
 }
 
 #[derive(Debug, Default)]
@@ -174,6 +203,14 @@ struct Inner {
 const CLAIMS_KEPT: usize = 1_000_000;
 
 impl Recent {
+    /// An empty cache keeping about `kept` transactions.
+    pub fn new(kept: usize) -> Recent {
+        Recent {
+            inner: Mutex::default(),
+            kept,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         match self.inner.lock() {
             Ok(inner) => inner,
@@ -181,13 +218,17 @@ impl Recent {
         }
     }
 
-    /// Remembers a transaction (replacing an older one with its key).
-    pub fn insert(&self, key: Key, live: Arc<Live>) {
+    /// Remembers a transaction (replacing an older one with its key), and
+    /// forgets the oldest beyond the cache's size that the index holds
+    /// (`indexed`: the last transaction id the index has applied).
+    pub fn insert(&self, key: Key, live: Arc<Live>, indexed: TxnId) {
         let mut inner = self.lock();
         let id = live.id;
         inner.by_key.insert(key, live);
         inner.order.push_back((key, id));
-        while inner.order.len() > KEPT {
+        while inner.order.len() > self.kept
+            && inner.order.front().is_some_and(|(_, old)| *old <= indexed)
+        {
             if let Some((old, old_id)) = inner.order.pop_front()
                 && inner.by_key.get(&old).is_some_and(|l| l.id == old_id)
             {
@@ -255,11 +296,50 @@ mod tests {
     /// index) claim its reversal once between them.
     #[test]
     fn a_reversal_is_claimed_once_across_copies() {
-        let recent = Recent::default();
+        let recent = Recent::new(10);
         let (first, second) = (live(7), live(7));
         assert!(recent.claim_reversal(&first));
         assert!(!recent.claim_reversal(&second));
         assert!(!recent.claim_reversal(&first));
         assert!(recent.claim_reversal(&live(8)));
+    }
+
+    #[test]
+    fn retransmissions_are_recognised_over_two_business_dates() {
+        assert!(retransmittable("20261205", "20261205"));
+        assert!(retransmittable("20261204", "20261205"));
+        assert!(retransmittable("20261231", "20270101"));
+        assert!(retransmittable("20240228", "20240229"));
+        assert!(!retransmittable("20240228", "20240301"));
+        assert!(!retransmittable("20261203", "20261205"));
+        assert!(!retransmittable("20251205", "20261205"));
+        assert!(!retransmittable("garbage!", "20261205"));
+    }
+
+    fn key_of(n: u32) -> Key {
+        key("TERM0001", &format!("{n:06}")).unwrap()
+    }
+
+    /// Beyond its size the cache forgets the oldest, but only what the
+    /// index already holds.
+    #[test]
+    fn only_indexed_transactions_leave_memory() {
+        let recent = Recent::new(2);
+        for id in 1..=5 {
+            recent.insert(key_of(id as u32), Arc::new(live(id)), 0);
+        }
+        // The index holds nothing yet: all five stay.
+        assert!((1..=5).all(|n| recent.get(&key_of(n)).is_some()));
+        // The index holds up to 2: those two go, 3 stays though over size.
+        recent.insert(key_of(6), Arc::new(live(6)), 2);
+        assert!(recent.get(&key_of(1)).is_none() && recent.get(&key_of(2)).is_none());
+        assert!((3..=6).all(|n| recent.get(&key_of(n)).is_some()));
+        recent.insert(key_of(7), Arc::new(live(7)), 7);
+        assert_eq!(
+            (1..=7)
+                .filter(|n| recent.get(&key_of(*n)).is_some())
+                .count(),
+            2
+        );
     }
 }
