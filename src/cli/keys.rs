@@ -5,8 +5,8 @@
 //! directory, else `$CARDSWITCH_MASTER_KEY`. Nothing here prints key
 //! material: listings show ids, types, versions and check values.
 
-use std::io::{BufRead, IsTerminal};
-use std::path::PathBuf;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
@@ -31,9 +31,12 @@ pub struct KeysArgs {
 #[derive(Debug, Subcommand)]
 enum KeysCommand {
     /// Creates an empty key store (and, with --new-master-key, a new
-    /// random master key file first).
+    /// random master key file first). Refuses, writing nothing, when the
+    /// store exists, its directory does not, or the new master key file
+    /// exists.
     Init {
-        /// Write a new random master key to this file (mode 0600) and use it.
+        /// Write a new random master key to this file (mode 0600) and use
+        /// it; a file that exists is never overwritten.
         #[arg(long)]
         new_master_key: Option<PathBuf>,
     },
@@ -78,22 +81,14 @@ struct NewKey {
 impl KeysArgs {
     /// Runs the subcommand.
     pub fn run(self) -> Result<ExitCode, Box<dyn std::error::Error>> {
+        let mut out = std::io::stdout().lock();
         if let KeysCommand::Init { new_master_key } = &self.command {
-            let file = match new_master_key {
-                Some(path) => {
-                    cardswitch::files::write_private_atomically(
-                        path,
-                        MasterKey::generate_hex().as_bytes(),
-                    )
-                    .map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
-                    println!("wrote a new master key to {}", path.display());
-                    Some(path.as_path())
-                }
-                None => self.master_key_file.as_deref(),
-            };
-            KeyStore::create(&self.store, MasterKey::locate(file)?)?;
-            println!("created key store {}", self.store.display());
-            return Ok(ExitCode::SUCCESS);
+            return init(
+                &mut out,
+                &self.store,
+                self.master_key_file.as_deref(),
+                new_master_key.as_deref(),
+            );
         }
         let master = MasterKey::locate(self.master_key_file.as_deref())?;
         let mut store = KeyStore::open(&self.store, master)?;
@@ -102,32 +97,69 @@ impl KeysArgs {
             KeysCommand::Generate(key) => {
                 let info = store.generate(&key.id, key.key_type, key.algorithm)?;
                 store.save()?;
-                print_table(&[info]);
+                print_table(&mut out, &[info])?;
             }
             KeysCommand::Import { key, components } => {
                 let parts = read_components(usize::from(components))?;
                 let info = store.import(&key.id, key.key_type, key.algorithm, &parts)?;
                 store.save()?;
-                print_table(&[info]);
+                print_table(&mut out, &[info])?;
             }
-            KeysCommand::List => print_table(&store.list()),
+            KeysCommand::List => print_table(&mut out, &store.list())?,
             KeysCommand::Rotate { id } => {
                 let info = store.rotate(&id)?;
                 store.save()?;
-                print_table(&[info]);
+                print_table(&mut out, &[info])?;
             }
             KeysCommand::ExportKcv => {
-                println!("id,type,algorithm,version,state,kcv");
+                writeln!(out, "id,type,algorithm,version,state,kcv")?;
                 for k in store.list() {
-                    println!(
+                    writeln!(
+                        out,
                         "{},{},{},{},{},{}",
                         k.id, k.key_type, k.algorithm, k.version, k.state, k.kcv
-                    );
+                    )?;
                 }
             }
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// `keys init`: every precondition is checked before anything is written —
+/// the store must not exist and its directory must; a new master key file
+/// must not exist (it is created with `O_EXCL`, never replaced). If the
+/// store then cannot be written, the new key file is removed again.
+fn init(
+    out: &mut impl Write,
+    store: &Path,
+    master_key_file: Option<&Path>,
+    new_master_key: Option<&Path>,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    KeyStore::check_new(store)?;
+    let Some(path) = new_master_key else {
+        KeyStore::create(store, MasterKey::locate(master_key_file)?)?;
+        writeln!(out, "created key store {}", store.display())?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    if master_key_file.is_some_and(|m| m != path) {
+        return Err(format!(
+            "--master-key-file {} and --new-master-key {}: name one master key",
+            master_key_file.unwrap_or(path).display(),
+            path.display()
+        )
+        .into());
+    }
+    let master = MasterKey::create_file(path)?;
+    if let Err(e) = KeyStore::create(store, master) {
+        // Nothing is sealed under the new key: take it away again, so a
+        // retry starts from the same place.
+        let _ = std::fs::remove_file(path);
+        return Err(e.into());
+    }
+    writeln!(out, "wrote a new master key to {}", path.display())?;
+    writeln!(out, "created key store {}", store.display())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Reads `n` component lines (`HEX [KCV]`): at a terminal without echo,
@@ -156,13 +188,15 @@ fn read_components(n: usize) -> Result<Vec<Component>, Box<dyn std::error::Error
     Ok(parts)
 }
 
-fn print_table(keys: &[KeyInfo]) {
-    println!(
+fn print_table(out: &mut impl Write, keys: &[KeyInfo]) -> std::io::Result<()> {
+    writeln!(
+        out,
         "{:<24} {:<5} {:<7} {:>3} {:<8} {:<10} created",
         "id", "type", "alg", "ver", "state", "kcv"
-    );
+    )?;
     for k in keys {
-        println!(
+        writeln!(
+            out,
             "{:<24} {:<5} {:<7} {:>3} {:<8} {:<10} {}",
             k.id,
             k.key_type.to_string(),
@@ -171,6 +205,7 @@ fn print_table(keys: &[KeyInfo]) {
             k.state.to_string(),
             k.kcv,
             k.created
-        );
+        )?;
     }
+    Ok(())
 }

@@ -68,6 +68,34 @@ enum ConfigCommand {
     },
 }
 
+/// Ends a command quietly when the reader of its standard output has gone
+/// (`cardswitch journal export … | head`): an error caused by
+/// [`std::io::ErrorKind::BrokenPipe`] becomes a successful exit, without a
+/// message. Every other result passes through unchanged.
+///
+/// A command prints with `writeln!(out, …)?` on a locked
+/// [`std::io::stdout`] (never `println!`, which panics on a closed
+/// output) and wraps its result in this. Use it only for commands that
+/// write to no socket, so that a peer's broken pipe is not mistaken for a
+/// closed output.
+pub(crate) fn quiet_on_closed_output(
+    result: Result<ExitCode, Box<dyn std::error::Error>>,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    match result {
+        Err(error) if is_broken_pipe(error.as_ref()) => Ok(ExitCode::SUCCESS),
+        other => other,
+    }
+}
+
+/// Whether `error`, or anything in its chain of sources, is an I/O error
+/// of kind [`std::io::ErrorKind::BrokenPipe`].
+fn is_broken_pipe(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |e| e.source()).any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 impl Cli {
     /// Runs the chosen subcommand.
     pub fn run(self) -> Result<ExitCode, Box<dyn std::error::Error>> {
@@ -77,12 +105,41 @@ impl Cli {
             Command::Config(ConfigCommand::Check { file }) => serve::check(file),
             Command::Sim(cmd) => cmd.run(),
             Command::Demo(args) => args.run(),
-            Command::Journal(args) => args.run(),
-            Command::Keys(args) => args.run(),
+            Command::Journal(args) => quiet_on_closed_output(args.run()),
+            Command::Keys(args) => quiet_on_closed_output(args.run()),
             Command::Ctl(args) => args.run(),
             Command::Tokens(args) => args.run(),
             Command::Clearing(args) => args.run(),
             Command::Recon(args) => args.run(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("wrapped")]
+    struct Wrapped(#[source] std::io::Error);
+
+    #[test]
+    fn only_a_broken_pipe_ends_quietly() {
+        let pipe = || std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        assert_eq!(
+            quiet_on_closed_output(Err(pipe().into())).ok(),
+            Some(ExitCode::SUCCESS)
+        );
+        assert_eq!(
+            quiet_on_closed_output(Err(Box::new(Wrapped(pipe())))).ok(),
+            Some(ExitCode::SUCCESS)
+        );
+        let other = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert!(quiet_on_closed_output(Err(other.into())).is_err());
+        assert!(quiet_on_closed_output(Err("no such transaction".into())).is_err());
+        assert_eq!(
+            quiet_on_closed_output(Ok(ExitCode::FAILURE)).ok(),
+            Some(ExitCode::FAILURE)
+        );
     }
 }

@@ -56,6 +56,12 @@ pub enum KeyStoreError {
         /// Why it cannot be used.
         reason: String,
     },
+    /// A master key file to create exists already: it is never replaced,
+    /// since a store may be sealed under it.
+    #[error(
+        "{0}: exists already; a master key file is never overwritten (a key store may be sealed under it)"
+    )]
+    MasterKeyExists(String),
     /// The store file could not be read or written.
     #[error("{path}: {reason}")]
     File {
@@ -244,6 +250,45 @@ impl MasterKey {
         }
     }
 
+    /// Creates a new random master key file at `path` (mode 0600 from the
+    /// moment it exists, synced) and returns the key. Refuses a path that
+    /// exists, atomically (`O_CREAT|O_EXCL`): a master key is never
+    /// replaced.
+    pub fn create_file(path: &Path) -> Result<MasterKey, KeyStoreError> {
+        let hex = MasterKey::generate_hex();
+        let key = MasterKey::from_hex(&hex, &path.display().to_string())?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                KeyStoreError::MasterKeyExists(path.display().to_string())
+            } else {
+                KeyStoreError::MasterKey {
+                    source_name: path.display().to_string(),
+                    reason: format!("cannot create: {e}"),
+                }
+            }
+        })?;
+        let written = std::io::Write::write_all(&mut file, hex.as_bytes())
+            .and_then(|()| file.sync_all())
+            .and_then(|()| std::fs::File::open(parent_dir(path))?.sync_all());
+        if let Err(e) = written {
+            drop(file);
+            // The file is ours and holds no key anything depends on yet.
+            let _ = std::fs::remove_file(path);
+            return Err(KeyStoreError::MasterKey {
+                source_name: path.display().to_string(),
+                reason: format!("cannot write: {e}"),
+            });
+        }
+        Ok(key)
+    }
+
     /// A new random master key, as the hex text to put in its file.
     pub fn generate_hex() -> Zeroizing<String> {
         let key = aes_gcm::Key::<Aes256Gcm>::generate();
@@ -358,19 +403,42 @@ fn set_odd_parity(bytes: &mut [u8]) {
     }
 }
 
+/// The directory a file is in (`.` for a bare name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
 fn now_rfc3339() -> String {
     crate::clock::DateTime::now().rfc3339()
 }
 
 impl KeyStore {
+    /// Checks that a new store can be created at `path`: nothing there
+    /// yet, and its directory exists. [`KeyStore::create`] checks the same;
+    /// call this first when something else is written before the store
+    /// (`keys init --new-master-key`).
+    pub fn check_new(path: &Path) -> Result<(), KeyStoreError> {
+        let refuse = |reason: &str| {
+            Err(KeyStoreError::File {
+                path: path.display().to_string(),
+                reason: reason.into(),
+            })
+        };
+        if path.symlink_metadata().is_ok() {
+            return refuse("exists already; a store is never overwritten");
+        }
+        if !parent_dir(path).is_dir() {
+            return refuse("its directory does not exist");
+        }
+        Ok(())
+    }
+
     /// Creates an empty store at `path`; refuses to overwrite one.
     pub fn create(path: &Path, master: MasterKey) -> Result<KeyStore, KeyStoreError> {
-        if path.exists() {
-            return Err(KeyStoreError::File {
-                path: path.display().to_string(),
-                reason: "exists already; a store is never overwritten".into(),
-            });
-        }
+        KeyStore::check_new(path)?;
         let store = KeyStore {
             path: path.to_path_buf(),
             master,
@@ -699,5 +767,29 @@ mod tests {
         let store = KeyStore::create(&path, master()).unwrap();
         let shown = format!("{store:?} {:?}", master());
         assert!(!shown.contains("1111"), "{shown}");
+    }
+
+    #[test]
+    fn a_master_key_file_is_created_once_and_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        MasterKey::create_file(&path).unwrap();
+        let first = std::fs::read(&path).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert!(MasterKey::from_file(&path).is_ok());
+        assert!(matches!(
+            MasterKey::create_file(&path),
+            Err(KeyStoreError::MasterKeyExists(_))
+        ));
+        assert!(std::fs::read(&path).unwrap() == first, "unchanged");
+        assert!(KeyStore::check_new(&dir.path().join("keys.store")).is_ok());
+        KeyStore::create(&dir.path().join("keys.store"), master()).unwrap();
+        assert!(KeyStore::check_new(&dir.path().join("keys.store")).is_err());
+        assert!(KeyStore::check_new(&dir.path().join("no").join("keys.store")).is_err());
     }
 }
