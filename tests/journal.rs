@@ -452,3 +452,68 @@ async fn journal_commands_show_verify_export_backup_reindex() {
     assert!(!ok && out.contains("corrupt record at offset 8"), "{out}");
     bank.stop().await;
 }
+
+/// `journal … | head`: every command that prints ends quietly when the
+/// reader of its standard output has gone — exit 0, no panic, no
+/// backtrace (#16.7). The read end of the pipe is closed before the
+/// command starts, so every write it makes fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journal_commands_end_quietly_on_a_closed_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let bank = bank_at(TcpListener::bind("127.0.0.1:0").await.unwrap(), "").await;
+    let config = write_config(dir.path(), bank.addr());
+    let running = start(&config).await;
+    let mut conn = connect(&running).await;
+    for stan in 600..610 {
+        let answer = common::exchange(&mut conn, &purchase(PANS[0], stan, 100)).await;
+        assert_eq!(answer.response_code(), Some("00"));
+    }
+    running.shutdown().await;
+    bank.stop().await;
+
+    let today = {
+        let t = cardswitch::clock::DateTime::now();
+        format!("{:04}-{:02}-{:02}", t.year, t.month, t.day)
+    };
+    let backup = dir.path().join("backup");
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["export", "--date", &today],
+        vec!["export", "--date", &today, "--format", "csv"],
+        vec!["tail", "-n", "5"],
+        vec!["tail", "-n", "5", "--follow"],
+        vec!["show", "--rrn", "000000000600"],
+        vec!["stats"],
+        vec!["verify"],
+        vec!["saf"],
+        vec!["reindex"],
+        vec!["backup", backup.to_str().unwrap()],
+    ];
+    for args in commands {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cardswitch"))
+            .args(["journal", "--config"])
+            .arg(&config)
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let since = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if since.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                panic!("{args:?}: still running on a closed output");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(status.code(), Some(0), "{args:?}: {err}");
+    }
+}

@@ -91,29 +91,39 @@ enum JournalCommand {
 impl JournalArgs {
     /// Runs the command.
     pub fn run(self) -> Result<ExitCode, Box<dyn std::error::Error>> {
+        // Everything printed goes through `out` with `?`: a closed output
+        // (`… | head`) is an error that ends the command quietly
+        // (`super::quiet_on_closed_output`), never a panic.
+        let mut out = std::io::stdout().lock();
         if let JournalCommand::Keygen { file } = &self.command {
             cardswitch::journal::generate_data_key(file)?;
-            println!("{}: new data key written (mode 0600)", file.display());
+            writeln!(out, "{}: new data key written (mode 0600)", file.display())?;
             return Ok(ExitCode::SUCCESS);
         }
         let config = Config::load(&self.config)?.journal;
         let dir = config.dir.clone();
+        let out = &mut out;
         match self.command {
-            JournalCommand::Show { rrn, txn } => show(&config, rrn.as_deref(), txn),
-            JournalCommand::Tail { lines, follow } => tail(&dir, lines, follow),
-            JournalCommand::Stats => stats(&config),
-            JournalCommand::Verify => verify(&dir),
-            JournalCommand::Export { date, format, out } => export(&config, &date, format, out),
-            JournalCommand::Saf => saf(&config),
-            JournalCommand::Reindex => reindex(&config),
-            JournalCommand::Backup { dir: target } => backup(&dir, &target),
-            JournalCommand::CardHash => card_hash(&config),
+            JournalCommand::Show { rrn, txn } => show(out, &config, rrn.as_deref(), txn),
+            JournalCommand::Tail { lines, follow } => tail(out, &dir, lines, follow),
+            JournalCommand::Stats => stats(out, &config),
+            JournalCommand::Verify => verify(out, &dir),
+            JournalCommand::Export {
+                date,
+                format,
+                out: file,
+            } => export(out, &config, &date, format, file),
+            JournalCommand::Saf => saf(out, &config),
+            JournalCommand::Reindex => reindex(out, &config),
+            JournalCommand::Backup { dir: target } => backup(out, &dir, &target),
+            JournalCommand::CardHash => card_hash(out, &config),
             JournalCommand::Keygen { .. } => Ok(ExitCode::SUCCESS),
         }
     }
 }
 
 fn show(
+    out: &mut impl Write,
     config: &JournalConfig,
     rrn: Option<&str>,
     txn: Option<u64>,
@@ -133,7 +143,7 @@ fn show(
         return Ok(ExitCode::FAILURE);
     }
     for view in found {
-        println!("{}", serde_json::to_string_pretty(&view)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&view)?)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -159,7 +169,12 @@ fn describe(entry: &wal::Entry<'_>) -> String {
     )
 }
 
-fn tail(dir: &Path, lines: usize, follow: bool) -> Result<ExitCode, Box<dyn std::error::Error>> {
+fn tail(
+    out: &mut impl Write,
+    dir: &Path,
+    lines: usize,
+    follow: bool,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let mut last: Vec<String> = Vec::new();
     let mut next = 0;
     wal::scan(dir, 0, |_, e| {
@@ -171,24 +186,31 @@ fn tail(dir: &Path, lines: usize, follow: bool) -> Result<ExitCode, Box<dyn std:
         Ok(())
     })?;
     for line in &last {
-        println!("{line}");
+        writeln!(out, "{line}")?;
     }
+    out.flush()?;
     if !follow {
         return Ok(ExitCode::SUCCESS);
     }
     loop {
         std::thread::sleep(Duration::from_millis(500));
-        let mut out = std::io::stdout().lock();
+        let mut new = Vec::new();
         wal::scan(dir, next, |_, e| {
-            let _ = writeln!(out, "{}", describe(e));
+            new.push(describe(e));
             next = e.seq + 1;
             Ok(())
         })?;
+        for line in &new {
+            writeln!(out, "{line}")?;
+        }
         out.flush()?;
     }
 }
 
-fn stats(config: &JournalConfig) -> Result<ExitCode, Box<dyn std::error::Error>> {
+fn stats(
+    out: &mut impl Write,
+    config: &JournalConfig,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let states = view::replay(&config.dir, &config.cutover)?;
     let mut by_date: std::collections::BTreeMap<(String, &str), u64> = Default::default();
     let mut owed = 0;
@@ -196,23 +218,23 @@ fn stats(config: &JournalConfig) -> Result<ExitCode, Box<dyn std::error::Error>>
         *by_date.entry((s.date.clone(), s.phase.name())).or_default() += 1;
         owed += u64::from(s.reversal_pending());
     }
-    println!("{:<10} {:<14} {:>10}", "date", "state", "count");
+    writeln!(out, "{:<10} {:<14} {:>10}", "date", "state", "count")?;
     for ((date, state), count) in by_date {
-        println!("{date:<10} {state:<14} {count:>10}");
+        writeln!(out, "{date:<10} {state:<14} {count:>10}")?;
     }
-    println!();
-    println!("{:<22} {:>10}", "record kind", "count");
+    writeln!(out)?;
+    writeln!(out, "{:<22} {:>10}", "record kind", "count")?;
     for (kind, count) in view::record_counts(&config.dir)? {
-        println!("{:<22} {count:>10}", kind.name());
+        writeln!(out, "{:<22} {count:>10}", kind.name())?;
     }
-    println!();
-    println!("transactions: {}", states.len());
-    println!("reversals owed (store-and-forward): {owed}");
-    println!("segments: {}", wal::segments(&config.dir)?.len());
+    writeln!(out)?;
+    writeln!(out, "transactions: {}", states.len())?;
+    writeln!(out, "reversals owed (store-and-forward): {owed}")?;
+    writeln!(out, "segments: {}", wal::segments(&config.dir)?.len())?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn verify(dir: &Path) -> Result<ExitCode, Box<dyn std::error::Error>> {
+fn verify(out: &mut impl Write, dir: &Path) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let segments = wal::segments(dir)?;
     let mut failed = false;
     let mut total = 0;
@@ -237,19 +259,20 @@ fn verify(dir: &Path) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 } else {
                     String::new()
                 };
-                println!("{name}: ok, {} records{tail}", scan.records);
+                writeln!(out, "{name}: ok, {} records{tail}", scan.records)?;
             }
             Err(e) => {
                 failed = true;
-                println!("{e}");
+                writeln!(out, "{e}")?;
             }
         }
     }
-    println!(
+    writeln!(
+        out,
         "{} segments, {total} records, {}",
         segments.len(),
         if failed { "CORRUPT" } else { "all CRCs good" }
-    );
+    )?;
     Ok(if failed {
         ExitCode::FAILURE
     } else {
@@ -258,10 +281,11 @@ fn verify(dir: &Path) -> Result<ExitCode, Box<dyn std::error::Error>> {
 }
 
 fn export(
+    out: &mut impl Write,
     config: &JournalConfig,
     date: &str,
     format: Format,
-    out: Option<PathBuf>,
+    file: Option<PathBuf>,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let compact: String = date.chars().filter(|c| *c != '-').collect();
     if compact.len() != 8 || !compact.bytes().all(|b| b.is_ascii_digit()) {
@@ -283,27 +307,35 @@ fn export(
         text.push('\n');
         count += 1;
     }
-    match out {
+    match file {
         Some(path) => {
             cardswitch::journal::write_atomically(&path, text.as_bytes())?;
             eprintln!("{}: {count} transactions", path.display());
         }
-        None => print!("{text}"),
+        None => {
+            out.write_all(text.as_bytes())?;
+            out.flush()?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn saf(config: &JournalConfig) -> Result<ExitCode, Box<dyn std::error::Error>> {
+fn saf(
+    out: &mut impl Write,
+    config: &JournalConfig,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let states = view::replay(&config.dir, &config.cutover)?;
-    println!(
+    writeln!(
+        out,
         "{:>10} {:<12} {:<9} {:>8} {:>12} {:<8} {:<19} {:<12}",
         "txn", "destination", "reason", "attempts", "amount", "currency", "pan", "rrn"
-    );
+    )?;
     let mut pending: Vec<_> = states.values().filter(|s| s.reversal_pending()).collect();
     pending.sort_by_key(|s| s.reversal.as_ref().map_or(0, |r| r.queued_seq));
     for s in &pending {
         let v = TxnView::from(*s);
-        println!(
+        writeln!(
+            out,
             "{:>10} {:<12} {:<9} {:>8} {:>12} {:<8} {:<19} {:<12}",
             v.id,
             v.destination.unwrap_or_default(),
@@ -313,13 +345,16 @@ fn saf(config: &JournalConfig) -> Result<ExitCode, Box<dyn std::error::Error>> {
             v.currency,
             v.pan,
             v.rrn
-        );
+        )?;
     }
-    println!("{} reversals owed", pending.len());
+    writeln!(out, "{} reversals owed", pending.len())?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn reindex(config: &JournalConfig) -> Result<ExitCode, Box<dyn std::error::Error>> {
+fn reindex(
+    out: &mut impl Write,
+    config: &JournalConfig,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let total: u64 = view::record_counts(&config.dir)?.values().sum();
     let index = Index::open(&config.index_dir(), config.cutover.clone())?;
     let bar = if std::io::stderr().is_terminal() {
@@ -329,14 +364,19 @@ fn reindex(config: &JournalConfig) -> Result<ExitCode, Box<dyn std::error::Error
     };
     let applied = index.rebuild(&config.dir, |n| bar.set_position(n))?;
     bar.finish_and_clear();
-    println!(
+    writeln!(
+        out,
         "index rebuilt from {applied} records ({})",
         config.index_dir().display()
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn backup(dir: &Path, target: &Path) -> Result<ExitCode, Box<dyn std::error::Error>> {
+fn backup(
+    out: &mut impl Write,
+    dir: &Path,
+    target: &Path,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
     std::fs::create_dir_all(target)?;
     let segments = wal::segments(dir)?;
     let mut records = 0;
@@ -354,15 +394,19 @@ fn backup(dir: &Path, target: &Path) -> Result<ExitCode, Box<dyn std::error::Err
             data.get(..end).unwrap_or_default(),
         )?;
     }
-    println!(
+    writeln!(
+        out,
         "{} segments, {records} records copied to {} (the index is rebuilt from them; back up the data key separately)",
         segments.len(),
         target.display()
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn card_hash(config: &JournalConfig) -> Result<ExitCode, Box<dyn std::error::Error>> {
+fn card_hash(
+    out: &mut impl Write,
+    config: &JournalConfig,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let vault = config.vault()?;
     let stdin = std::io::stdin();
     let mut lines: Box<dyn Iterator<Item = std::io::Result<String>>> = if stdin.is_terminal() {
@@ -383,7 +427,7 @@ fn card_hash(config: &JournalConfig) -> Result<ExitCode, Box<dyn std::error::Err
         if !(12..=19).contains(&pan.len()) || !pan.bytes().all(|b| b.is_ascii_digit()) {
             return Err(format!("line {}: not a PAN (12 to 19 digits)", number + 1).into());
         }
-        println!("{}", hex::encode(vault.digest(&pan)));
+        writeln!(out, "{}", hex::encode(vault.digest(&pan)))?;
     }
     Ok(ExitCode::SUCCESS)
 }
