@@ -315,6 +315,24 @@ async fn retransmissions_and_partial_reversals() {
     let reversal = original.reversal.as_ref().unwrap();
     assert_eq!(reversal.replacement, Some(1000));
     assert!(reversal.acknowledged.is_some());
+
+    // The original and its reversals share the RRN: `journal show --rrn`
+    // prints them as one JSON array, in journal id order (#16.8).
+    let (ok, out) = cli(&config, &["show", "--rrn", "000000000400"]);
+    assert!(ok, "{out}");
+    let shown: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
+    let shown = shown.as_array().expect("an array");
+    assert!(shown.len() >= 2, "{out}");
+    assert_eq!(shown[0]["id"], original.id);
+    assert_eq!(shown[0]["stan"], "000400");
+    assert!(
+        shown[1..]
+            .iter()
+            .any(|v| v["reverses"] == original.id && v["stan"] == "000401"),
+        "{out}"
+    );
+    let ids: Vec<u64> = shown.iter().map(|v| v["id"].as_u64().unwrap()).collect();
+    assert!(ids.is_sorted(), "{out}");
     running.shutdown().await;
     bank.stop().await;
 }
@@ -405,10 +423,19 @@ async fn journal_commands_show_verify_export_backup_reindex() {
     let (ok, out) = cli(&config, &["show", "--rrn", "000000000500"]);
     assert!(ok, "{out}");
     let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let [shown] = shown.as_array().unwrap().as_slice() else {
+        panic!("one transaction: {out}");
+    };
     assert_eq!(shown["pan"], "476173******0119");
     assert_eq!(shown["code"], "00");
     assert_eq!(shown["state"], "answered");
     assert_eq!(shown["destination"], "bank");
+    // By journal id: the same shape, an array of one.
+    let id = shown["id"].to_string();
+    let (ok, out) = cli(&config, &["show", "--txn", &id]);
+    assert!(ok, "{out}");
+    let by_id: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(by_id, serde_json::json!([shown]));
     let (ok, out) = cli(&config, &["verify"]);
     assert!(ok && out.contains("all CRCs good"), "{out}");
     let today = {

@@ -34,7 +34,9 @@ enum Format {
 
 #[derive(Debug, Subcommand)]
 enum JournalCommand {
-    /// One transaction (with its reversal state), by RRN or journal id.
+    /// Transactions (with their reversal state) by RRN or journal id, as
+    /// one JSON array in journal id order: an RRN may name an original and
+    /// its reversals; a journal id names one.
     Show {
         /// Retrieval reference number.
         #[arg(long, conflicts_with = "txn", required_unless_present = "txn")]
@@ -142,9 +144,9 @@ fn show(
         eprintln!("no such transaction");
         return Ok(ExitCode::FAILURE);
     }
-    for view in found {
-        writeln!(out, "{}", serde_json::to_string_pretty(&view)?)?;
-    }
+    // One JSON document, always an array (in journal id order): an RRN
+    // may name several transactions (an original and its reversals).
+    writeln!(out, "{}", serde_json::to_string_pretty(&found)?)?;
     Ok(ExitCode::SUCCESS)
 }
 
