@@ -184,19 +184,31 @@ pub struct Answer {
     pub auth_id: Option<String>,
 }
 
+/// A destination's response without a readable outcome: field 39 missing,
+/// or not a code of the destination's version (two alphanumeric characters
+/// in 1987, three digits in 1993). The request may have been approved, so
+/// its outcome is unknown, as after a timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the answer has no readable response code (field 39)")]
+pub struct UnreadableAnswer;
+
 /// Reads a destination's response.
-pub fn answer_from(version: IsoVersion, response: &Message) -> Answer {
-    let raw = response.response_code().unwrap_or_default();
+pub fn answer_from(version: IsoVersion, response: &Message) -> Result<Answer, UnreadableAnswer> {
+    let raw = response.response_code().ok_or(UnreadableAnswer)?;
     let code = match version {
-        IsoVersion::Iso1987 if raw.len() == 2 => raw.to_string(),
-        IsoVersion::Iso1987 => "96".to_string(),
-        IsoVersion::Iso1993 => codes::from_action_code(raw).to_string(),
+        IsoVersion::Iso1987 if raw.len() == 2 && raw.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+            raw.to_string()
+        }
+        IsoVersion::Iso1993 if raw.len() == 3 && raw.bytes().all(|b| b.is_ascii_digit()) => {
+            codes::from_action_code(raw).to_string()
+        }
+        _ => return Err(UnreadableAnswer),
     };
     let auth_id = response
         .auth_id()
         .filter(|a| a.len() == 6)
         .map(String::from);
-    Answer { code, auth_id }
+    Ok(Answer { code, auth_id })
 }
 
 /// Network management request kinds sent on bank links.
@@ -269,10 +281,44 @@ mod tests {
         let a = answer_from(IsoVersion::Iso1993, &r);
         assert_eq!(
             a,
-            Answer {
+            Ok(Answer {
                 code: "51".into(),
                 auth_id: Some("AB12CD".into())
+            })
+        );
+    }
+
+    /// An answer whose outcome cannot be read (no 39, or a 39 outside the
+    /// version's code set) is not an answer, whatever else it carries.
+    #[test]
+    fn answers_without_a_readable_code_are_unreadable() {
+        let with_39 = |mti: &'static str, code: Option<&str>| {
+            let mut r = Message::new(Mti::from_static(mti));
+            r.set(38, "AB12CD");
+            if let Some(code) = code {
+                r.set(39, code.to_string());
             }
+            r
+        };
+        for (version, mti, code) in [
+            (IsoVersion::Iso1987, "0210", None),
+            (IsoVersion::Iso1987, "0210", Some("0")),
+            (IsoVersion::Iso1987, "0210", Some("000")),
+            (IsoVersion::Iso1987, "0210", Some("0 ")),
+            (IsoVersion::Iso1987, "0210", Some("-1")),
+            (IsoVersion::Iso1993, "1210", None),
+            (IsoVersion::Iso1993, "1210", Some("00")),
+            (IsoVersion::Iso1993, "1210", Some("0A0")),
+        ] {
+            assert_eq!(
+                answer_from(version, &with_39(mti, code)),
+                Err(UnreadableAnswer),
+                "{code:?}"
+            );
+        }
+        assert_eq!(
+            answer_from(IsoVersion::Iso1987, &with_39("0210", Some("N7"))).map(|a| a.code),
+            Ok("N7".to_string())
         );
     }
 }

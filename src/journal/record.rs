@@ -101,6 +101,9 @@ pub enum ReversalReason {
     Terminal,
     /// Found forwarded without an end when the switch started.
     Recovery,
+    /// The destination answered without a readable outcome (no field 39,
+    /// or one outside its code set): it may have approved.
+    UnreadableAnswer,
 }
 
 /// One step in a transaction's life.

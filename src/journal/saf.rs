@@ -203,8 +203,11 @@ async fn run(
         let version = destination.config().dialect.version();
         let acknowledged = match &result {
             Ok(exchange) => {
-                let code = translate::answer_from(version, &exchange.response).code;
-                (!matches!(code.as_str(), "91" | "96")).then_some(code)
+                // An answer without a readable code acknowledges nothing.
+                translate::answer_from(version, &exchange.response)
+                    .ok()
+                    .map(|a| a.code)
+                    .filter(|code| !matches!(code.as_str(), "91" | "96"))
             }
             Err(_) => None,
         };

@@ -140,6 +140,7 @@ impl From<&TxnState> for TxnView {
                     ReversalReason::Timeout => "timeout",
                     ReversalReason::Terminal => "terminal",
                     ReversalReason::Recovery => "recovery",
+                    ReversalReason::UnreadableAnswer => "unreadable_answer",
                 }
                 .to_string()
             }),

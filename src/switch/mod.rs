@@ -489,7 +489,9 @@ impl Switch {
         let name = Some(destination.name().to_string());
         match result {
             Ok(exchange) => {
-                let answer = translate::answer_from(version, &exchange.response);
+                let Ok(answer) = translate::answer_from(version, &exchange.response) else {
+                    return Ok(self.unreadable(live, name, exchange.waited).await);
+                };
                 // A completion keeps its pre-authorisation's approval code
                 // when the destination gives none, and its claim on the
                 // pre-authorisation only when approved.
@@ -515,7 +517,7 @@ impl Switch {
                     .destination_responses
                     .get_or_create(&DestinationLabels {
                         destination: Arc::clone(destination.label()),
-                        code: Tag::new(&outcome.code),
+                        code: Tag::code(&outcome.code),
                     })
                     .inc();
                 // The terminal hears an approval only once the journal holds it.
@@ -663,6 +665,33 @@ impl Switch {
             auth_id: None,
             source: Source::Switch,
         });
+    }
+
+    /// The destination answered without a readable outcome: it may have
+    /// approved, so, as after a timeout, a reversal is queued (first, for
+    /// the same reason) and the terminal gets 96.
+    async fn unreadable(
+        &self,
+        live: &Arc<Live>,
+        destination: Option<String>,
+        waited: Duration,
+    ) -> Answer {
+        warn!(
+            txn = live.id,
+            destination = destination.as_deref().unwrap_or("-"),
+            "answer without a readable response code: 96 and a reversal"
+        );
+        let _ = self
+            .queue_reversal(live, ReversalReason::UnreadableAnswer, None)
+            .await;
+        let code = self
+            .local_answer(live, Refusal::System.response_code())
+            .await;
+        Answer {
+            destination,
+            waited,
+            ..Answer::with_code(code)
+        }
     }
 
     /// Queues the one reversal of `original` (durable, then handed to the
