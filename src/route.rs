@@ -4,6 +4,12 @@
 //! of equal-length prefixes (`["400000", "409999"]`) are both supported; a
 //! range of length *n* competes with prefixes of length *n*, and an exact
 //! prefix wins over a range of the same length.
+//!
+//! Ranges of one length may not overlap, so that no entry's place in the
+//! file decides where a card goes: two overlapping ranges are refused,
+//! naming both, unless one lies strictly inside the other, where the
+//! narrower one wins (`["400000", "499999"]` to one bank with
+//! `["450000", "459999"]` to another).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -31,6 +37,50 @@ struct Range {
     destination: Arc<str>,
 }
 
+/// A range with the place it was written (`file: route[2]`), while the
+/// table is checked.
+struct Placed {
+    at: String,
+    range: Range,
+}
+
+/// Sorts one length's ranges by low end, wider first on a tie, and checks
+/// that any two are disjoint or strictly nested; each problem names both
+/// entries.
+fn order_ranges(mut placed: Vec<Placed>, problems: &mut Vec<String>) -> Vec<Range> {
+    placed.sort_by(|a, b| {
+        a.range
+            .low
+            .cmp(&b.range.low)
+            .then_with(|| b.range.high.cmp(&a.range.high))
+    });
+    // The chain of ranges enclosing the current one, outermost first.
+    let mut open: Vec<&Placed> = Vec::new();
+    for p in &placed {
+        while open.last().is_some_and(|o| o.range.high < p.range.low) {
+            open.pop();
+        }
+        if let Some(o) = open.last() {
+            if o.range.low == p.range.low && o.range.high == p.range.high {
+                problems.push(format!(
+                    "{}.range: [{}, {}] is also routed by {}",
+                    p.at, p.range.low, p.range.high, o.at
+                ));
+                continue;
+            }
+            if o.range.high < p.range.high {
+                problems.push(format!(
+                    "{}.range: [{}, {}] overlaps {} [{}, {}] (ranges may only nest)",
+                    p.at, p.range.low, p.range.high, o.at, o.range.low, o.range.high
+                ));
+                continue;
+            }
+        }
+        open.push(p);
+    }
+    placed.into_iter().map(|p| p.range).collect()
+}
+
 /// The BIN table. Immutable; a reload builds a new one.
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
@@ -55,8 +105,9 @@ impl RouteTable {
         let mut problems = Vec::new();
         let mut table = RouteTable {
             prefixes: HashMap::new(),
-            ranges: vec![Vec::new(); MAX_PREFIX + 1],
+            ranges: Vec::new(),
         };
+        let mut placed: Vec<Vec<Placed>> = (0..=MAX_PREFIX).map(|_| Vec::new()).collect();
         for (at, r) in entries {
             if !destinations.contains(&r.destination) {
                 problems.push(format!(
@@ -79,17 +130,32 @@ impl RouteTable {
                         problems.push(format!(
                             "{at}.range: must be two prefixes of equal length (1 to 11 digits), low first"
                         ));
-                    } else if let Some(slot) = table.ranges.get_mut(low.len()) {
-                        slot.push(Range {
-                            low: low.clone(),
-                            high: high.clone(),
-                            destination,
+                    } else if let Some(slot) = placed.get_mut(low.len()) {
+                        slot.push(Placed {
+                            at,
+                            range: Range {
+                                low: low.clone(),
+                                high: high.clone(),
+                                destination,
+                            },
                         });
                     }
                 }
                 _ => problems.push(format!("{at}: give exactly one of `prefix` or `range`")),
             }
         }
+        for p in placed.iter().flatten() {
+            if p.range.low == p.range.high && table.prefixes.contains_key(&p.range.low) {
+                problems.push(format!(
+                    "{}.range: `{}` is also routed as a prefix",
+                    p.at, p.range.low
+                ));
+            }
+        }
+        table.ranges = placed
+            .into_iter()
+            .map(|p| order_ranges(p, &mut problems))
+            .collect();
         if problems.is_empty() {
             Ok(table)
         } else {
@@ -104,10 +170,17 @@ impl RouteTable {
             if let Some(dest) = self.prefixes.get(head) {
                 return Some(dest);
             }
+            // Ranges are disjoint or nested and sorted by low end (wider
+            // first): among those starting at or below `head`, the last
+            // that holds it is the narrowest.
             let ranges = self.ranges.get(len).map(Vec::as_slice).unwrap_or_default();
+            let starts = ranges.partition_point(|r| r.low.as_str() <= head);
             if let Some(r) = ranges
+                .get(..starts)
+                .unwrap_or_default()
                 .iter()
-                .find(|r| r.low.as_str() <= head && head <= r.high.as_str())
+                .rev()
+                .find(|r| head <= r.high.as_str())
             {
                 return Some(&r.destination);
             }
@@ -182,5 +255,56 @@ mod tests {
         assert_eq!(e[0], "route[0].destination: no destination named `x`");
         assert_eq!(e[1], "route[1].prefix: must be 1 to 11 digits");
         assert!(e[2].starts_with("route[2].range"));
+    }
+
+    /// Overlapping ranges of one length are refused, naming both entries;
+    /// a range strictly inside another is allowed and the narrower wins.
+    #[test]
+    fn overlapping_ranges_are_refused_and_nested_ones_narrowest_first() {
+        let e = table(&[
+            ("a", None, Some(["476100", "476199"])),
+            ("b", None, Some(["476100", "476199"])),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            e,
+            ["route[1].range: [476100, 476199] is also routed by route[0]"]
+        );
+        let e = table(&[
+            ("a", None, Some(["476150", "476250"])),
+            ("b", None, Some(["476100", "476199"])),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            e,
+            [
+                "route[0].range: [476150, 476250] overlaps route[1] [476100, 476199] (ranges may only nest)"
+            ]
+        );
+        let e = table(&[
+            ("b", None, Some(["476173", "476173"])),
+            ("a", Some("476173"), None),
+        ])
+        .unwrap_err();
+        assert_eq!(e, ["route[0].range: `476173` is also routed as a prefix"]);
+
+        let t = table(&[
+            ("a", None, Some(["400000", "499999"])),
+            ("b", None, Some(["450000", "459999"])),
+            ("c", None, Some(["450000", "450999"])),
+            ("c", None, Some(["470000", "470099"])),
+            ("b", None, Some(["100000", "100000"])),
+        ])
+        .unwrap();
+        let at = |pan: &str| t.lookup(pan).map(|d| d.to_string());
+        assert_eq!(at("4000000000000002").as_deref(), Some("a"));
+        assert_eq!(at("4509990000000000").as_deref(), Some("c"));
+        assert_eq!(at("4510000000000000").as_deref(), Some("b"));
+        assert_eq!(at("4599990000000000").as_deref(), Some("b"));
+        assert_eq!(at("4600000000000000").as_deref(), Some("a"));
+        assert_eq!(at("4700500000000000").as_deref(), Some("c"));
+        assert_eq!(at("4701000000000000").as_deref(), Some("a"));
+        assert_eq!(at("1000000000000000").as_deref(), Some("b"));
+        assert_eq!(at("5000000000000000"), None);
     }
 }

@@ -139,6 +139,34 @@ currency = "978"
     wait_log("route[0].prefix: must be 1 to 11 digits");
     assert!(purchase(listen, "476173", "00", 4).await.all_checked_out());
 
+    // Two identical ranges (the first in the file used to win silently):
+    // refused, naming both entries; the old table stays.
+    std::fs::write(
+        &routes,
+        "[[route]]\nprefix = \"476173\"\ndestination = \"bank\"\n[[route]]\nrange = [\"476174\", \"476179\"]\ndestination = \"bank\"\n[[route]]\nrange = [\"476174\", \"476179\"]\ndestination = \"bank\"\n",
+    )
+    .unwrap();
+    let check = Command::new(env!("CARGO_BIN_EXE_cardswitch"))
+        .args(["config", "check"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stderr);
+    assert!(!check.status.success(), "{said}");
+    assert!(
+        said.contains("route[2].range: [476174, 476179] is also routed by")
+            && said.contains("route[1]"),
+        "{said}"
+    );
+    kill(&child, "-HUP");
+    let line = wait_log("reload incomplete");
+    assert!(line.contains("keeps its old version"), "{line}");
+    wait_log("route[2].range: [476174, 476179] is also routed by");
+    assert!(
+        purchase(listen, "476174", "15", 4).await.all_checked_out(),
+        "old table kept"
+    );
+
     // A good one: 476174 is now routed.
     std::fs::write(
         &routes,
