@@ -11,22 +11,21 @@ use crate::iso8583::framing::{Frame, FrameCodec};
 /// fails. After the first frame of a batch it yields once, so that other
 /// ready tasks can queue theirs, and then writes everything queued with one
 /// flush: one syscall carries many frames instead of one each.
+///
+/// Returns the writer once every queued frame is written and flushed (the
+/// queue closed), so that its owner can shut the write side down; `None`
+/// when the socket failed.
 pub async fn write_frames<W: AsyncWrite + Unpin>(
     mut writer: FramedWrite<W, FrameCodec>,
     mut rx: mpsc::Receiver<Frame>,
-) {
+) -> Option<W> {
     while let Some(frame) = rx.recv().await {
-        if writer.feed(frame).await.is_err() {
-            return;
-        }
+        writer.feed(frame).await.ok()?;
         tokio::task::yield_now().await;
         while let Ok(more) = rx.try_recv() {
-            if writer.feed(more).await.is_err() {
-                return;
-            }
+            writer.feed(more).await.ok()?;
         }
-        if writer.flush().await.is_err() {
-            return;
-        }
+        writer.flush().await.ok()?;
     }
+    Some(writer.into_inner())
 }

@@ -264,3 +264,166 @@ async fn excess_connections_are_refused_and_idle_ones_closed() {
     running.shutdown().await;
     bank.stop().await;
 }
+
+/// A bank written here, not the simulator: it answers network management,
+/// answers purchases with an approval code but no readable response code
+/// (none at all for 16.00, `#!` for 17.00), and acknowledges reversals,
+/// counting them by the switch STAN they name.
+async fn unreadable_bank(listener: TcpListener, reversed: Arc<std::sync::Mutex<Vec<String>>>) {
+    let binary = Dialect::builtin("iso87binary").unwrap().unwrap();
+    let (socket, _) = listener.accept().await.unwrap();
+    let mut link = Framed::new(socket, FrameCodec::new(LengthPrefix::Binary2));
+    while let Some(Ok(frame)) = link.next().await {
+        let request = Message::decode(&binary, frame.message).unwrap();
+        let mut answer = Message::new(request.mti().response().unwrap());
+        for field in [3, 4, 7, 11, 37, 41, 70] {
+            if let Some(value) = request.get_bytes(field) {
+                answer.set(field, value);
+            }
+        }
+        match request.mti().as_str() {
+            "0200" => {
+                answer.set(38, "AP0001");
+                if request.text(4) == Some("000000001700") {
+                    answer.set(39, "#!");
+                }
+            }
+            "0420" | "0421" => {
+                reversed
+                    .lock()
+                    .unwrap()
+                    .push(request.text(90).unwrap_or_default()[4..10].to_string());
+                answer.set(39, "00");
+            }
+            _ => {
+                answer.set(39, "00");
+            }
+        }
+        let message = answer.to_bytes(&binary).unwrap();
+        if link
+            .send(Frame {
+                header: Bytes::new(),
+                message,
+            })
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+}
+
+/// An answer without a readable outcome is an unknown outcome: the terminal
+/// gets 96 and the purchase is reversed, as after a timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_without_a_readable_code_is_reversed() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let reversed = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let bank = tokio::spawn(unreadable_bank(listener, Arc::clone(&reversed)));
+    let running = switch(address, "", "").await;
+    let mut conn = Framed::new(
+        TcpStream::connect(running.address("pos").unwrap())
+            .await
+            .unwrap(),
+        FrameCodec::default(),
+    );
+    for (stan, amount) in [("000201", "000000001600"), ("000202", "000000001700")] {
+        let mut purchase = request("0200", stan);
+        purchase.set(4, amount);
+        let answer = common::exchange(&mut conn, &purchase).await;
+        assert_eq!(
+            (answer.response_code(), answer.auth_id()),
+            (Some("96"), None),
+            "{amount}"
+        );
+    }
+    let since = Instant::now();
+    while reversed.lock().unwrap().len() < 2 {
+        assert!(
+            since.elapsed() < Duration::from_secs(5),
+            "both purchases reversed: {:?}",
+            reversed.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let states = running.switch().journal().index().in_flight().unwrap();
+    assert!(states.is_empty(), "both ended in the journal");
+    running.shutdown().await;
+    bank.abort();
+}
+
+/// A pipelining terminal that never stops sending while the switch stops
+/// (#16.4): every answer the bank gave reaches it, then the end of the
+/// stream — not a reset that would discard answers it had not read yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_half_closes_so_a_pipelining_terminal_reads_every_answer() {
+    let bank = bank("[[rule]]\nmti = \"0200\"\ndelay_ms = 20\n").await;
+    let running = switch(bank.addr(), "", "").await;
+    // A small receive buffer and a slow reader: answers wait in the
+    // switch's send buffer when it stops, which a reset would discard.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let socket = socket
+        .connect(running.address("pos").unwrap())
+        .await
+        .unwrap();
+    let (read, write) = socket.into_split();
+    let mut answers = tokio_util::codec::FramedRead::new(read, FrameCodec::default());
+    let mut requests = tokio_util::codec::FramedWrite::new(write, FrameCodec::default());
+    let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = {
+        let ended = Arc::clone(&ended);
+        tokio::spawn(async move {
+            for n in 1..100_000u32 {
+                if ended.load(Ordering::Relaxed) {
+                    break;
+                }
+                let message = request("0200", &format!("{n:06}"))
+                    .to_bytes(&ascii())
+                    .unwrap();
+                let frame = Frame {
+                    header: Bytes::new(),
+                    message,
+                };
+                if requests.send(frame).await.is_err() {
+                    break;
+                }
+                // A burst, then one request every few milliseconds.
+                if n > 1_000 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        })
+    };
+    let receiver = {
+        let ended = Arc::clone(&ended);
+        tokio::spawn(async move {
+            let mut approved = 0u64;
+            let end = loop {
+                match answers.next().await {
+                    Some(Ok(frame)) => {
+                        let answer = Message::decode(&ascii(), frame.message).unwrap();
+                        approved += u64::from(answer.response_code() == Some("00"));
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    Some(Err(e)) => break Err(e.to_string()),
+                    None => break Ok(()),
+                }
+            };
+            ended.store(true, Ordering::Relaxed);
+            (approved, end)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    running.shutdown().await;
+    let (approved, end) = receiver.await.unwrap();
+    sender.await.unwrap();
+    assert_eq!(end, Ok(()), "the stream ended cleanly, not with a reset");
+    // The bank counts its answers to network management as approvals too.
+    let stats = bank.stats().snapshot();
+    let at_bank = stats.approved - stats.network;
+    assert!(at_bank >= 10, "the terminal was pipelining: {at_bank}");
+    assert_eq!(approved, at_bank, "every approval reached the terminal");
+    bank.stop().await;
+}

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::codec::{FramedRead, FramedWrite};
@@ -114,7 +114,7 @@ where
                         .requests
                         .get_or_create(&RequestLabels {
                             listener: Arc::clone(&label),
-                            mti: Tag::new(request.mti().as_str()),
+                            mti: Tag::mti(request.mti().as_str()),
                         })
                         .inc();
                     metrics.in_flight.inc();
@@ -175,8 +175,39 @@ where
     // destination timeout) before the writer is let go.
     while in_flight.join_next().await.is_some() {}
     drop(tx);
-    let _ = write_task.await;
+    let written = write_task.await.ok().flatten();
+    if ended == Ended::Shutdown {
+        if let Some(write_half) = written {
+            linger(reader.into_inner(), write_half).await;
+        }
+    }
     ended
+}
+
+/// How long a closing connection waits for more bytes from the terminal
+/// before it closes: a close with nothing unread is a clean one.
+pub const LINGER_QUIET: Duration = Duration::from_millis(250);
+
+/// Ends a connection the switch closes while the terminal may still be
+/// sending: shuts the write side down (the terminal reads every answer,
+/// then the end of the stream), then reads and discards until the terminal
+/// closes or sends nothing for [`LINGER_QUIET`]. Closing with unread data
+/// would send a TCP reset instead, and a reset makes the terminal's system
+/// discard answers it has received but not yet read. The daemon's shutdown
+/// grace bounds the whole wait.
+async fn linger<R, W>(mut read_half: R, mut write_half: W)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    if write_half.shutdown().await.is_err() {
+        return;
+    }
+    let mut discard = [0u8; 4096];
+    while matches!(
+        tokio::time::timeout(LINGER_QUIET, read_half.read(&mut discard)).await,
+        Ok(Ok(n)) if n > 0
+    ) {}
 }
 
 /// A request being handled: counted down when its task ends.
