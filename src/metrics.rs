@@ -108,33 +108,80 @@ impl EncodeMetric for Latency {
     }
 }
 
-/// A short label value (an MTI, a response code) held inline, so counting
-/// a request allocates nothing. Longer text is cut at 4 bytes; a cut that
-/// would split a character keeps the whole characters before it.
+/// The label of a value that arrives on the wire (an MTI, a response
+/// code): the value itself when it belongs to a closed set the switch
+/// knows, else `other`. A client choosing what it sends cannot create a
+/// series per value: the number of series is bounded by these sets, not by
+/// the traffic.
+///
+/// - MTIs: versions `0` (1987) and `1` (1993), classes authorisation
+///   (`x1xx`), financial (`x2xx`), reversal (`x4xx`) and network management
+///   (`x8xx`), each as request, repeat, response, advice, advice repeat and
+///   advice response (`xx00 xx01 xx10 xx20 xx21 xx30`), and `1804`/`1814`.
+/// - Response codes: any two digits (the ISO 8583:1987 code space, 100
+///   values) and the three-digit ISO 8583:1993 action codes of
+///   [`crate::codes::TABLE`] and [`crate::codes::EXTRA_ACTION_CODES`].
+///
+/// A tag is a `&'static str`, so counting a request allocates nothing.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
-pub struct Tag {
-    bytes: [u8; 4],
-    len: u8,
-}
+pub struct Tag(&'static str);
+
+/// The label of every value outside its closed set.
+pub const OTHER: &str = "other";
+
+/// The MTIs that are their own label (see [`Tag`]).
+pub const KNOWN_MTIS: &[&str] = &[
+    "0100", "0101", "0110", "0120", "0121", "0130", "0200", "0201", "0210", "0220", "0221", "0230",
+    "0400", "0401", "0410", "0420", "0421", "0430", "0800", "0801", "0810", "0820", "0821", "0830",
+    "1100", "1101", "1110", "1120", "1121", "1130", "1200", "1201", "1210", "1220", "1221", "1230",
+    "1400", "1401", "1410", "1420", "1421", "1430", "1800", "1801", "1810", "1820", "1821", "1830",
+    "1804", "1814",
+];
+
+/// `00` to `99` back to back: the two-digit codes as `'static` slices.
+const TWO_DIGITS: &str = "00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
 
 impl Tag {
-    /// The tag of `text` (its first 4 bytes).
-    pub fn new(text: &str) -> Tag {
-        let mut end = text.len().min(4);
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        let mut bytes = [0; 4];
-        bytes[..end].copy_from_slice(&text.as_bytes()[..end]);
-        Tag {
-            bytes,
-            len: end as u8,
-        }
+    /// The label of an MTI: itself if known, else `other`.
+    pub fn mti(text: &str) -> Tag {
+        Tag(KNOWN_MTIS
+            .iter()
+            .copied()
+            .find(|known| *known == text)
+            .unwrap_or(OTHER))
     }
 
-    /// The text.
-    pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    /// The label of a response or action code (field 39): itself if it is
+    /// two digits or a known three-digit action code, else `other`.
+    pub fn code(text: &str) -> Tag {
+        let known = match text.as_bytes() {
+            [a, b] if a.is_ascii_digit() && b.is_ascii_digit() => {
+                let at = usize::from(a - b'0') * 20 + usize::from(b - b'0') * 2;
+                TWO_DIGITS.get(at..at + 2)
+            }
+            [_, _, _] => crate::codes::TABLE
+                .iter()
+                .map(|(_, action, _)| *action)
+                .chain(
+                    crate::codes::EXTRA_ACTION_CODES
+                        .iter()
+                        .map(|(action, _, _)| *action),
+                )
+                .find(|action| *action == text),
+            _ => None,
+        };
+        Tag(known.unwrap_or(OTHER))
+    }
+
+    /// A label the code itself names (a `'static` string is part of the
+    /// program, so the set stays closed).
+    pub fn fixed(text: &'static str) -> Tag {
+        Tag(text)
+    }
+
+    /// The label text.
+    pub fn as_str(&self) -> &'static str {
+        self.0
     }
 }
 
@@ -189,6 +236,13 @@ pub struct ListenerLabels {
     pub listener: Arc<str>,
 }
 
+/// Labels of a refused admin API request.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// Why, from a closed set (`missing`, `scheme`, `unknown_token`).
+    pub reason: Tag,
+}
+
 /// The event counters of the request path (shared by every session).
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -204,6 +258,9 @@ pub struct Metrics {
     pub connections: Family<ListenerLabels, Gauge>,
     /// Requests declined by a risk rule.
     pub risk_declines: Family<RuleLabels, Counter>,
+    /// Admin API requests refused for a missing or invalid bearer token, by
+    /// reason.
+    pub admin_auth_failures: Family<ReasonLabels, Counter>,
     /// From a request's arrival to its answer being queued for the terminal.
     pub latency: Arc<Latency>,
     /// The same less the time from handing the request to a destination
@@ -218,8 +275,19 @@ impl Metrics {
         self.responses
             .get_or_create(&ResponseLabels {
                 listener: Arc::clone(listener),
-                mti: Tag::new(mti),
-                code: Tag::new(code),
+                mti: Tag::mti(mti),
+                code: Tag::code(code),
+            })
+            .inc();
+    }
+}
+
+impl Metrics {
+    /// Counts an admin API request refused for want of a valid token.
+    pub fn auth_failed(&self, reason: &'static str) {
+        self.admin_auth_failures
+            .get_or_create(&ReasonLabels {
+                reason: Tag::fixed(reason),
             })
             .inc();
     }
@@ -341,6 +409,11 @@ pub fn render<S: Source>(metrics: &Metrics, source: &Arc<S>) -> Result<String, s
         metrics.risk_declines.clone(),
     );
     registry.register(
+        "admin_auth_failures",
+        "Admin API requests refused for a missing or invalid bearer token, by reason",
+        metrics.admin_auth_failures.clone(),
+    );
+    registry.register(
         "request_duration_seconds",
         "From a terminal request's arrival to its answer being queued",
         SharedLatency(Arc::clone(&metrics.latency)),
@@ -396,12 +469,40 @@ mod tests {
     }
 
     #[test]
-    fn tags_keep_short_values_whole() {
-        assert_eq!(Tag::new("0210").as_str(), "0210");
-        assert_eq!(Tag::new("00").as_str(), "00");
-        assert_eq!(Tag::new("123456").as_str(), "1234");
-        assert_eq!(Tag::new("ab€").as_str(), "ab");
-        assert_eq!(Tag::new("").as_str(), "");
+    fn tags_come_from_closed_sets() {
+        assert_eq!(Tag::mti("0210").as_str(), "0210");
+        assert_eq!(Tag::mti("1814").as_str(), "1814");
+        for junk in ["6666", "0299", "9200", "02", "", "0200x", "ab€"] {
+            assert_eq!(Tag::mti(junk).as_str(), "other", "{junk}");
+        }
+        assert_eq!(Tag::code("00").as_str(), "00");
+        assert_eq!(Tag::code("07").as_str(), "07");
+        assert_eq!(Tag::code("99").as_str(), "99");
+        assert_eq!(Tag::code("000").as_str(), "000");
+        assert_eq!(Tag::code("916").as_str(), "916");
+        for junk in ["0", "A1", "999", "123456", "", "€", "0\u{0}"] {
+            assert_eq!(Tag::code(junk).as_str(), "other", "{junk:?}");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for n in 0..100_000u32 {
+            let text = format!("{n:04}");
+            seen.insert(Tag::mti(&text));
+            seen.insert(Tag::code(&text[..2]));
+            seen.insert(Tag::code(&text[..3]));
+        }
+        assert!(
+            seen.len() <= KNOWN_MTIS.len() + 100 + 30 + 1,
+            "{}",
+            seen.len()
+        );
+    }
+
+    #[test]
+    fn the_two_digit_table_is_in_order() {
+        for n in 0..100 {
+            let text = format!("{n:02}");
+            assert_eq!(Tag::code(&text).as_str(), text);
+        }
     }
 
     #[test]
@@ -412,7 +513,7 @@ mod tests {
             .requests
             .get_or_create(&RequestLabels {
                 listener: Arc::clone(&listener),
-                mti: Tag::new("0200"),
+                mti: Tag::mti("0200"),
             })
             .inc();
         metrics.responded(&listener, "0210", "00");
