@@ -65,7 +65,8 @@ fn message(dialect: &Dialect, at_max: bool) -> impl Strategy<Value = Message> + 
     };
     (
         proptest::sample::subsequence(specs, 0..=24),
-        proptest::collection::vec(b'0'..=b'9', 3),
+        // Class, function and origin as ISO 8583 defines them.
+        (b'1'..=b'8', b'0'..=b'5', b'0'..=b'5').prop_map(|(c, f, o)| vec![c, f, o]),
     )
         .prop_flat_map(move |(chosen, mti_digits)| {
             let values: Vec<_> = chosen.iter().map(|s| value(s, at_max)).collect();

@@ -76,6 +76,25 @@ fn ascii_dialect_errors() {
     // MTI with a letter, and a frame shorter than an MTI.
     assert_eq!(decode("iso87ascii", &ascii("02X0")).kind, ErrorKind::BadMti);
     assert_eq!(decode("iso87ascii", "3032").location, Location::Mti);
+
+    // Four digits that are not a 1987 message type: another version, a
+    // reserved class, function or origin.
+    for mti in ["6666", "1200", "0000", "0900", "0260", "0206"] {
+        let e = decode("iso87ascii", &ascii(&format!("{mti}0000000000000000")));
+        assert_eq!(
+            (e.location, e.kind),
+            (
+                Location::Mti,
+                ErrorKind::MtiNotAllowed(Mti::parse(mti).unwrap())
+            ),
+            "{mti}"
+        );
+    }
+    // And a 1993 dialect takes version 1 only.
+    assert_eq!(
+        decode("iso93binary", "0200 0000000000000000").kind,
+        ErrorKind::MtiNotAllowed(Mti::parse("0200").unwrap())
+    );
 }
 
 #[test]

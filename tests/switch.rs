@@ -587,6 +587,27 @@ async fn bad_input_affects_only_its_own_connection() {
         .unwrap_or(0);
     assert_eq!(n, 0, "closed without an answer");
 
+    // Four digits that are no ISO 8583:1987 message type (version 6,
+    // reserved function and origin; #16.6): unreadable, so closed too, and
+    // not answered as `6676`.
+    for mti in [&b"6666"[..], b"0060", b"0280", b"0209"] {
+        let mut bogus = TcpStream::connect(addr).await.unwrap();
+        let mut frame = vec![0x00, 0x14];
+        frame.extend_from_slice(mti);
+        frame.extend_from_slice(b"0000000000000000");
+        bogus.write_all(&frame).await.unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(2), bogus.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        assert_eq!(
+            n,
+            0,
+            "{}: closed without an answer",
+            String::from_utf8_lossy(mti)
+        );
+    }
+
     // An oversized length prefix: closed, never allocated.
     let mut huge = TcpStream::connect(addr).await.unwrap();
     huge.write_all(&[0xFF, 0xFF, b'0', b'2']).await.unwrap();

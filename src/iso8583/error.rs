@@ -44,6 +44,11 @@ pub enum ErrorKind {
     /// The MTI is not four digits (or its BCD is not decimal).
     #[error("MTI is not four digits")]
     BadMti,
+    /// The MTI is four digits but not a message type of the dialect's
+    /// edition: another version digit, or a class (0, 9), function or
+    /// origin (6 to 9) that ISO 8583 reserves.
+    #[error("MTI {0} is not a message type of this dialect's edition of ISO 8583")]
+    MtiNotAllowed(super::Mti),
     /// A hex bitmap holds a character that is not a hex digit.
     #[error("bitmap character {byte:#04x} is not a hex digit")]
     BadBitmap {

@@ -287,7 +287,9 @@ impl Message {
             offset,
             kind,
         };
-        let mti = match read_mti(&mut cur, dialect.mti_encoding()) {
+        let mti = match read_mti(&mut cur, dialect.mti_encoding())
+            .and_then(|mti| allowed(dialect, mti))
+        {
             Ok(mti) => mti,
             Err(kind) => return (None, Some(at(Location::Mti, 0, kind))),
         };
@@ -556,6 +558,15 @@ fn read_mti(cur: &mut Cursor<'_>, encoding: MtiEncoding) -> Result<Mti, ErrorKin
         Ok(Mti(digits))
     } else {
         Err(ErrorKind::BadMti)
+    }
+}
+
+/// The MTI if the dialect's edition has such a message type.
+fn allowed(dialect: &Dialect, mti: Mti) -> Result<Mti, ErrorKind> {
+    if dialect.version().allows_mti(mti.0) {
+        Ok(mti)
+    } else {
+        Err(ErrorKind::MtiNotAllowed(mti))
     }
 }
 

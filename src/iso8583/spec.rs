@@ -71,6 +71,27 @@ pub enum IsoVersion {
     Iso1993,
 }
 
+impl IsoVersion {
+    /// Whether four MTI digits name a message type of this edition: its
+    /// version digit (`0` for 1987, `1` for 1993), a class from 1
+    /// (authorisation) to 8 (network management), a function from 0
+    /// (request) to 5 (notification acknowledgement; 1987 defines 0 to 4,
+    /// 5 is accepted for both) and an origin from 0 (acquirer) to 5 (other,
+    /// repeat). Class 0 and 9 and functions and origins 6 to 9 are reserved
+    /// by ISO.
+    pub fn allows_mti(self, digits: [u8; 4]) -> bool {
+        let version = match self {
+            IsoVersion::Iso1987 => b'0',
+            IsoVersion::Iso1993 => b'1',
+        };
+        let [v, class, function, origin] = digits;
+        v == version
+            && (b'1'..=b'8').contains(&class)
+            && (b'0'..=b'5').contains(&function)
+            && (b'0'..=b'5').contains(&origin)
+    }
+}
+
 impl TryFrom<u16> for IsoVersion {
     type Error = String;
 
