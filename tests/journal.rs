@@ -333,6 +333,114 @@ async fn retransmissions_and_partial_reversals() {
     );
     let ids: Vec<u64> = shown.iter().map(|v| v["id"].as_u64().unwrap()).collect();
     assert!(ids.is_sorted(), "{out}");
+
+    // A full reversal of another purchase, to tell the two apart.
+    let full = purchase(PANS[2], 410, 3000);
+    assert_eq!(
+        common::exchange(&mut a, &full).await.response_code(),
+        Some("00")
+    );
+    let answer = common::exchange(&mut a, &reversal_of(&full, 411)).await;
+    assert_eq!(answer.response_code(), Some("00"));
+    wait_for("full reversal delivered", || {
+        ledger
+            .approvals()
+            .iter()
+            .any(|a| a.amount == 3000 && a.reversals == 1)
+    })
+    .await;
+    wait_for("acknowledged in the journal", || {
+        view::replay(
+            &dir.path().join("journal"),
+            &cardswitch::journal::Cutover::default(),
+        )
+        .unwrap()
+        .values()
+        .any(|s| {
+            s.request.stan == "000410"
+                && s.reversal
+                    .as_ref()
+                    .is_some_and(|r| r.acknowledged.is_some())
+        })
+    })
+    .await;
+
+    // `journal export` shows the amount that stands and the original, and
+    // marks the reversal partial or full (#16.15): the partially reversed
+    // 25.00 stands at 10.00, the fully reversed 30.00 at 0.
+    let date = original.date.clone();
+    let date = format!("{}-{}-{}", &date[..4], &date[4..6], &date[6..]);
+    let (ok, out) = cli(&config, &["export", "--date", &date]);
+    assert!(ok, "{out}");
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let row = |stan: &str| {
+        rows.iter()
+            .find(|r| r["stan"] == stan && r["reverses"].is_null())
+            .unwrap_or_else(|| panic!("{stan}: {out}"))
+            .clone()
+    };
+    let (partial_row, full_row) = (row("000400"), row("000410"));
+    assert_eq!(
+        (
+            &partial_row["amount"],
+            &partial_row["original_amount"],
+            &partial_row["reversal"],
+            &partial_row["reversal_kind"]
+        ),
+        (
+            &serde_json::json!(1000),
+            &serde_json::json!(2500),
+            &serde_json::json!("acknowledged"),
+            &serde_json::json!("partial")
+        ),
+        "{partial_row}"
+    );
+    assert_eq!(
+        (
+            &full_row["amount"],
+            &full_row["original_amount"],
+            &full_row["reversal"],
+            &full_row["reversal_kind"]
+        ),
+        (
+            &serde_json::json!(0),
+            &serde_json::json!(3000),
+            &serde_json::json!("acknowledged"),
+            &serde_json::json!("full")
+        ),
+        "{full_row}"
+    );
+    let (ok, csv) = cli(&config, &["export", "--date", &date, "--format", "csv"]);
+    assert!(ok, "{csv}");
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let column = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let cells: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let csv_row = |stan: &str| {
+        cells
+            .iter()
+            .find(|c| c[column("stan")] == stan && c[column("reverses")].is_empty())
+            .unwrap()
+    };
+    for (stan, amount, original, kind) in [
+        ("000400", "1000", "2500", "partial"),
+        ("000410", "0", "3000", "full"),
+    ] {
+        let c = csv_row(stan);
+        assert_eq!(
+            (
+                c[column("amount")],
+                c[column("original_amount")],
+                c[column("reversal")],
+                c[column("reversal_kind")]
+            ),
+            (amount, original, "acknowledged", kind),
+            "{csv}"
+        );
+    }
     running.shutdown().await;
     bank.stop().await;
 }

@@ -343,7 +343,7 @@ fn saf(
             v.destination.unwrap_or_default(),
             v.reversal_reason.unwrap_or_default(),
             v.reversal_attempts.unwrap_or_default(),
-            v.amount,
+            v.original_amount,
             v.currency,
             v.pan,
             v.rrn

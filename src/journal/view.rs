@@ -57,8 +57,14 @@ pub struct TxnView {
     pub mti: String,
     /// Field 3.
     pub processing_code: String,
-    /// Amount in minor units.
+    /// The amount that stands, in minor units: the request's amount, less
+    /// what a reversal takes back — 0 after a full reversal, the amount
+    /// that stands after a partial one (field 95). A reversal counts from
+    /// the moment it is queued (the switch delivers it until the
+    /// destination acknowledges it; see `reversal`), as clearing counts it.
     pub amount: u64,
+    /// The amount requested (field 4), in minor units.
+    pub original_amount: u64,
     /// ISO 4217 numeric currency.
     pub currency: String,
     /// Masked PAN.
@@ -87,6 +93,9 @@ pub struct TxnView {
     pub reverses: Option<TxnId>,
     /// Reversal owed for this transaction: `pending` or `acknowledged`.
     pub reversal: Option<String>,
+    /// What the reversal takes back: `full`, or `partial` (an amount
+    /// stands; see `amount`).
+    pub reversal_kind: Option<String>,
     /// Why the reversal was queued.
     pub reversal_reason: Option<String>,
     /// Reversal attempts made.
@@ -111,7 +120,8 @@ impl From<&TxnState> for TxnView {
             kind: r.kind.to_string(),
             mti: r.mti.clone(),
             processing_code: r.processing_code.clone(),
-            amount: r.amount,
+            amount: standing_amount(s),
+            original_amount: r.amount,
             currency: r.currency.clone(),
             pan: r.pan.masked.clone(),
             terminal: r.terminal.clone(),
@@ -135,6 +145,13 @@ impl From<&TxnState> for TxnView {
                     "pending".to_string()
                 }
             }),
+            reversal_kind: s.reversal.as_ref().map(|rv| {
+                if rv.replacement.is_some_and(|left| left > 0) {
+                    "partial".to_string()
+                } else {
+                    "full".to_string()
+                }
+            }),
             reversal_reason: s.reversal.as_ref().map(|rv| {
                 match rv.reason {
                     ReversalReason::Timeout => "timeout",
@@ -150,8 +167,18 @@ impl From<&TxnState> for TxnView {
     }
 }
 
+/// What stands of a transaction's amount once its reversal (if any) is
+/// delivered: nothing after a full reversal, the replacement amount
+/// (never more than the original) after a partial one.
+fn standing_amount(s: &TxnState) -> u64 {
+    match &s.reversal {
+        None => s.request.amount,
+        Some(rv) => rv.replacement.map_or(0, |left| left.min(s.request.amount)),
+    }
+}
+
 /// Header of the CSV export.
-pub const CSV_HEADER: &str = "id,date,received_at,kind,mti,processing_code,amount,currency,pan,terminal,merchant,stan,rrn,destination,switch_stan,state,code,auth_id,source,reverses,reversal,reversal_reason,reversal_attempts,risk_rule";
+pub const CSV_HEADER: &str = "id,date,received_at,kind,mti,processing_code,amount,original_amount,currency,pan,terminal,merchant,stan,rrn,destination,switch_stan,state,code,auth_id,source,reverses,reversal,reversal_kind,reversal_reason,reversal_attempts,risk_rule";
 
 fn csv_field(value: &str) -> String {
     if value.contains([',', '"', '\n']) {
@@ -174,6 +201,7 @@ impl TxnView {
             self.mti.clone(),
             self.processing_code.clone(),
             self.amount.to_string(),
+            self.original_amount.to_string(),
             self.currency.clone(),
             self.pan.clone(),
             self.terminal.clone(),
@@ -188,6 +216,7 @@ impl TxnView {
             opt(&self.source),
             num(self.reverses),
             opt(&self.reversal),
+            opt(&self.reversal_kind),
             opt(&self.reversal_reason),
             num(self.reversal_attempts.map(u64::from)),
             opt(&self.risk_rule),
