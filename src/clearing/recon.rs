@@ -301,6 +301,32 @@ pub enum ReconError {
         /// What is wrong (never the value: it may be card data).
         reason: &'static str,
     },
+    /// A destination given to reconcile cannot be a destination's name
+    /// (the break report is named after it).
+    #[error(
+        "`{0}` is not a destination name (destinations are named with letters, digits, `_` and `-`)"
+    )]
+    Destination(String),
+}
+
+/// The default break report's file name: `breaks-DEST-YYYYMMDD.csv` for
+/// one destination (reconciling bank A, then bank B, leaves both reports),
+/// `breaks-YYYYMMDD.csv` for every destination at once. A destination name
+/// is letters, digits, `_` and `-` (as `[clearing]` requires of
+/// destinations), so no two (destination, date) pairs share a name and the
+/// name never leaves the output directory.
+pub fn breaks_file_name(date: &str, destination: Option<&str>) -> Result<String, ReconError> {
+    match destination {
+        None => Ok(format!("breaks-{date}.csv")),
+        Some(d)
+            if !d.is_empty()
+                && d.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
+        {
+            Ok(format!("breaks-{d}-{date}.csv"))
+        }
+        Some(d) => Err(ReconError::Destination(d.to_string())),
+    }
 }
 
 impl ReconError {
@@ -1030,6 +1056,27 @@ mod tests {
     use super::super::ipm::{FileInfo, IpmWriter};
     use super::super::item::ClearedKind;
     use super::*;
+
+    #[test]
+    fn break_reports_are_named_after_their_destination() {
+        assert_eq!(
+            breaks_file_name("20261125", Some("bank_a")).unwrap(),
+            "breaks-bank_a-20261125.csv"
+        );
+        assert_eq!(
+            breaks_file_name("20261125", None).unwrap(),
+            "breaks-20261125.csv"
+        );
+        for bad in ["", "../x", "a/b", "a.b", "a b"] {
+            assert!(
+                matches!(
+                    breaks_file_name("20261125", Some(bad)),
+                    Err(ReconError::Destination(_))
+                ),
+                "{bad:?}"
+            );
+        }
+    }
 
     fn s(txn: TxnId, rrn: &str, amount: u64) -> SwitchItem {
         SwitchItem {

@@ -16,8 +16,19 @@
 //!
 //! A crash before step 2 leaves nothing cleared (the next run starts over);
 //! after it, the next run finds the batch. A run for a cleared date writes
-//! nothing and checks that the files on disk are the recorded ones;
-//! `--reissue` rewrites them from the recorded cutoff, byte for byte.
+//! nothing and checks that the files on disk are the recorded ones: every
+//! file of the date keeps its bytes, inode and modification time (a
+//! transfer agent that watches for manifests must not send the batch
+//! again); only a manifest missing after a crash between steps 2 and 3 is
+//! written. `--reissue` rewrites them from the recorded cutoff, byte for
+//! byte.
+//!
+//! `--date previous` for a date before the journal's first business date
+//! (the first night after installation, or a journal with no segment yet)
+//! has nothing to clear: [`Outcome::NothingToClear`], a success, and nothing
+//! is written. The same date given explicitly is refused
+//! ([`ClearingError::BeforeJournal`]): an operator who names a date expects
+//! it to hold transactions, and a typo must not pass as an empty day.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -215,6 +226,15 @@ pub enum Outcome {
     AlreadyCleared(Batch),
     /// The files were rewritten from the recorded batch.
     Reissued(Batch, super::settlement::SettlementReport),
+    /// `--date previous` named a date before the journal's first business
+    /// date: there is nothing to clear and nothing was written.
+    NothingToClear {
+        /// The date (`YYYYMMDD`).
+        date: String,
+        /// The journal's first business date; `None` when the journal has
+        /// no segment yet.
+        first: Option<String>,
+    },
 }
 
 /// What to clear.
@@ -288,10 +308,19 @@ pub fn batch_path(journal: &JournalConfig, date: &str) -> PathBuf {
 
 /// Reads a date's batch record, if the date was cleared.
 pub fn read_batch(journal: &JournalConfig, date: &str) -> Result<Option<Batch>, ClearingError> {
+    Ok(read_recorded(journal, date)?.map(|(batch, _)| batch))
+}
+
+/// A date's batch record and its bytes (the manifest's bytes), if the date
+/// was cleared.
+fn read_recorded(
+    journal: &JournalConfig,
+    date: &str,
+) -> Result<Option<(Batch, Vec<u8>)>, ClearingError> {
     let path = batch_path(journal, date);
     match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
+            .map(|batch| Some((batch, bytes)))
             .map_err(|e| ClearingError::Batch {
                 path: path.display().to_string(),
                 reason: e.to_string(),
@@ -299,6 +328,18 @@ pub fn read_batch(journal: &JournalConfig, date: &str) -> Result<Option<Batch>, 
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io(&path)(e)),
     }
+}
+
+/// The business date of the journal's first segment; `None` when it has
+/// none (or its directory does not exist yet: the daemon never ran).
+fn first_business_date(journal: &JournalConfig) -> Result<Option<String>, ClearingError> {
+    if !journal.dir.exists() {
+        return Ok(None);
+    }
+    Ok(wal::segments(&journal.dir)
+        .map_err(SelectError::from)?
+        .first()
+        .map(|s| s.date.clone()))
 }
 
 /// The SHA-256 (hex) and size of a file, `None` if it does not exist.
@@ -322,6 +363,23 @@ pub fn run(job: &Run<'_>, progress: &mut dyn FnMut(f64)) -> Result<Outcome, Clea
     if date >= today {
         return Err(ClearingError::NotClosed { date, today });
     }
+    // A date before the journal's first (the timer's first night, a typo,
+    // or segments removed) is never recorded as an empty day; this is
+    // decided before anything is created. No run records a batch for such
+    // a date, so its batch record is read without the lock.
+    let first = first_business_date(job.journal)?;
+    if first.as_ref().is_none_or(|f| date < *f) && read_batch(job.journal, &date)?.is_none() {
+        if job.reissue {
+            return Err(ClearingError::NoBatch(date));
+        }
+        if job.date == "previous" {
+            return Ok(Outcome::NothingToClear { date, first });
+        }
+        return Err(ClearingError::BeforeJournal {
+            date,
+            first: first.unwrap_or_else(|| "(no segments)".into()),
+        });
+    }
     // One run at a time (the timer and an operator): the lock is held until
     // the run ends, and the batch record is read under it.
     let records = job.journal.dir.join("clearing");
@@ -336,8 +394,8 @@ pub fn run(job: &Run<'_>, progress: &mut dyn FnMut(f64)) -> Result<Outcome, Clea
     if lock.try_lock().is_err() {
         return Err(ClearingError::Busy(lock_path.display().to_string()));
     }
-    let recorded = read_batch(job.journal, &date)?;
-    if let (Some(batch), false) = (&recorded, job.reissue) {
+    let recorded = read_recorded(job.journal, &date)?;
+    if let (Some((batch, bytes)), false) = (&recorded, job.reissue) {
         for file in &batch.files {
             let path = job.out_dir.join(&file.name);
             if file_digest(&path)?.as_ref().map(|(sha, _)| sha) != Some(&file.sha256) {
@@ -347,23 +405,12 @@ pub fn run(job: &Run<'_>, progress: &mut dyn FnMut(f64)) -> Result<Outcome, Clea
                 });
             }
         }
-        write_manifest(job.out_dir, batch)?;
+        keep_manifest(job.out_dir, &date, bytes)?;
         return Ok(Outcome::AlreadyCleared(batch.clone()));
     }
+    let recorded = recorded.map(|(batch, _)| batch);
     if job.reissue && recorded.is_none() {
         return Err(ClearingError::NoBatch(date));
-    }
-    // A date before the journal's first (a typo, or segments removed) is
-    // refused rather than recorded as an empty day.
-    let first = wal::segments(&job.journal.dir)
-        .map_err(SelectError::from)?
-        .first()
-        .map(|s| s.date.clone());
-    if first.as_ref().is_none_or(|f| date < *f) {
-        return Err(ClearingError::BeforeJournal {
-            date,
-            first: first.unwrap_or_else(|| "(no segments)".into()),
-        });
     }
     let cutoff = recorded.as_ref().map(|b| b.cutoff);
     let survey = select::survey(&job.journal.dir, &date, cutoff)?;
@@ -437,9 +484,33 @@ fn create_dir_durably(dir: &Path) -> Result<(), ClearingError> {
         .map_err(io(parent))
 }
 
+/// Where a date's manifest goes.
+fn manifest_path(out_dir: &Path, date: &str) -> PathBuf {
+    out_dir.join(format!("manifest-{date}.json"))
+}
+
 fn write_manifest(out_dir: &Path, batch: &Batch) -> Result<(), ClearingError> {
-    let path = out_dir.join(format!("manifest-{}.json", batch.date));
+    let path = manifest_path(out_dir, &batch.date);
     crate::files::write_atomically(&path, &batch.to_json()).map_err(io(&path))
+}
+
+/// The manifest of a date cleared before: left untouched (bytes, inode and
+/// time) when it holds the batch record's bytes; written from them when it
+/// is missing (a run stopped after recording the batch); a manifest that
+/// differs is reported like any other file that is not the recorded one.
+fn keep_manifest(out_dir: &Path, date: &str, recorded: &[u8]) -> Result<(), ClearingError> {
+    let path = manifest_path(out_dir, date);
+    match std::fs::read(&path) {
+        Ok(bytes) if bytes == recorded => Ok(()),
+        Ok(_) => Err(ClearingError::FilesDiffer {
+            date: date.to_string(),
+            file: path.display().to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            crate::files::write_atomically(&path, recorded).map_err(io(&path))
+        }
+        Err(e) => Err(io(&path)(e)),
+    }
 }
 
 /// A clearing file being written.

@@ -27,6 +27,11 @@
 //! switch approval without a destination, such as a future stand-in, would
 //! go to the [`STAND_IN`] file).
 //!
+//! What is reported as reversed: every approved purchase, refund or
+//! completion a reversal took back, in full or in part — a completion
+//! reversed in full included, although it does not clear (the settlement
+//! report's reversal columns count it).
+//!
 //! The selection is a function of the log up to the cutoff: the cutoff is
 //! recorded with the batch, so a reissue sees exactly what the first run
 //! saw, whatever the log gained since.
@@ -48,12 +53,6 @@ pub enum SelectError {
     /// The log could not be read, or is corrupt.
     #[error(transparent)]
     Wal(#[from] WalError),
-    /// A record of the day does not decode.
-    #[error("journal record {seq} does not decode (run `cardswitch journal verify`)")]
-    Undecodable {
-        /// Its sequence number.
-        seq: u64,
-    },
     /// A PAN could not be opened with the data key.
     #[error("transaction {txn}: the PAN cannot be opened with this data key")]
     Pan {
@@ -180,9 +179,10 @@ fn received_kind(payload: &[u8]) -> Option<TxnKind> {
 }
 
 /// Reads the log from sequence `from` up to `limit` (or its end) in
-/// order, telling `visit` each record's segment date, a few MiB at a time (memory does not grow with segment size),
-/// checking every record's CRC; a record being written at the very end is
-/// not read.
+/// order, telling `visit` each record's segment date, a few MiB at a time
+/// (memory does not grow with segment size), checking every record's CRC;
+/// a record being written at the very end is not read. Every corruption it
+/// reports names the segment file and the offset, as `journal verify` does.
 fn follow(
     log: &Path,
     from: u64,
@@ -192,19 +192,97 @@ fn follow(
     let mut follower = wal::Follower::new(log, from);
     let mut failure = None;
     loop {
-        let visited = follower.poll_dated(limit, 1 << 16, |date, entry| {
+        let polled = follower.poll_dated(limit, 1 << 16, |date, entry| {
             if failure.is_none()
                 && let Err(e) = visit(date, entry)
             {
                 failure = Some(e);
             }
-        })?;
+        });
+        let visited = polled.map_err(|e| locate(log, e, follower.next()))?;
         if let Some(e) = failure {
             return Err(e);
         }
         if visited == 0 {
             return Ok(());
         }
+    }
+}
+
+/// The segment file that holds record `seq`, for error messages.
+fn segment_of(log: &Path, seq: u64) -> String {
+    wal::segments(log)
+        .ok()
+        .and_then(|all| {
+            all.iter()
+                .rfind(|s| s.first_seq <= seq)
+                .map(|s| s.path.display().to_string())
+        })
+        .unwrap_or_else(|| log.display().to_string())
+}
+
+/// A record that passes its CRC but does not decode, named as `journal
+/// verify` names it.
+fn undecodable(log: &Path, entry: &wal::Entry<'_>) -> WalError {
+    WalError::Corrupt {
+        segment: segment_of(log, entry.seq),
+        offset: entry.offset,
+        reason: format!("record {} passes its CRC but does not decode", entry.seq),
+    }
+}
+
+/// The log's follower reports a durable record it cannot find (a segment
+/// cut short before the next one starts) against the log directory at
+/// offset 0. This names the segment that should hold record `wanted` and
+/// the offset where it goes wrong: the cut-short record, as `journal
+/// verify` reports it, or the end of the segment's last whole record. Any
+/// other error is returned as it is.
+fn locate(log: &Path, error: WalError, wanted: u64) -> WalError {
+    let WalError::Corrupt { segment, .. } = &error else {
+        return error;
+    };
+    if Path::new(segment) != log {
+        return error;
+    }
+    let Ok(all) = wal::segments(log) else {
+        return error;
+    };
+    let Some(at) = all.iter().rposition(|s| s.first_seq <= wanted) else {
+        // Record `wanted` is older than the oldest segment.
+        return match all.first() {
+            Some(first) => WalError::Corrupt {
+                segment: first.path.display().to_string(),
+                offset: wal::MAGIC.len() as u64,
+                reason: format!(
+                    "durable record {wanted} not found: the oldest segment starts at record {}",
+                    first.first_seq
+                ),
+            },
+            None => error,
+        };
+    };
+    let Some(holder) = all.get(at) else {
+        return error;
+    };
+    let name = holder.path.display().to_string();
+    let Ok(data) = std::fs::read(&holder.path) else {
+        return error;
+    };
+    let next = all.get(at + 1).map(|s| s.first_seq);
+    match wal::scan_bytes(&data, &name, next.is_none(), |_| Ok(())) {
+        Err(e) => e,
+        Ok(scan) => WalError::Corrupt {
+            segment: name,
+            offset: scan.end,
+            reason: format!(
+                "durable record {wanted} not found: the segment ends after record {}{}",
+                scan.last_seq
+                    .map_or_else(|| "(none)".to_string(), |s| s.to_string()),
+                next.map_or_else(String::new, |n| format!(
+                    " and the next segment starts at record {n}"
+                )),
+            ),
+        },
     }
 }
 
@@ -234,11 +312,7 @@ pub fn survey(log: &Path, date: &str, cutoff: Option<u64>) -> Result<Survey, Sel
             return Ok(());
         }
         last = entry.seq;
-        let undecodable = || WalError::Corrupt {
-            segment: String::new(),
-            offset: entry.offset,
-            reason: format!("record {} does not decode", entry.seq),
-        };
+        let bad = || undecodable(log, entry);
         match entry.kind {
             // A request belongs to the date its segment was filed under.
             RecordKind::Received => {
@@ -252,7 +326,7 @@ pub fn survey(log: &Path, date: &str, cutoff: Option<u64>) -> Result<Survey, Sel
                     }
                     if received_kind(entry.payload) == Some(TxnKind::Completion) {
                         let Some(Record::Received(r)) = entry.record() else {
-                            return Err(undecodable());
+                            return Err(bad());
                         };
                         if let Some(original) = r.original {
                             completing.push((entry.seq, original));
@@ -262,10 +336,10 @@ pub fn survey(log: &Path, date: &str, cutoff: Option<u64>) -> Result<Survey, Sel
             }
             RecordKind::Forwarded | RecordKind::ReversalSent | RecordKind::RiskDeclined => {}
             _ => {
-                let record = entry.record().ok_or_else(undecodable)?;
+                let record = entry.record().ok_or_else(bad)?;
                 let txn = record.txn(entry.seq);
                 if txn > entry.seq {
-                    return Err(undecodable());
+                    return Err(bad());
                 }
                 let Some(at) = txn
                     .checked_sub(low)
@@ -377,7 +451,7 @@ pub fn present<E: From<SelectError>>(
             }
             let step = match entry.kind {
                 RecordKind::Received if segment_date == survey.date => {
-                    match receive(survey, &with, &ard, entry.seq, entry.payload, entry.ts) {
+                    match receive(survey, &with, &ard, entry) {
                         Ok(found) => {
                             if let Some(p) = found {
                                 pending.insert(entry.seq, p);
@@ -403,7 +477,7 @@ pub fn present<E: From<SelectError>>(
                         }
                         None => Ok(()),
                     },
-                    _ => Err(SelectError::Undecodable { seq: entry.seq }.into()),
+                    _ => Err(SelectError::from(undecodable(with.log, entry)).into()),
                 },
                 _ => Ok(()),
             };
@@ -474,10 +548,9 @@ fn receive(
     survey: &Survey,
     with: &Presenting<'_>,
     ard: &ArdPrefix,
-    seq: u64,
-    payload: &[u8],
-    ts: u64,
+    entry: &wal::Entry<'_>,
 ) -> Result<Option<Pending>, SelectError> {
+    let (seq, payload, ts) = (entry.seq, entry.payload, entry.ts);
     let f = survey.flags(seq);
     if f & flag::RECEIVED == 0 || f & flag::APPROVED == 0 {
         return Ok(None);
@@ -488,10 +561,14 @@ fn receive(
         Some(TxnKind::Completion) if survey.completions.contains_key(&seq) => {
             ClearedKind::Completion
         }
+        // A completion reversed in full does not clear (the survey left it
+        // out of `completions`), but its approval was taken back: it is
+        // reported as a reversal like any other.
+        Some(TxnKind::Completion) if f & flag::REVERSED != 0 => ClearedKind::Completion,
         _ => return Ok(None),
     };
     let Some(Record::Received(request)) = crate::journal::record::decode(payload) else {
-        return Err(SelectError::Undecodable { seq });
+        return Err(undecodable(with.log, entry).into());
     };
     let mut request = *request;
     let merchant = request.merchant.take().unwrap_or_default();

@@ -2,12 +2,17 @@
 //! files, settlement report and reconciliation, from the journal's log
 //! (they work while the daemon runs).
 //!
-//! Exit status: 0 done (or already done), 1 failed, 65 the files or the
-//! journal disagree with the recorded batch, 75 not yet possible (the day
-//! has not ended, transactions still in flight: the timer tries again),
-//! and for `recon` 3 when there are breaks.
+//! Exit status: 0 done (or already done, or nothing to clear: `--date
+//! previous` before the journal's first business date), 1 failed, 65 the
+//! files or the journal disagree with the recorded batch, 75 not yet
+//! possible (the day has not ended, transactions still in flight: the timer
+//! tries again), and for `recon` 3 when there are breaks.
+//!
+//! Output goes through a locked stdout, written once the work is done; a
+//! closed stdout (`| head`) ends the output quietly with the same status.
 
-use std::io::IsTerminal;
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -65,7 +70,8 @@ pub struct ReconArgs {
     /// Its format.
     #[arg(long, value_enum, default_value = "csv")]
     format: FileFormat,
-    /// Break report (CSV) [default: OUT_DIR/breaks-YYYYMMDD.csv].
+    /// Break report (CSV) [default: OUT_DIR/breaks-DEST-YYYYMMDD.csv with
+    /// --destination, else OUT_DIR/breaks-YYYYMMDD.csv].
     #[arg(long)]
     breaks: Option<PathBuf>,
 }
@@ -88,6 +94,23 @@ fn load(path: &std::path::Path) -> Result<(Config, ClearingConfig), Box<dyn std:
         )
     })?;
     Ok((config, clearing))
+}
+
+/// Writes `text` to stdout through a locked handle. A broken pipe (the
+/// reader went away, as with `| head`) ends the output quietly: the work is
+/// done and its exit status stands. Any other failure is an error.
+fn emit(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        done => done,
+    }
+}
+
+/// Writes a line to stderr; a closed stderr is ignored (there is nowhere
+/// left to say anything).
+fn complain(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 /// A progress bar on a terminal; nothing otherwise (the run prints one line
@@ -125,19 +148,22 @@ impl ClearingArgs {
         let started = std::time::Instant::now();
         let outcome = run::run(&job, &mut |done| bar.set_position((done * 1000.0) as u64));
         bar.finish_and_clear();
+        let mut text = String::new();
         match outcome {
             Ok(Outcome::Cleared(batch, report)) | Ok(Outcome::Reissued(batch, report)) => {
-                print!("{}", report.summary());
+                text.push_str(&report.summary());
                 let verb = if reissue { "reissued" } else { "cleared" };
                 for file in &batch.files {
-                    println!(
+                    let _ = writeln!(
+                        text,
                         "{verb}: {} ({} records, sha256 {})",
                         out_dir.join(&file.name).display(),
                         file.records,
                         file.sha256
                     );
                 }
-                println!(
+                let _ = writeln!(
+                    text,
                     "batch {}: {} requests of the day, cutoff at journal record {}; manifest {}",
                     batch.batch,
                     batch.received,
@@ -146,25 +172,40 @@ impl ClearingArgs {
                         .join(format!("manifest-{}.json", batch.date))
                         .display()
                 );
-                println!(
+                let _ = writeln!(
+                    text,
                     "done in {:.1} s, peak RSS {}",
                     started.elapsed().as_secs_f64(),
                     peak_rss()
                 );
-                Ok(ExitCode::SUCCESS)
             }
             Ok(Outcome::AlreadyCleared(batch)) => {
-                println!(
+                let _ = writeln!(
+                    text,
                     "{} was cleared already (batch {}); its {} files in {} are the recorded ones",
                     batch.date,
                     batch.batch,
                     batch.files.len(),
                     out_dir.display()
                 );
-                Ok(ExitCode::SUCCESS)
             }
-            Err(e) => fail(&e),
+            Ok(Outcome::NothingToClear { date, first }) => {
+                let _ = match first {
+                    Some(first) => writeln!(
+                        text,
+                        "nothing to clear: {date} is before the journal's first business date ({first}); nothing written"
+                    ),
+                    None => writeln!(
+                        text,
+                        "nothing to clear: the journal has no records yet ({}); nothing written",
+                        config.journal.dir.display()
+                    ),
+                };
+            }
+            Err(e) => return fail(&e),
         }
+        emit(&text)?;
+        Ok(ExitCode::SUCCESS)
     }
 }
 
@@ -182,7 +223,7 @@ fn peak_rss() -> String {
 }
 
 fn fail(e: &ClearingError) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    eprintln!("error: {e}");
+    complain(&format!("error: {e}"));
     Ok(ExitCode::from(e.exit_code()))
 }
 
@@ -194,6 +235,14 @@ impl ReconArgs {
         let date = match run::resolve_date(&self.date, &config.journal.cutover) {
             Ok(d) => d,
             Err(e) => return fail(&e),
+        };
+        // The default break report names the destination: reconciling bank
+        // A, then bank B, leaves two reports.
+        let path = match self.breaks {
+            Some(path) => path,
+            None => clearing
+                .out_dir
+                .join(recon::breaks_file_name(&date, self.destination.as_deref())?),
         };
         let format = match self.format {
             FileFormat::Csv => BankFormat::Csv,
@@ -214,14 +263,12 @@ impl ReconArgs {
             return fail(&e);
         }
         let result = recon::reconcile(cleared, bank);
-        let path = self
-            .breaks
-            .unwrap_or_else(|| clearing.out_dir.join(format!("breaks-{date}.csv")));
         let mut report = Vec::new();
         result.write_breaks(&mut report)?;
         cardswitch::files::write_atomically(&path, &report)?;
-        print!("{}", result.summary());
-        println!("break report: {}", path.display());
+        let mut text = result.summary();
+        let _ = writeln!(text, "break report: {}", path.display());
+        emit(&text)?;
         Ok(if result.is_clean() {
             ExitCode::SUCCESS
         } else {
