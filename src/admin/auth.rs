@@ -10,7 +10,9 @@
 //! sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 //! ```
 //!
-//! A presented token is hashed and looked up by its hash. Tokens carry 256
+//! A request presents it as `Authorization: Bearer TOKEN`; the scheme name
+//! is case-insensitive (RFC 7235 §2.1: `bearer`, `BEARER` are the same),
+//! see [`bearer`]. A presented token is hashed and looked up by its hash. Tokens carry 256
 //! bits of entropy, so a fast unsalted hash is enough (nothing to brute
 //! force); and the comparison is on hashes, so its timing says nothing
 //! about the token.
@@ -48,6 +50,74 @@ pub struct Principal {
     pub name: String,
     /// Its role.
     pub role: Role,
+}
+
+/// Why a request that needs a token has no valid one. A closed set: it
+/// labels the `admin_auth_failures_total` metric and the audit log's
+/// summary lines, which are all a client without a token can cause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthFailure {
+    /// No `Authorization` header.
+    #[error("no Authorization header")]
+    Missing,
+    /// An `Authorization` header that is not `Bearer TOKEN` (another
+    /// scheme, no token, or bytes that are not visible ASCII).
+    #[error("not a Bearer credential")]
+    Scheme,
+    /// A well-formed bearer token that is not in the token file.
+    #[error("unknown token")]
+    UnknownToken,
+}
+
+impl AuthFailure {
+    /// Every reason, in the order of [`AuthFailure::index`].
+    pub const ALL: [AuthFailure; 3] = [
+        AuthFailure::Missing,
+        AuthFailure::Scheme,
+        AuthFailure::UnknownToken,
+    ];
+
+    /// The label: `missing`, `scheme` or `unknown_token`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthFailure::Missing => "missing",
+            AuthFailure::Scheme => "scheme",
+            AuthFailure::UnknownToken => "unknown_token",
+        }
+    }
+
+    /// Position in [`AuthFailure::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            AuthFailure::Missing => 0,
+            AuthFailure::Scheme => 1,
+            AuthFailure::UnknownToken => 2,
+        }
+    }
+}
+
+/// The token of an `Authorization` header value (`None`: no header):
+/// `Bearer`, in any case, then one or more spaces, then the token. Spaces
+/// around the token are ignored.
+pub fn bearer(header: Option<&[u8]>) -> Result<&str, AuthFailure> {
+    let value = header.ok_or(AuthFailure::Missing)?;
+    let value = std::str::from_utf8(value).map_err(|_| AuthFailure::Scheme)?;
+    if !value
+        .bytes()
+        .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic())
+    {
+        return Err(AuthFailure::Scheme);
+    }
+    let (scheme, token) = value
+        .trim_start_matches([' ', '\t'])
+        .split_once([' ', '\t'])
+        .ok_or(AuthFailure::Scheme)?;
+    let token = token.trim_matches([' ', '\t']);
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(AuthFailure::Scheme);
+    }
+    Ok(token)
 }
 
 /// Why the token file could not be used.
@@ -163,6 +233,13 @@ impl Tokens {
         self.by_hash.get(&hash(token))
     }
 
+    /// Who presented the `Authorization` header `header` (its raw value,
+    /// `None` when absent), or why nobody valid did.
+    pub fn check(&self, header: Option<&[u8]>) -> Result<&Principal, AuthFailure> {
+        self.authenticate(bearer(header)?)
+            .ok_or(AuthFailure::UnknownToken)
+    }
+
     /// Number of tokens.
     pub fn len(&self) -> usize {
         self.by_hash.len()
@@ -257,6 +334,46 @@ mod tests {
         remove(&path, "vera").unwrap();
         assert!(Tokens::load(&path).unwrap().authenticate(&viewer).is_none());
         assert!(remove(&path, "vera").is_err());
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.toml");
+        let token = add(&path, "vera", Role::Viewer).unwrap();
+        let tokens = Tokens::load(&path).unwrap();
+        for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+            for gap in [" ", "  ", "\t"] {
+                let header = format!("{scheme}{gap}{token} ");
+                let who = tokens.check(Some(header.as_bytes()));
+                assert_eq!(who.map(|p| p.name.as_str()), Ok("vera"), "{header:?}");
+            }
+        }
+        let refused = |header: Option<&str>| tokens.check(header.map(str::as_bytes)).unwrap_err();
+        assert_eq!(refused(None), AuthFailure::Missing);
+        assert_eq!(refused(Some("")), AuthFailure::Scheme);
+        assert_eq!(refused(Some("Bearer")), AuthFailure::Scheme);
+        assert_eq!(refused(Some("Bearer   ")), AuthFailure::Scheme);
+        assert_eq!(
+            refused(Some(&format!("Basic {token}"))),
+            AuthFailure::Scheme
+        );
+        assert_eq!(
+            refused(Some(&format!("Bearers {token}"))),
+            AuthFailure::Scheme
+        );
+        assert_eq!(
+            refused(Some(&format!("Bearer{token}"))),
+            AuthFailure::Scheme
+        );
+        assert_eq!(refused(Some("Bearer 0000")), AuthFailure::UnknownToken);
+        assert_eq!(
+            tokens.check(Some(b"Bearer \xff\xfe")).unwrap_err(),
+            AuthFailure::Scheme
+        );
+        for (i, reason) in AuthFailure::ALL.iter().enumerate() {
+            assert_eq!(reason.index(), i);
+        }
     }
 
     #[test]

@@ -15,12 +15,22 @@
 //! | `GET /v1/saf` | viewer | reversals owed |
 //!
 //! Every request but the health checks needs `Authorization: Bearer
-//! TOKEN` ([`auth`]): none or an unknown token gets 401, a viewer token on
-//! an operator action 403. Every `POST`, allowed or not, is written to the
-//! audit log ([`audit`]). No answer carries key material or a clear PAN.
+//! TOKEN` ([`auth`]; the scheme in any case): none or an unknown token gets
+//! 401, a viewer token on an operator action 403. Every `POST` by a valid
+//! token, allowed or not, is written to the audit log ([`audit`]) by its
+//! writer thread; requests refused for want of a valid token are counted
+//! (`admin_auth_failures_total`) and summarised in at most one audit line
+//! per interval, so a client without a token cannot make the daemon write.
+//! No answer carries key material or a clear PAN.
+//!
+//! Connections are bounded in total and per client address without ever
+//! waiting in the accept loop ([`conns`]): idle or half-sent connections are
+//! pushed out for new ones and closed after [`HEADER_TIMEOUT`], so they
+//! cannot keep `/health/live` or anything else from being answered.
 
 pub mod audit;
 pub mod auth;
+pub mod conns;
 mod source;
 
 use std::convert::Infallible;
@@ -38,15 +48,15 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::journal::view::TxnView;
 use crate::security::tls::TlsAcceptor;
 use crate::server::Control;
 use audit::{AuditEntry, AuditLog};
 use auth::{Principal, Role};
+use conns::{Admission, Busy, MAX_CONNECTIONS, MAX_PER_CLIENT};
 
 /// `[admin]` of the config file, validated.
 #[derive(Debug, Clone)]
@@ -64,10 +74,10 @@ pub struct AdminConfig {
 /// Characters of a request path written to the audit log.
 const MAX_AUDITED_PATH: usize = 128;
 
-/// Connections served at once; more wait in the kernel's backlog.
-const MAX_CONNECTIONS: usize = 64;
-/// Time a client has to send its request head.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a client has to send its request head (or to finish its TLS
+/// handshake), on a new connection and between requests of a kept-alive
+/// one.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 type Answer = Response<Full<Bytes>>;
 
@@ -79,7 +89,7 @@ pub async fn run(
     audit: Arc<AuditLog>,
     shutdown: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let admission = Admission::new(MAX_CONNECTIONS, MAX_PER_CLIENT);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = socket.accept() => match accepted {
@@ -92,48 +102,64 @@ pub async fn run(
             },
             _ = shutdown.cancelled() => break,
         };
-        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
-            break;
+        // Never waits: a full house pushes out an idle connection or
+        // closes this one.
+        let Some(slot) = admission.admit(peer.ip()) else {
+            debug!(%peer, "admin API: every connection busy, closing a new one");
+            drop(stream);
+            continue;
         };
         let (control, audit, tls) = (Arc::clone(&control), Arc::clone(&audit), config.tls.clone());
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
+            let busy = Arc::clone(&slot.busy);
             let service = service_fn(move |request| {
                 let (control, audit) = (Arc::clone(&control), Arc::clone(&audit));
-                async move { Ok::<_, Infallible>(handle(&control, &audit, peer, request).await) }
+                let busy = Busy::new(&busy);
+                async move {
+                    let answer = handle(&control, &audit, peer, request).await;
+                    drop(busy);
+                    Ok::<_, Infallible>(answer)
+                }
             });
+            let closed = slot.close.clone();
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT);
-            let served = match tls {
-                None => {
-                    let connection = http.serve_connection(TokioIo::new(stream), service);
-                    tokio::select! {
-                        r = connection => r.map_err(|e| e.to_string()),
-                        _ = shutdown.cancelled() => Ok(()),
-                    }
-                }
-                Some(tls) => {
-                    match tokio::time::timeout(HEADER_TIMEOUT, tls.acceptor().accept(stream)).await
-                    {
-                        Ok(Ok(stream)) => {
-                            let connection = http.serve_connection(TokioIo::new(stream), service);
-                            tokio::select! {
-                                r = connection => r.map_err(|e| e.to_string()),
-                                _ = shutdown.cancelled() => Ok(()),
-                            }
+            let served = async {
+                match tls {
+                    None => http
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Some(tls) => {
+                        let accepted =
+                            tokio::time::timeout(HEADER_TIMEOUT, tls.acceptor().accept(stream))
+                                .await;
+                        match accepted {
+                            Ok(Ok(stream)) => http
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await
+                                .map_err(|e| e.to_string()),
+                            Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
+                            Err(_) => Err("TLS handshake timed out".into()),
                         }
-                        Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
-                        Err(_) => Err("TLS handshake timed out".into()),
                     }
                 }
             };
+            let served = tokio::select! {
+                r = served => r,
+                _ = shutdown.cancelled() => Ok(()),
+                _ = closed.cancelled() => Err("pushed out for a newer connection while idle".into()),
+            };
             if let Err(error) = served {
-                tracing::debug!(%peer, %error, "admin API connection ended");
+                debug!(%peer, %error, "admin API connection ended");
             }
-            drop(permit);
+            drop(slot);
         });
     }
+    // What the last interval's refused requests add up to is on record.
+    audit.flush().await;
     info!("admin API stopped");
 }
 
@@ -172,37 +198,40 @@ async fn handle(
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let query = request.uri().query().unwrap_or_default().to_string();
-    let token = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let principal: Option<Principal> =
-        token.and_then(|t| control.tokens().authenticate(t).cloned());
-    let (response, note) = match required_role(&method, &path) {
-        None => (route(control, &method, &path, &query).await, None),
-        Some(_) if principal.is_none() => {
+    let Some(needed) = required_role(&method, &path) else {
+        return route(control, &method, &path, &query).await;
+    };
+    let header = request.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
+    let checked = control.tokens().check(header).cloned();
+    let principal: Principal = match checked {
+        Ok(principal) => principal,
+        Err(reason) => {
+            // Counted and summarised, never a line (or a log event) each:
+            // anyone can send these as fast as the network allows.
+            control.switch().metrics().auth_failed(reason.as_str());
+            audit.refused(reason, peer.ip());
             let mut r = error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
             if let Ok(v) = "Bearer".parse() {
                 r.headers_mut().insert(WWW_AUTHENTICATE, v);
             }
-            (r, None)
+            return r;
         }
-        Some(needed) if principal.as_ref().is_some_and(|p| p.role < needed) => (
+    };
+    let (response, note) = match needed {
+        needed if principal.role < needed => (
             error(
                 StatusCode::FORBIDDEN,
                 &format!("this needs the {} role", needed.as_str()),
             ),
             None,
         ),
-        Some(_) if method == Method::POST && path == "/v1/reload" => reload(control),
-        Some(_) => (route(control, &method, &path, &query).await, None),
+        _ if method == Method::POST && path == "/v1/reload" => reload(control),
+        _ => (route(control, &method, &path, &query).await, None),
     };
     if method == Method::POST {
         let status = response.status();
         let result = match status {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "denied".to_string(),
+            StatusCode::FORBIDDEN => "denied".to_string(),
             _ if note.is_some() => note.unwrap_or_default(),
             s if s.is_success() => "ok".to_string(),
             s => format!("failed ({s})"),
@@ -211,15 +240,15 @@ async fn handle(
         let shown: String = path.chars().take(MAX_AUDITED_PATH).collect();
         let entry = AuditEntry {
             time: crate::clock::DateTime::now().rfc3339(),
-            who: principal.as_ref().map_or("-", |p| p.name.as_str()),
-            role: principal.as_ref().map_or("-", |p| p.role.as_str()),
+            who: principal.name.as_str(),
+            role: principal.role.as_str(),
             remote: peer.to_string(),
             action: format!("{method} {shown}"),
             status: status.as_u16(),
             result,
         };
         info!(who = entry.who, action = %entry.action, status = entry.status, "admin action");
-        if let Err(e) = audit.write(&entry) {
+        if let Err(e) = audit.write(&entry).await {
             // An action that cannot be audited is not confirmed.
             warn!(error = %e, "audit log write failed");
             return error(
