@@ -568,6 +568,10 @@ impl Config {
             problem("journal.time_zone".into(), reason);
             Cutover::default()
         });
+        // Business dates an operator started early (`ctl cutover`).
+        if let Err(e) = cutover.load_early(&base.join(&j.dir)) {
+            problem("journal.dir".into(), e.to_string());
+        }
         if !(1..=1024).contains(&j.segment_mb) {
             problem(
                 "journal.segment_mb".into(),

@@ -13,6 +13,7 @@ use crate::adapter::Destination;
 use crate::admin::audit::AuditLog;
 use crate::admin::auth::Tokens;
 use crate::config::{Config, ConfigError};
+use crate::journal::cutover::CutoverError;
 use crate::journal::saf::{self, SafContext};
 use crate::journal::{Journal, JournalError, recovery};
 use crate::switch::{Switch, Tables};
@@ -315,6 +316,19 @@ impl Control {
             }
         }
         problems
+    }
+
+    /// Closes the current business date on an operator's request: the
+    /// next date starts now (durably, in the journal directory, before it
+    /// takes effect), so the closed one can be cleared at once. Returns the
+    /// date closed and the one started.
+    pub fn cutover(&self) -> Result<(String, String), CutoverError> {
+        let journal = self.switch.journal().config();
+        let now = crate::journal::wal::now_micros();
+        let closed = journal.cutover.date(now);
+        let start = journal.cutover.start_next(&journal.dir, now)?;
+        info!(closed = %closed, started = %start.date, "business date closed by an operator");
+        Ok((closed, start.date))
     }
 
     /// Re-reads terminals, routes (with their keys from the key store) and

@@ -1099,3 +1099,130 @@ fn nothing_to_clear_before_the_journal_is_a_success() {
         "{said}"
     );
 }
+
+/// #16.14: an operator closes the business date on demand (`ctl cutover`,
+/// operator role, audited) and the closed date clears at once, with one
+/// configuration for the daemon and clearing and no wall-clock wait; a
+/// second cutover the same day is refused, and the traffic after it
+/// belongs to the next date.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_cutover_closes_the_day_for_clearing_at_once() {
+    away_from_midnight().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (bank_a, bank_b) = (bank().await, bank().await);
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let (pos, admin) = (free(), free());
+    let path = config(
+        dir.path(),
+        bank_a.addr(),
+        bank_b.addr(),
+        "00:00",
+        "cardswitch.toml",
+    );
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("127.0.0.1:0", &pos.to_string());
+    std::fs::write(
+        &path,
+        format!(
+            "{text}[admin]\naddress = \"{admin}\"\ntokens_file = \"tokens.toml\"\naudit_log = \"audit.log\"\n"
+        ),
+    )
+    .unwrap();
+    let tokens = dir.path().join("tokens.toml");
+    let token = |name: &str, role: &str| {
+        let (code, said) = cli(&[
+            "tokens",
+            "--file",
+            tokens.to_str().unwrap(),
+            "add",
+            name,
+            "--role",
+            role,
+        ]);
+        assert_eq!(code, 0, "{said}");
+        let file = dir.path().join(format!("{name}.token"));
+        // The token is the first line printed (stdout); advice follows.
+        std::fs::write(&file, said.lines().next().unwrap_or_default()).unwrap();
+        file
+    };
+    let (operator, viewer) = (token("otto", "operator"), token("vera", "viewer"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cardswitch"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = common::KillOnDrop(child.id());
+    let url = format!("http://{admin}");
+    let ctl = |token: &Path, command: &str| {
+        cli(&[
+            "ctl",
+            "--url",
+            &url,
+            "--token-file",
+            token.to_str().unwrap(),
+            command,
+        ])
+    };
+    let since = Instant::now();
+    while ctl(&viewer, "status").0 != 0 {
+        assert!(since.elapsed() < Duration::from_secs(15), "daemon ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let report = common::purchases(pos, "476173", "00", 5).await;
+    assert!(report.all_checked_out(), "{}", report.to_json());
+
+    let today = Cutover::utc(0).date(cardswitch::journal::wal::now_micros());
+    let date = format!("{}-{}-{}", &today[..4], &today[4..6], &today[6..]);
+    let config = path.to_str().unwrap();
+    let (code, said) = cli(&["clearing", "run", "--config", config, "--date", &date]);
+    assert_ne!(code, 0, "the day has not ended yet: {said}");
+
+    assert_eq!(ctl(&viewer, "cutover").0, 1, "a viewer may not cut over");
+    let (code, said) = ctl(&operator, "cutover");
+    assert_eq!(code, 0, "{said}");
+    let answer: serde_json::Value = serde_json::from_str(&said).unwrap();
+    assert_eq!(answer["closed"], today.as_str(), "{said}");
+    let next = answer["business_date"].as_str().unwrap().to_string();
+    assert!(next > today, "{said}");
+    let (code, said) = ctl(&operator, "cutover");
+    assert_ne!(code, 0, "a second cutover the same day is refused: {said}");
+
+    // Traffic after the cutover belongs to the next date, not the closed one.
+    let report = common::purchases(pos, "476173", "00", 3).await;
+    assert!(report.all_checked_out(), "{}", report.to_json());
+    let (code, said) = cli(&["clearing", "run", "--config", config, "--date", &date]);
+    assert_eq!(code, 0, "{said}");
+    let ipm = dir.path().join(format!("out/bank_a-{today}.ipm"));
+    let bytes = std::fs::read(&ipm).unwrap();
+    let presentments = IpmReader::new(&bytes[..], true)
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap()
+        .iter()
+        .filter(|m| m.mti.as_str() == "1240")
+        .count();
+    assert_eq!(presentments, 5, "the closed day's purchases only");
+    let audit = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+    assert_eq!(
+        audit.matches("POST /v1/cutover").count(),
+        3,
+        "every attempt is audited: {audit}"
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let stopped = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stopped.success(), "clean stop: {stopped}");
+    bank_a.stop().await;
+    bank_b.stop().await;
+}

@@ -11,6 +11,7 @@
 //! | `POST /v1/links/{destination}/{index}/disable` | operator | take a link out of rotation |
 //! | `POST /v1/links/{destination}/{index}/enable` | operator | put it back |
 //! | `POST /v1/reload` | operator | terminals, routes, risk rules, certificates, tokens |
+//! | `POST /v1/cutover` | operator | close the business date now: the next one starts at once |
 //! | `GET /v1/transactions?rrn=R` or `?terminal=T&stan=S` | viewer | a transaction's life, masked PAN |
 //! | `GET /v1/saf` | viewer | reversals owed |
 //!
@@ -51,6 +52,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::journal::cutover::CutoverError;
 use crate::journal::view::TxnView;
 use crate::security::tls::TlsAcceptor;
 use crate::server::Control;
@@ -324,6 +326,22 @@ async fn route(control: &Arc<Control>, method: &Method, path: &str, query: &str)
                 None => error(StatusCode::NOT_FOUND, "no such link"),
             }
         }
+        (&Method::POST, ["v1", "cutover"]) => match control.cutover() {
+            Ok((closed, started)) => json_answer(
+                StatusCode::OK,
+                &json!({"closed": closed, "business_date": started}),
+            ),
+            Err(e @ CutoverError::AlreadyEarly { .. }) => {
+                error(StatusCode::CONFLICT, &e.to_string())
+            }
+            Err(e) => {
+                warn!(error = %e, "cutover failed");
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the cutover could not be recorded",
+                )
+            }
+        },
         (&Method::GET, ["v1", "transactions"]) => transactions(control, query).await,
         (&Method::GET, ["v1", "saf"]) => {
             let index = control.switch().journal().index();

@@ -51,6 +51,9 @@ enum CtlCommand {
     },
     /// Reload terminals, routes, risk rules, certificates and tokens.
     Reload,
+    /// Close the current business date now: the next one starts at once,
+    /// so the closed date can be cleared (operator role; audited).
+    Cutover,
     /// A transaction's life, by RRN or by terminal and STAN.
     Txn {
         /// Retrieval reference number.
@@ -293,6 +296,7 @@ impl CtlCommand {
                     .call(Method::GET, &format!("/v1/transactions?{query}"))
                     .await?
             }
+            CtlCommand::Cutover => client.call(Method::POST, "/v1/cutover").await?,
             CtlCommand::Saf => client.call(Method::GET, "/v1/saf").await?,
             CtlCommand::Metrics => client.call(Method::GET, "/metrics").await?,
         };

@@ -7,21 +7,99 @@
 //! in Europe/London, 01:59 London time on 26 November is still business
 //! date 25 November and 02:00 starts business date 26 November.
 //! Daylight-saving changes move the cutover with the local clock.
+//!
+//! An operator may also close a business date on demand (`cardswitch ctl
+//! cutover`): the next date then starts at once, before its scheduled
+//! time, and runs to its own scheduled end. Such early starts are kept in
+//! `JOURNAL/cutovers.json` (written atomically before they take effect), so
+//! every process that reads the journal — the daemon after a restart,
+//! `clearing run`, `journal export` — sees the same dates.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use jiff::tz::TimeZone;
+use serde::{Deserialize, Serialize};
 
-/// A cutover time in a time zone.
+/// The file, in the journal directory, of the business dates started
+/// early by an operator.
+pub const EARLY_FILE: &str = "cutovers.json";
+
+/// A business date started by an operator before its scheduled cutover.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EarlyStart {
+    /// When it started, microseconds since the Unix epoch.
+    pub at_micros: u64,
+    /// The business date that started (`YYYYMMDD`).
+    pub date: String,
+}
+
+/// Why an early cutover could not be read or made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CutoverError {
+    /// The file of early starts could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The file of early starts is not what the switch writes.
+    #[error("{path}: {reason}")]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The current business date already started early: the next one
+    /// starts at its scheduled time.
+    #[error(
+        "business date {date} already started early (its scheduled start is later); the next cutover is the scheduled one"
+    )]
+    AlreadyEarly {
+        /// The current business date.
+        date: String,
+    },
+}
+
+/// A cutover time in a time zone, with the business dates an operator
+/// started early.
 #[derive(Debug, Clone)]
 pub struct Cutover {
     secs: u32,
     zone: TimeZone,
     name: String,
+    /// Shared by every clone, so that an early start made by the daemon
+    /// is seen by the journal writer, the index and the switch at once.
+    early: Arc<RwLock<Vec<EarlyStart>>>,
 }
 
 impl PartialEq for Cutover {
     fn eq(&self, other: &Cutover) -> bool {
         self.secs == other.secs && self.name == other.name
     }
+}
+
+/// The calendar date of a `YYYYMMDD` text; `None` unless it is one.
+pub fn civil_date(text: &str) -> Option<jiff::civil::Date> {
+    if text.len() != 8 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    jiff::civil::Date::new(
+        text.get(..4)?.parse().ok()?,
+        text.get(4..6)?.parse().ok()?,
+        text.get(6..8)?.parse().ok()?,
+    )
+    .ok()
+}
+
+/// `YYYYMMDD` of a calendar date.
+pub fn compact(date: jiff::civil::Date) -> String {
+    format!("{:04}{:02}{:02}", date.year(), date.month(), date.day())
 }
 
 impl Eq for Cutover {}
@@ -39,6 +117,7 @@ impl Cutover {
             secs: secs % 86_400,
             zone: TimeZone::UTC,
             name: "UTC".into(),
+            early: Arc::default(),
         }
     }
 
@@ -51,6 +130,7 @@ impl Cutover {
             secs: secs % 86_400,
             zone: found,
             name: zone.to_string(),
+            early: Arc::default(),
         })
     }
 
@@ -65,8 +145,21 @@ impl Cutover {
     }
 
     /// The business date (`YYYYMMDD`) of an instant given in microseconds
-    /// since the Unix epoch.
+    /// since the Unix epoch: the scheduled one, or a later one an operator
+    /// started early at or before that instant.
     pub fn date(&self, micros: u64) -> String {
+        let scheduled = self.scheduled(micros);
+        let early = self.early.read().unwrap_or_else(|p| p.into_inner());
+        early
+            .iter()
+            .filter(|e| e.at_micros <= micros && e.date > scheduled)
+            .map(|e| e.date.clone())
+            .max()
+            .unwrap_or(scheduled)
+    }
+
+    /// The business date of an instant by the scheduled cutover alone.
+    fn scheduled(&self, micros: u64) -> String {
         let local = i64::try_from(micros)
             .ok()
             .and_then(|m| jiff::Timestamp::from_microsecond(m).ok())
@@ -79,6 +172,71 @@ impl Cutover {
             Some(dt) => format!("{:04}{:02}{:02}", dt.year(), dt.month(), dt.day()),
             None => "00000000".into(),
         }
+    }
+
+    /// Reads the early starts kept in the journal directory `dir` (none if
+    /// the file does not exist).
+    pub fn load_early(&self, dir: &Path) -> Result<(), CutoverError> {
+        let path = dir.join(EARLY_FILE);
+        let text = match std::fs::read(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => return Err(CutoverError::Io { path, source }),
+        };
+        let starts: Vec<EarlyStart> =
+            serde_json::from_slice(&text).map_err(|e| CutoverError::Damaged {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        if let Some(bad) = starts.iter().find(|e| civil_date(&e.date).is_none()) {
+            return Err(CutoverError::Damaged {
+                path,
+                reason: format!("`{}` is not a YYYYMMDD date", bad.date),
+            });
+        }
+        *self.early.write().unwrap_or_else(|p| p.into_inner()) = starts;
+        Ok(())
+    }
+
+    /// Closes the current business date at `now` (microseconds since the
+    /// epoch): the next calendar date starts at once. Durable (written to
+    /// `dir` atomically) before it takes effect. Refused when the current
+    /// date itself started early, so that a repeated command does not close
+    /// a second day.
+    pub fn start_next(&self, dir: &Path, now: u64) -> Result<EarlyStart, CutoverError> {
+        let mut early = self.early.write().unwrap_or_else(|p| p.into_inner());
+        let scheduled = self.scheduled(now);
+        let current = early
+            .iter()
+            .filter(|e| e.at_micros <= now && e.date > scheduled)
+            .map(|e| e.date.clone())
+            .max()
+            .unwrap_or_else(|| scheduled.clone());
+        if current != scheduled {
+            return Err(CutoverError::AlreadyEarly { date: current });
+        }
+        let next = civil_date(&current)
+            .and_then(|d| d.tomorrow().ok())
+            .map(compact)
+            .ok_or_else(|| CutoverError::Damaged {
+                path: dir.join(EARLY_FILE),
+                reason: format!("no date follows `{current}`"),
+            })?;
+        let start = EarlyStart {
+            at_micros: now,
+            date: next,
+        };
+        let mut starts = early.clone();
+        starts.push(start.clone());
+        let path = dir.join(EARLY_FILE);
+        let bytes = serde_json::to_vec_pretty(&starts).map_err(|e| CutoverError::Damaged {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        crate::files::write_atomically(&path, &bytes)
+            .map_err(|source| CutoverError::Io { path, source })?;
+        *early = starts;
+        Ok(start)
     }
 }
 
@@ -122,6 +280,60 @@ mod tests {
         // it: still the business date that started on 24 November.
         let november = T - 90 * 60 * 1_000_000;
         assert_eq!(london.date(november), "20261124");
+    }
+
+    /// An early start moves the date forward from its instant on, once;
+    /// it is kept in the journal directory and read back.
+    #[test]
+    fn an_operator_starts_the_next_date_early() {
+        let dir = tempfile::tempdir().unwrap();
+        let cutover = Cutover::utc(0);
+        // 21:00Z on 25 November, three hours before the scheduled cutover.
+        let at = T - 2 * HOUR;
+        assert_eq!(cutover.date(at), "20261125");
+        let start = cutover.start_next(dir.path(), at).unwrap();
+        assert_eq!(
+            start,
+            EarlyStart {
+                at_micros: at,
+                date: "20261126".into()
+            }
+        );
+        assert_eq!(cutover.date(at - 1), "20261125");
+        assert_eq!(cutover.date(at), "20261126");
+        assert_eq!(cutover.date(at + 2 * HOUR), "20261126");
+        // The early date runs to its own scheduled end.
+        assert_eq!(cutover.date(T + 24 * HOUR), "20261126");
+        assert_eq!(cutover.date(T + 26 * HOUR), "20261127");
+        assert!(matches!(
+            cutover.start_next(dir.path(), at + HOUR),
+            Err(CutoverError::AlreadyEarly { date }) if date == "20261126"
+        ));
+        // Once it is the scheduled date, it can be closed early in turn.
+        assert_eq!(
+            cutover
+                .start_next(dir.path(), T + 2 * HOUR)
+                .map(|s| s.date)
+                .ok()
+                .as_deref(),
+            Some("20261127")
+        );
+        let fresh = Cutover::utc(0);
+        fresh.load_early(dir.path()).unwrap();
+        assert_eq!(fresh.date(at - 1), "20261125");
+        assert_eq!(fresh.date(at + HOUR), "20261126");
+        assert_eq!(fresh.date(T + 3 * HOUR), "20261127");
+
+        std::fs::write(
+            dir.path().join(EARLY_FILE),
+            "[{\"at_micros\": 1, \"date\": \"2026\"}]",
+        )
+        .unwrap();
+        let e = Cutover::utc(0).load_early(dir.path()).unwrap_err();
+        assert!(
+            e.to_string().contains("`2026` is not a YYYYMMDD date"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -36,15 +36,11 @@ pub fn key(terminal: &str, stan: &str) -> Option<Key> {
 /// matches are not duplicates: a terminal's STAN and field 7 (`MMDDhhmmss`)
 /// come round again a year later.
 pub fn retransmittable(date: &str, today: &str) -> bool {
-    let parse = |d: &str| -> Option<jiff::civil::Date> {
-        jiff::civil::Date::new(
-            d.get(..4)?.parse().ok()?,
-            d.get(4..6)?.parse().ok()?,
-            d.get(6..8)?.parse().ok()?,
-        )
-        .ok()
-    };
-    match (parse(date), parse(today).and_then(|t| t.yesterday().ok())) {
+    use crate::journal::cutover::civil_date;
+    match (
+        civil_date(date),
+        civil_date(today).and_then(|t| t.yesterday().ok()),
+    ) {
         (Some(date), Some(previous)) => date >= previous,
         _ => false,
     }

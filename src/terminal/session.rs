@@ -176,10 +176,8 @@ where
     while in_flight.join_next().await.is_some() {}
     drop(tx);
     let written = write_task.await.ok().flatten();
-    if ended == Ended::Shutdown {
-        if let Some(write_half) = written {
-            linger(reader.into_inner(), write_half).await;
-        }
+    if let (Ended::Shutdown, Some(write_half)) = (ended, written) {
+        linger(reader.into_inner(), write_half).await;
     }
     ended
 }
