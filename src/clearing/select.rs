@@ -199,7 +199,7 @@ fn follow(
                 failure = Some(e);
             }
         });
-        let visited = polled.map_err(|e| locate(log, e, follower.next()))?;
+        let visited = polled?;
         if let Some(e) = failure {
             return Err(e);
         }
@@ -228,61 +228,6 @@ fn undecodable(log: &Path, entry: &wal::Entry<'_>) -> WalError {
         segment: segment_of(log, entry.seq),
         offset: entry.offset,
         reason: format!("record {} passes its CRC but does not decode", entry.seq),
-    }
-}
-
-/// The log's follower reports a durable record it cannot find (a segment
-/// cut short before the next one starts) against the log directory at
-/// offset 0. This names the segment that should hold record `wanted` and
-/// the offset where it goes wrong: the cut-short record, as `journal
-/// verify` reports it, or the end of the segment's last whole record. Any
-/// other error is returned as it is.
-fn locate(log: &Path, error: WalError, wanted: u64) -> WalError {
-    let WalError::Corrupt { segment, .. } = &error else {
-        return error;
-    };
-    if Path::new(segment) != log {
-        return error;
-    }
-    let Ok(all) = wal::segments(log) else {
-        return error;
-    };
-    let Some(at) = all.iter().rposition(|s| s.first_seq <= wanted) else {
-        // Record `wanted` is older than the oldest segment.
-        return match all.first() {
-            Some(first) => WalError::Corrupt {
-                segment: first.path.display().to_string(),
-                offset: wal::MAGIC.len() as u64,
-                reason: format!(
-                    "durable record {wanted} not found: the oldest segment starts at record {}",
-                    first.first_seq
-                ),
-            },
-            None => error,
-        };
-    };
-    let Some(holder) = all.get(at) else {
-        return error;
-    };
-    let name = holder.path.display().to_string();
-    let Ok(data) = std::fs::read(&holder.path) else {
-        return error;
-    };
-    let next = all.get(at + 1).map(|s| s.first_seq);
-    match wal::scan_bytes(&data, &name, next.is_none(), |_| Ok(())) {
-        Err(e) => e,
-        Ok(scan) => WalError::Corrupt {
-            segment: name,
-            offset: scan.end,
-            reason: format!(
-                "durable record {wanted} not found: the segment ends after record {}{}",
-                scan.last_seq
-                    .map_or_else(|| "(none)".to_string(), |s| s.to_string()),
-                next.map_or_else(String::new, |n| format!(
-                    " and the next segment starts at record {n}"
-                )),
-            ),
-        },
     }
 }
 

@@ -95,6 +95,16 @@ pub enum WalError {
         /// What is wrong.
         reason: String,
     },
+    /// A durable record is in no segment of the log (the log is empty).
+    #[error("journal {dir}: durable record {seq} not found: {reason}")]
+    Missing {
+        /// The log directory.
+        dir: String,
+        /// The record's sequence number.
+        seq: u64,
+        /// Why.
+        reason: String,
+    },
     /// An earlier write or sync failed; the log takes no more records.
     #[error("journal unavailable after an earlier failure: {0}")]
     Poisoned(String),
@@ -447,7 +457,17 @@ impl Follower {
             let Some((path, first_seq, date)) = self.segment.clone() else {
                 let all = segments(&self.dir)?;
                 let Some(at) = all.iter().rposition(|s| s.first_seq <= self.next) else {
-                    return Err(self.missing("no segment holds it"));
+                    return Err(match all.first() {
+                        Some(oldest) => WalError::Corrupt {
+                            segment: oldest.path.display().to_string(),
+                            offset: MAGIC.len() as u64,
+                            reason: format!(
+                                "durable record {} not found: the oldest segment starts at record {}",
+                                self.next, oldest.first_seq
+                            ),
+                        },
+                        None => self.missing("the log has no segment"),
+                    });
                 };
                 self.open(&all[at]);
                 continue;
@@ -498,10 +518,23 @@ impl Follower {
                 Some(_) => {
                     return Err(corrupt(self.offset, "record cut short".into()));
                 }
-                None if all.iter().any(|s| s.first_seq > first_seq) => {
-                    return Err(self.missing("the next segment starts elsewhere"));
+                None => {
+                    if let Some(later) = all.iter().find(|s| s.first_seq > first_seq) {
+                        // A segment cut short: its cut record, as `journal
+                        // verify` names it, or the end of its last whole
+                        // record.
+                        let reason = if at < self.buf.len() {
+                            "record cut short".to_string()
+                        } else {
+                            format!(
+                                "durable record {} not found: the segment ends here and the next one starts at record {}",
+                                self.next, later.first_seq
+                            )
+                        };
+                        return Err(corrupt(self.offset, reason));
+                    }
+                    return Ok(visited);
                 }
-                None => return Ok(visited),
             }
         }
         Ok(visited)
@@ -513,10 +546,10 @@ impl Follower {
     }
 
     fn missing(&self, why: &str) -> WalError {
-        WalError::Corrupt {
-            segment: self.dir.display().to_string(),
-            offset: 0,
-            reason: format!("durable record {} not found: {why}", self.next),
+        WalError::Missing {
+            dir: self.dir.display().to_string(),
+            seq: self.next,
+            reason: why.to_string(),
         }
     }
 
