@@ -6,7 +6,7 @@
 //! documented key by key in `docs/config.md`; `fixtures/cardswitch.toml` is a
 //! complete example.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,7 +23,7 @@ use crate::risk::{RiskConfig, RuleSet};
 use crate::route::{RouteEntry, RouteTable};
 use crate::security::KeyAlgorithm;
 use crate::security::keys::{KeyStore, KeyType, MasterKey};
-use crate::security::profile::{Protection, ProtectionEntry, Side};
+use crate::security::profile::{NO_KEY_STORE, Protection, ProtectionEntry, Side};
 use crate::security::tls::{ClientTlsFiles, ServerTlsFiles, TlsAcceptor, TlsConnector};
 
 /// A configuration could not be loaded.
@@ -518,14 +518,26 @@ impl Config {
             problem("switch.timeout_ms".into(), "must be more than 0".into());
         }
 
-        let store = open_store(&raw.security, base)
+        let opened = open_store(&raw.security, base);
+        // A store that does not open (a wrong master key, say) is reported
+        // once: what needs its keys does not ask for one to be configured.
+        let store_failed = opened.is_err();
+        let store = opened
             .map_err(|reason| problem("security.key_store".into(), reason))
             .ok()
             .flatten();
 
         let j = &raw.journal;
         let data_key = match (&j.data_key_file, &j.data_key) {
-            (Some(file), None) => Some(DataKey::File(base.join(file))),
+            (Some(file), None) => {
+                // Read now, as the journal will at start: a key that is
+                // missing or readable by others is refused here too.
+                let path = base.join(file);
+                if let Err(e) = crate::journal::read_data_key(&path) {
+                    problem("journal.data_key_file".into(), e.to_string());
+                }
+                Some(DataKey::File(path))
+            }
             (None, Some(id)) => match store.as_ref().map(|s| s.get(id, KeyType::Data)) {
                 Some(Ok(key)) if key.algorithm() == KeyAlgorithm::Aes256 => {
                     Some(DataKey::Stored(key))
@@ -542,10 +554,7 @@ impl Config {
                     None
                 }
                 None => {
-                    problem(
-                        "journal.data_key".into(),
-                        "needs a key store: set [security] key_store".into(),
-                    );
+                    problem("journal.data_key".into(), NO_KEY_STORE.into());
                     None
                 }
             },
@@ -596,6 +605,8 @@ impl Config {
 
         let mut listeners = Vec::new();
         let mut names = BTreeSet::new();
+        // Addresses with a fixed port, and who listens there.
+        let mut bound: BTreeMap<SocketAddr, String> = BTreeMap::new();
         for (i, l) in raw.listeners.iter().enumerate() {
             let key = |k: &str| format!("listener[{i}].{k}");
             if !names.insert(l.name.clone()) {
@@ -606,6 +617,14 @@ impl Config {
                 .parse::<SocketAddr>()
                 .map_err(|e| problem(key("address"), format!("`{}`: {e}", l.address)))
                 .ok();
+            if let Some(address) = address.filter(|a| a.port() != 0) {
+                if let Some(other) = bound.insert(address, key("address")) {
+                    problem(
+                        key("address"),
+                        format!("`{address}` is also {other}: one socket per address"),
+                    );
+                }
+            }
             let dialect = resolve_dialect(&l.dialect, base)
                 .map_err(|e| problem(key("dialect"), e.to_string()))
                 .ok();
@@ -765,6 +784,12 @@ impl Config {
                 .parse::<SocketAddr>()
                 .map_err(|e| problem("admin.address".into(), format!("`{}`: {e}", a.address)))
                 .ok();
+            if let Some(other) = address.and_then(|a| bound.get(&a)) {
+                problem(
+                    "admin.address".into(),
+                    format!("`{}` is also {other}: one socket per address", a.address),
+                );
+            }
             let tokens_file = base.join(&a.tokens_file);
             if let Err(e) = crate::admin::auth::Tokens::load(&tokens_file) {
                 problem("admin.tokens_file".into(), e.to_string());
@@ -807,6 +832,9 @@ impl Config {
                 }
             });
         problems.extend(ipm_name_problems(clearing.as_ref(), &terminals, &file));
+        if store_failed {
+            problems.retain(|p| !p.ends_with(NO_KEY_STORE));
+        }
         let Some(risk) = risk.filter(|_| problems.is_empty()) else {
             return Err(ConfigError::Invalid(problems));
         };
@@ -839,6 +867,14 @@ impl Config {
         let text = read(&self.path)?;
         let raw: RawConfig = parse(&text, &self.path)?;
         let file = self.path.display().to_string();
+        // The file is taken whole or not at all: a bad level refuses the
+        // tables too (and the level stays).
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
+            return Err(ConfigError::Invalid(vec![format!(
+                "{file}: log.level: `{}`: {e}",
+                raw.log.level
+            )]));
+        }
         let names = self.destinations.iter().map(|d| d.name.clone()).collect();
         let base = self.path.parent().unwrap_or(Path::new("."));
         let store = open_store(&raw.security, base).map_err(|reason| {

@@ -50,7 +50,8 @@ pub struct Control {
     listeners: Vec<(String, SocketAddr, Arc<ListenerStats>)>,
     tokens: RwLock<Arc<Tokens>>,
     audit: Option<Arc<AuditLog>>,
-    /// Runs first at every reload (the daemon re-applies its log level).
+    /// Runs at every reload whose config file is valid (the daemon
+    /// re-applies its log level).
     on_reload: std::sync::Mutex<Hook>,
 }
 
@@ -243,7 +244,8 @@ impl Running {
         self.control.reload()
     }
 
-    /// Sets what runs first at every reload, by signal or by the admin API.
+    /// Sets what runs at every reload (by signal or by the admin API) whose
+    /// config file is valid, before the new tables are swapped in.
     pub fn on_reload(&self, hook: ReloadHook) {
         *self
             .control
@@ -339,15 +341,6 @@ impl Control {
     /// to load keeps its old version. The admin token file is re-read and
     /// the audit log reopened (for log rotation).
     pub fn reload(&self) -> Result<(), ConfigError> {
-        if let Some(hook) = self
-            .on_reload
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .0
-            .as_ref()
-        {
-            hook();
-        }
         let mut problems = Vec::new();
         let acceptors = self
             .config
@@ -372,6 +365,16 @@ impl Control {
         }
         match self.config.reload_tables() {
             Ok(reloaded) => {
+                // The file is valid as a whole: its log level applies too.
+                if let Some(hook) = self
+                    .on_reload
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0
+                    .as_ref()
+                {
+                    hook();
+                }
                 info!(
                     terminals = reloaded.terminals.len(),
                     routes = reloaded.routes.len(),

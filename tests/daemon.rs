@@ -239,7 +239,7 @@ async fn json_logs_and_a_level_reloaded_on_sighup() {
     let listen: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("cardswitch.toml");
-    let write_config = |level: &str| {
+    let write_config = |level: &str, routed: &str| {
         std::fs::write(
             &config,
             format!(
@@ -259,7 +259,7 @@ address = "{bank}"
 dialect = "iso87binary"
 links = 1
 [[route]]
-prefix = "476173"
+prefix = "{routed}"
 destination = "bank"
 [[terminal]]
 id = "TERM0001"
@@ -274,7 +274,7 @@ currency = "978"
         )
         .unwrap();
     };
-    write_config("info");
+    write_config("info", "476173");
     let mut child = Command::new(env!("CARGO_BIN_EXE_cardswitch"))
         .args(["serve", "--config"])
         .arg(&config)
@@ -315,8 +315,25 @@ currency = "978"
         assert!(!fields[key].is_null(), "{key} in {event}");
     }
 
+    // A bad level refuses the file whole (#16.20): the new route is not
+    // taken and the level stays.
+    write_config("info,cardswitch=loud", "476174");
+    kill(&child, "-HUP");
+    let refused = loop {
+        let v = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a refused reload");
+        if message(&v).starts_with("reload incomplete") {
+            break message(&v);
+        }
+    };
+    assert!(refused.contains("log.level"), "{refused}");
+    assert!(purchase(listen, "476174", "15", 2).await.all_checked_out());
+    assert!(purchase(listen, "476173", "00", 1).await.all_checked_out());
+    wait_for("transaction");
+
     // Quieter: after the reload no transaction events are logged.
-    write_config("warn");
+    write_config("warn", "476173");
     kill(&child, "-HUP");
     let reloaded = wait_for("log level reloaded");
     assert_eq!(reloaded["fields"]["level"], "warn");

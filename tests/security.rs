@@ -538,4 +538,28 @@ security = {{ pin_key = "zpk", pin_format = "iso1" }}
         errors.contains("security.key_store: master key from"),
         "{errors}"
     );
+    assert!(
+        !errors.contains("set [security] key_store"),
+        "the store is configured; only its opening failed: {errors}"
+    );
+
+    // A wrong master key: the store's own error, and nothing that asks for
+    // a store to be configured (#16.20).
+    let master = dir.path().join("master.key");
+    std::fs::write(&master, "00".repeat(32)).unwrap();
+    std::fs::set_permissions(&master, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cardswitch"))
+        .args(["config", "check"])
+        .arg(&path)
+        .env_remove("CARDSWITCH_MASTER_KEY")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .unwrap();
+    let errors = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(errors.contains("security.key_store:"), "{errors}");
+    assert!(
+        !errors.contains("set [security] key_store"),
+        "misleading advice: {errors}"
+    );
 }

@@ -693,16 +693,58 @@ fn config_check_names_file_key_and_reason() {
         err.contains("journal.cutover: `25:00` is not HH:MM"),
         "{err}"
     );
-    let good = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/cardswitch.toml");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cardswitch"))
-        .args(["config", "check"])
-        .arg(good)
-        .output()
+    // The example configuration, as a newcomer copies it: `serve` would
+    // refuse it without its data key, so `config check` does too (#16.20).
+    let copy = tempfile::tempdir().unwrap();
+    for name in ["cardswitch.toml", "terminals.toml", "routes.toml"] {
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fixtures")
+                .join(name),
+            copy.path().join(name),
+        )
         .unwrap();
+    }
+    let good = copy.path().join("cardswitch.toml");
+    let check = |path: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cardswitch"))
+            .args(["config", "check"])
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+    let out = check(&good);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("journal.data_key_file: journal data key"),
+        "{err}"
+    );
+    cardswitch::journal::generate_data_key(&copy.path().join("data.key")).unwrap();
+    let out = check(&good);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Two listeners on one address, or the admin API on a listener's:
+    // one socket per address, as `serve` would find when it binds.
+    let text = std::fs::read_to_string(&good).unwrap();
+    let first = text
+        .lines()
+        .find(|l| l.starts_with("address"))
+        .unwrap()
+        .to_string();
+    let twice =
+        format!("{text}\n[[listener]]\nname = \"again\"\n{first}\ndialect = \"iso87ascii\"\n");
+    std::fs::write(&good, twice).unwrap();
+    let out = check(&good);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("one socket per address") && err.contains("is also listener[0].address"),
+        "{err}"
     );
     let _ = std::fs::remove_file(bad);
 }

@@ -23,6 +23,9 @@ use crate::security::keys::{KeyStore, KeyType};
 use crate::security::mac::MacAlgorithm;
 use crate::security::pin::PinFormat;
 
+/// Why keys named in a profile cannot be had without a key store.
+pub const NO_KEY_STORE: &str = "keys need a key store: set [security] key_store";
+
 /// The `security = { … }` table of a terminal or destination.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -195,7 +198,7 @@ impl ProtectionEntry {
         let mut problem = |key: &str, reason: String| problems.push((key.to_string(), reason));
         let lookup = |id: &str, key_type: KeyType| -> Result<SecretKey, String> {
             store
-                .ok_or_else(|| "keys need a key store: set [security] key_store".to_string())?
+                .ok_or_else(|| NO_KEY_STORE.to_string())?
                 .get(id, key_type)
                 .map_err(|e| e.to_string())
         };
