@@ -617,13 +617,13 @@ impl Config {
                 .parse::<SocketAddr>()
                 .map_err(|e| problem(key("address"), format!("`{}`: {e}", l.address)))
                 .ok();
-            if let Some(address) = address.filter(|a| a.port() != 0) {
-                if let Some(other) = bound.insert(address, key("address")) {
-                    problem(
-                        key("address"),
-                        format!("`{address}` is also {other}: one socket per address"),
-                    );
-                }
+            if let Some(address) = address.filter(|a| a.port() != 0)
+                && let Some(other) = bound.insert(address, key("address"))
+            {
+                problem(
+                    key("address"),
+                    format!("`{address}` is also {other}: one socket per address"),
+                );
             }
             let dialect = resolve_dialect(&l.dialect, base)
                 .map_err(|e| problem(key("dialect"), e.to_string()))
