@@ -80,7 +80,7 @@ fn the_unit_verifies_and_is_hardened() {
     let dir = tempfile::tempdir().unwrap();
     let units = units_under_test(dir.path(), &["cardswitch.service"]);
     let score = verified_exposure(&units);
-    assert!(score <= 2.0, "exposure {score}");
+    assert!(score <= 1.2, "exposure {score}");
 
     let text = std::fs::read_to_string(UNIT).unwrap();
     for directive in [
@@ -102,6 +102,9 @@ fn the_unit_verifies_and_is_hardened() {
         "\nCapabilityBoundingSet=\n",
         "MemoryDenyWriteExecute=yes",
         "LimitNOFILE=",
+        // A core dump would hold clear keys.
+        "\nLimitCORE=0\n",
+        "\nPrivateMounts=yes\n",
     ] {
         assert!(text.contains(directive), "missing {directive:?}");
     }
@@ -124,7 +127,7 @@ fn the_clearing_service_and_timer_verify_and_are_hardened() {
         &["cardswitch-clearing.service", "cardswitch-clearing.timer"],
     );
     let score = verified_exposure(&units);
-    assert!(score <= 1.5, "exposure {score}");
+    assert!(score <= 0.3, "exposure {score}");
     let (service, timer) = (&units[0], &units[1]);
 
     let text = std::fs::read_to_string(service).unwrap();
@@ -136,6 +139,8 @@ fn the_clearing_service_and_timer_verify_and_are_hardened() {
         "PrivateNetwork=yes",
         "ProtectSystem=strict",
         "SystemCallFilter=@system-service",
+        "\nLimitCORE=0\n",
+        "\nPrivateMounts=yes\n",
     ] {
         assert!(text.contains(directive), "missing {directive:?}");
     }
