@@ -157,3 +157,54 @@ fn dialect_prints_the_field_table() {
     assert!(out.contains("n ..19"), "{out}");
     assert!(out.contains("TRACK 2 DATA"), "{out}");
 }
+
+/// The other printing commands end quietly on a closed output too (#16.7):
+/// `iso`, `tokens`, `config check` and `sim bank`'s counters; the read end
+/// of the pipe is closed before each starts, so every write fails.
+#[test]
+fn printing_commands_end_quietly_on_a_closed_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.toml");
+    let tokens = tokens.to_str().unwrap();
+    for name in ["cardswitch.toml", "terminals.toml", "routes.toml"] {
+        std::fs::copy(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fixtures")
+                .join(name),
+            dir.path().join(name),
+        )
+        .unwrap();
+    }
+    cardswitch::journal::generate_data_key(&dir.path().join("data.key")).unwrap();
+    let config = dir.path().join("cardswitch.toml");
+    let config = config.to_str().unwrap();
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["iso", "dialect", "iso87binary"],
+        vec![
+            "iso",
+            "encode",
+            "--dialect",
+            "iso87ascii",
+            r#"{"mti": "0800", "fields": {"11": "000001"}}"#,
+        ],
+        vec![
+            "tokens", "--file", tokens, "add", "otto", "--role", "operator",
+        ],
+        vec!["tokens", "--file", tokens, "list"],
+        vec!["config", "check", config],
+    ];
+    for args in commands {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_cardswitch"))
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+    }
+}

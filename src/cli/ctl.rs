@@ -224,13 +224,13 @@ fn json(body: &Bytes) -> Value {
 
 /// Prints an answer as it came (pretty JSON when it is JSON) and maps its
 /// status to the exit status.
-fn print(reply: &Reply) -> ExitCode {
+fn print(reply: &Reply) -> std::io::Result<ExitCode> {
     let (status, body) = reply;
     match serde_json::from_slice::<Value>(body) {
-        Ok(v) => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
-        Err(_) => print!("{}", String::from_utf8_lossy(body)),
+        Ok(v) => super::say(&serde_json::to_string_pretty(&v).unwrap_or_default())?,
+        Err(_) => super::say(String::from_utf8_lossy(body).trim_end())?,
     }
-    outcome(*status)
+    Ok(outcome(*status))
 }
 
 fn outcome(status: StatusCode) -> ExitCode {
@@ -249,16 +249,16 @@ impl CtlCommand {
             CtlCommand::Links => {
                 let reply = client.call(Method::GET, "/v1/links").await?;
                 if !reply.0.is_success() {
-                    return Ok(print(&reply));
+                    return Ok(print(&reply)?);
                 }
-                println!("{:<24} {:<5} {:<8}", "LINK", "UP", "ENABLED");
+                super::say(&format!("{:<24} {:<5} {:<8}", "LINK", "UP", "ENABLED"))?;
                 for link in json(&reply.1)["links"].as_array().into_iter().flatten() {
-                    println!(
+                    super::say(&format!(
                         "{:<24} {:<5} {:<8}",
                         link["id"].as_str().unwrap_or_default(),
                         link["up"].as_bool().unwrap_or_default(),
                         link["enabled"].as_bool().unwrap_or_default()
-                    );
+                    ))?;
                 }
                 return Ok(ExitCode::SUCCESS);
             }
@@ -275,7 +275,7 @@ impl CtlCommand {
             }
             CtlCommand::Reload => {
                 let reply = client.call(Method::POST, "/v1/reload").await?;
-                let code = print(&reply);
+                let code = print(&reply)?;
                 if reply.0.is_success() && json(&reply.1)["complete"] == Value::Bool(false) {
                     eprintln!("cardswitch ctl: the reload was partial; see the problems above");
                     return Ok(ExitCode::from(1));
@@ -300,7 +300,7 @@ impl CtlCommand {
             CtlCommand::Saf => client.call(Method::GET, "/v1/saf").await?,
             CtlCommand::Metrics => client.call(Method::GET, "/metrics").await?,
         };
-        Ok(print(&reply))
+        Ok(print(&reply)?)
     }
 }
 
@@ -308,31 +308,31 @@ impl CtlCommand {
 async fn status(client: &Client) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let (ready_status, ready) = client.call(Method::GET, "/health/ready").await?;
     let ready = json(&ready);
-    println!(
+    super::say(&format!(
         "ready: {}",
         if ready_status.is_success() {
             "yes"
         } else {
             "no"
         }
-    );
+    ))?;
     for problem in ready["problems"].as_array().into_iter().flatten() {
-        println!("  {}", problem.as_str().unwrap_or_default());
+        super::say(&format!("  {}", problem.as_str().unwrap_or_default()))?;
     }
     let reply = client.call(Method::GET, "/v1/destinations").await?;
     if !reply.0.is_success() {
-        return Ok(print(&reply));
+        return Ok(print(&reply)?);
     }
-    println!(
+    super::say(&format!(
         "{:<16} {:<22} {:>8} {:>10} {:>9} {:>12}",
         "DESTINATION", "ADDRESS", "LINKS UP", "SENT", "TIMEOUTS", "P99 µs"
-    );
+    ))?;
     for d in json(&reply.1)["destinations"]
         .as_array()
         .into_iter()
         .flatten()
     {
-        println!(
+        super::say(&format!(
             "{:<16} {:<22} {:>5}/{:<2} {:>10} {:>9} {:>12}",
             d["name"].as_str().unwrap_or_default(),
             d["address"].as_str().unwrap_or_default(),
@@ -341,7 +341,7 @@ async fn status(client: &Client) -> Result<ExitCode, Box<dyn std::error::Error>>
             d["sent"].as_u64().unwrap_or_default(),
             d["timeouts"].as_u64().unwrap_or_default(),
             d["latency_p99_us"].as_u64().unwrap_or_default(),
-        );
+        ))?;
     }
     Ok(outcome(ready_status))
 }

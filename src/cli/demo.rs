@@ -42,12 +42,12 @@ impl DemoArgs {
             .enable_all()
             .build()?;
         let outcome = runtime.block_on(demo::run(&options))?;
-        outcome.report.print_summary();
-        println!("Requests per bank:");
+        super::say(&outcome.report.to_string())?;
+        super::say(&format!("Requests per bank:"))?;
         for (bank, count) in &outcome.banks {
-            println!("  {bank:<8} {count:>8}");
+            super::say(&format!("  {bank:<8} {count:>8}"))?;
         }
-        println!(
+        super::say(&format!(
             "Disabled terminal: {}",
             outcome
                 .local
@@ -56,12 +56,12 @@ impl DemoArgs {
                 .cloned()
                 .collect::<Vec<_>>()
                 .join(", ")
-        );
+        ))?;
         if outcome.all_checked_out() {
-            println!("All responses checked out.");
+            super::say(&format!("All responses checked out."))?;
             Ok(ExitCode::SUCCESS)
         } else {
-            println!("Some responses did NOT check out.");
+            super::say(&format!("Some responses did NOT check out."))?;
             Ok(ExitCode::FAILURE)
         }
     }

@@ -144,7 +144,7 @@ impl IsoCommand {
                         out
                     }
                 };
-                println!("{}", hex::encode_upper(&out));
+                super::say(&hex::encode_upper(&out))?;
                 Ok(ExitCode::SUCCESS)
             }
             IsoCommand::Dialect { name } => {

@@ -96,19 +96,35 @@ fn is_broken_pipe(error: &(dyn std::error::Error + 'static)) -> bool {
     })
 }
 
+/// Prints one line on stdout. A closed output (broken pipe: `… | head`)
+/// is not an error: the line goes nowhere and the command goes on to its
+/// normal end. For commands that also talk to sockets (`ctl`, `sim`,
+/// `demo`), where [`quiet_on_closed_output`] would mistake a peer's broken
+/// pipe for a closed output.
+pub(crate) fn say(line: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
 impl Cli {
     /// Runs the chosen subcommand.
     pub fn run(self) -> Result<ExitCode, Box<dyn std::error::Error>> {
         match self.command {
-            Command::Iso(cmd) => cmd.run(),
+            Command::Iso(cmd) => quiet_on_closed_output(cmd.run()),
             Command::Serve(args) => args.run(),
-            Command::Config(ConfigCommand::Check { file }) => serve::check(file),
+            Command::Config(ConfigCommand::Check { file }) => {
+                quiet_on_closed_output(serve::check(file))
+            }
             Command::Sim(cmd) => cmd.run(),
             Command::Demo(args) => args.run(),
             Command::Journal(args) => quiet_on_closed_output(args.run()),
             Command::Keys(args) => quiet_on_closed_output(args.run()),
             Command::Ctl(args) => args.run(),
-            Command::Tokens(args) => args.run(),
+            Command::Tokens(args) => quiet_on_closed_output(args.run()),
             Command::Clearing(args) => args.run(),
             Command::Recon(args) => args.run(),
         }

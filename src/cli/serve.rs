@@ -184,14 +184,14 @@ mod systemd {
 pub fn check(path: PathBuf) -> Result<ExitCode, Box<dyn std::error::Error>> {
     match Config::load(&path) {
         Ok(config) => {
-            println!(
+            super::say(&format!(
                 "{}: ok ({} listeners, {} destinations, {} terminals, {} routes)",
                 path.display(),
                 config.listeners.len(),
                 config.destinations.len(),
                 config.terminals.len(),
                 config.routes.len()
-            );
+            ))?;
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {

@@ -284,13 +284,13 @@ impl SimCommand {
                 cfg.security = keys.resolve(Side::Terminal)?;
                 cfg.pin = pin;
                 let report = rt.block_on(cardswitch::sim::run(cfg))?;
-                report.print_summary();
+                super::say(&report.to_string())?;
                 let line = report.to_json();
                 if let Some(path) = json {
                     std::fs::write(&path, format!("{line}\n"))
                         .map_err(|e| format!("{}: {e}", path.display()))?;
                 }
-                println!("{line}");
+                super::say(&line)?;
                 Ok(if report.all_checked_out() {
                     ExitCode::SUCCESS
                 } else {
@@ -368,7 +368,7 @@ async fn bank(
             broken.all().len()
         );
     }
-    println!("{}", serde_json::to_string(&stats.snapshot())?);
+    super::say(&serde_json::to_string(&stats.snapshot())?)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -50,7 +50,7 @@ impl TokensArgs {
                     Role::Viewer
                 };
                 let token = auth::add(&self.file, &name, role)?;
-                println!("{token}");
+                super::say(&token)?;
                 eprintln!(
                     "token `{name}` ({}) added to {}; it is not shown again. Reload the daemon to use it.",
                     role.as_str(),
@@ -59,7 +59,7 @@ impl TokensArgs {
             }
             TokensCommand::List => {
                 for entry in auth::list(&self.file)? {
-                    println!("{}\t{}", entry.name, entry.role.as_str());
+                    super::say(&format!("{}\t{}", entry.name, entry.role.as_str()))?;
                 }
             }
             TokensCommand::Remove { name } => {

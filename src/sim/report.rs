@@ -107,11 +107,6 @@ impl PosReport {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
-
-    /// Prints [the human summary](fmt::Display) on stdout.
-    pub fn print_summary(&self) {
-        println!("{self}");
-    }
 }
 
 impl fmt::Display for PosReport {
