@@ -43,7 +43,7 @@ impl DemoArgs {
             .build()?;
         let outcome = runtime.block_on(demo::run(&options))?;
         super::say(&outcome.report.to_string())?;
-        super::say(&format!("Requests per bank:"))?;
+        super::say("Requests per bank:")?;
         for (bank, count) in &outcome.banks {
             super::say(&format!("  {bank:<8} {count:>8}"))?;
         }
@@ -58,10 +58,10 @@ impl DemoArgs {
                 .join(", ")
         ))?;
         if outcome.all_checked_out() {
-            super::say(&format!("All responses checked out."))?;
+            super::say("All responses checked out.")?;
             Ok(ExitCode::SUCCESS)
         } else {
-            super::say(&format!("Some responses did NOT check out."))?;
+            super::say("Some responses did NOT check out.")?;
             Ok(ExitCode::FAILURE)
         }
     }
