@@ -316,9 +316,13 @@ mod tests {
     #[test]
     fn signed_message_verifies_and_tampering_fails() {
         let k = key(KeyAlgorithm::Tdes2, "0123456789ABCDEFFEDCBA9876543210");
-        for dialect in ["iso87ascii", "iso87binary", "iso93binary"] {
+        for (dialect, mti) in [
+            ("iso87ascii", "0200"),
+            ("iso87binary", "0200"),
+            ("iso93binary", "1200"),
+        ] {
             let d = Dialect::resolve(dialect).unwrap();
-            let mut m = Message::new(crate::iso8583::Mti::parse("0200").unwrap());
+            let mut m = Message::new(crate::iso8583::Mti::parse(mti).unwrap());
             m.set(3, "000000").set(4, "000000001000").set(11, "000123");
             let frame = sign(&d, &mut m, MacAlgorithm::Retail, &k).unwrap();
             let decoded = Message::decode(&d, frame.clone()).unwrap();
