@@ -20,7 +20,9 @@ fn dialects() -> &'static [Arc<Dialect>] {
 fuzz_target!(|data: &[u8]| {
     for dialect in dialects() {
         if let Ok(message) = Message::decode(dialect, Bytes::copy_from_slice(data)) {
-            let wire = message.to_bytes(dialect).expect("a decoded message re-encodes");
+            let wire = message
+                .to_bytes(dialect)
+                .expect("a decoded message re-encodes");
             let again = Message::decode(dialect, wire).expect("re-encoded bytes decode");
             assert_eq!(again, message);
         }

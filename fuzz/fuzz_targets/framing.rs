@@ -8,9 +8,15 @@ use libfuzzer_sys::fuzz_target;
 use tokio_util::codec::Decoder;
 
 fuzz_target!(|data: &[u8]| {
-    for prefix in [LengthPrefix::Binary2, LengthPrefix::Ascii4, LengthPrefix::Bcd2] {
+    for prefix in [
+        LengthPrefix::Binary2,
+        LengthPrefix::Ascii4,
+        LengthPrefix::Bcd2,
+    ] {
         for header in [0, 5] {
-            let mut codec = FrameCodec::new(prefix).with_header(header).with_max_frame(512);
+            let mut codec = FrameCodec::new(prefix)
+                .with_header(header)
+                .with_max_frame(512);
             let mut buf = BytesMut::from(data);
             while let Ok(Some(frame)) = codec.decode(&mut buf) {
                 assert_eq!(frame.header.len(), header);
