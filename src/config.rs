@@ -3,7 +3,7 @@
 //! Every problem names the file, the key and the reason, e.g.
 //! `cardswitch.toml: destination[1].dialect: unknown dialect `iso99``.
 //! `cardswitch config check FILE` runs exactly this validation. The format is
-//! documented key by key in `docs/config.md`; `fixtures/cardswitch.toml` is a
+//! documented key by key in `docs/configuration.md`; `fixtures/cardswitch.toml` is a
 //! complete example.
 
 use std::collections::{BTreeMap, BTreeSet};

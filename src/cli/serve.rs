@@ -17,7 +17,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 /// Arguments of `serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Configuration file (see docs/config.md).
+    /// Configuration file (see docs/configuration.md).
     #[arg(long, short)]
     config: PathBuf,
 }
