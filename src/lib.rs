@@ -1,6 +1,7 @@
 //! cardswitch — a card-acquiring switch.
 //!
-//! The ISO 8583 codec ([`iso8583`]): dialects loaded from data files, an
+//! The ISO 8583 codec ([`iso8583`], the `crates/iso8583` library,
+//! re-exported with its [`card`] types): dialects loaded from data files, an
 //! I/O-free decoder and encoder, and the wire framings; the switch itself
 //! ([`server`], [`terminal`], [`switch`], [`route`], [`registry`],
 //! [`adapter`], [`translate`]); the response-code tables ([`codes`]); and the
@@ -11,14 +12,14 @@
 
 pub mod adapter;
 pub mod admin;
-pub mod card;
+pub use ::iso8583::card;
 pub mod clearing;
 pub mod clock;
 pub mod codes;
 pub mod config;
 pub mod demo;
 pub mod files;
-pub mod iso8583;
+pub use ::iso8583;
 pub mod journal;
 pub mod metrics;
 pub mod registry;

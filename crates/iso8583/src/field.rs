@@ -286,7 +286,7 @@ fn read_prefix(
 
 /// Writes one field. The value is in its logical form: text for every class
 /// but `b`, raw bytes for `b`.
-pub(crate) fn encode(spec: &FieldSpec, value: &[u8], out: &mut BytesMut) -> Result<(), ErrorKind> {
+pub fn encode(spec: &FieldSpec, value: &[u8], out: &mut BytesMut) -> Result<(), ErrorKind> {
     let len = value.len();
     check_class(spec.class, value)?;
     match spec.length {
