@@ -617,13 +617,14 @@ impl Config {
                 .parse::<SocketAddr>()
                 .map_err(|e| problem(key("address"), format!("`{}`: {e}", l.address)))
                 .ok();
-            if let Some(address) = address.filter(|a| a.port() != 0)
-                && let Some(other) = bound.insert(address, key("address"))
-            {
-                problem(
-                    key("address"),
-                    format!("`{address}` is also {other}: one socket per address"),
-                );
+            if let Some(address) = address.filter(|a| a.port() != 0) {
+                if let Some(other) = clash(&bound, address) {
+                    problem(
+                        key("address"),
+                        format!("`{address}` is also {other}: one socket per address"),
+                    );
+                }
+                bound.insert(address, key("address"));
             }
             let dialect = resolve_dialect(&l.dialect, base)
                 .map_err(|e| problem(key("dialect"), e.to_string()))
@@ -784,7 +785,7 @@ impl Config {
                 .parse::<SocketAddr>()
                 .map_err(|e| problem("admin.address".into(), format!("`{}`: {e}", a.address)))
                 .ok();
-            if let Some(other) = address.and_then(|a| bound.get(&a)) {
+            if let Some(other) = address.and_then(|a| clash(&bound, a)) {
                 problem(
                     "admin.address".into(),
                     format!("`{}` is also {other}: one socket per address", a.address),
@@ -942,6 +943,25 @@ fn server_tls(tls: Option<&RawServerTls>, base: &Path) -> Result<Option<Arc<TlsA
         .map_err(|e| e.to_string())
     })
     .transpose()
+}
+
+/// Who already listens where `address` would: the same port on the same
+/// address, or on any address when either is unspecified (`0.0.0.0`, `[::]`
+/// take every address of the port, IPv4 and IPv6 alike on Linux). A port of
+/// 0 (any free port) never clashes.
+fn clash(bound: &BTreeMap<SocketAddr, String>, address: SocketAddr) -> Option<&String> {
+    if address.port() == 0 {
+        return None;
+    }
+    bound
+        .iter()
+        .find(|(other, _)| {
+            other.port() == address.port()
+                && (other.ip() == address.ip()
+                    || other.ip().is_unspecified()
+                    || address.ip().is_unspecified())
+        })
+        .map(|(_, who)| who)
 }
 
 /// Opens the key store named in `[security]`, if any, with the master key

@@ -347,6 +347,7 @@ async fn an_answer_without_a_readable_code_is_reversed() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    running.switch().journal().index_current().await;
     let states = running.switch().journal().index().in_flight().unwrap();
     assert!(states.is_empty(), "both ended in the journal");
     running.shutdown().await;
@@ -425,5 +426,70 @@ async fn a_stop_half_closes_so_a_pipelining_terminal_reads_every_answer() {
     let at_bank = stats.approved - stats.network;
     assert!(at_bank >= 10, "the terminal was pipelining: {at_bank}");
     assert_eq!(approved, at_bank, "every approval reached the terminal");
+    bank.stop().await;
+}
+
+/// Two copies of one request sent back to back, before either is answered
+/// (a terminal that retransmits at once, or two of its connections): one
+/// transaction, forwarded once, both copies answered with its outcome — for
+/// a purchase and for a reversal of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_copies_sent_at_once_are_one_transaction() {
+    let bank = bank("[[rule]]\nmti = \"0200\"\ndelay_ms = 50\n").await;
+    let running = switch(bank.addr(), "", "").await;
+    let connect = async || {
+        Framed::new(
+            TcpStream::connect(running.address("pos").unwrap())
+                .await
+                .unwrap(),
+            FrameCodec::default(),
+        )
+    };
+    let (mut one, mut two) = (connect().await, connect().await);
+    let frame = |m: &Message| Frame {
+        header: Bytes::new(),
+        message: m.to_bytes(&ascii()).unwrap(),
+    };
+    let purchase = request("0200", "000301");
+    let mut reversal = request("0400", "000302");
+    reversal.set(90, format!("0200000301{}{:0>22}", "1125120000", "4123456"));
+    for m in [&purchase, &reversal] {
+        one.send(frame(m)).await.unwrap();
+        one.send(frame(m)).await.unwrap();
+        two.send(frame(m)).await.unwrap();
+        let mut answers = Vec::new();
+        for which in [0, 0, 1] {
+            let conn = if which == 0 { &mut one } else { &mut two };
+            let answer =
+                Message::decode(&ascii(), conn.next().await.unwrap().unwrap().message).unwrap();
+            answers.push((
+                answer.response_code().map(String::from),
+                answer.auth_id().map(String::from),
+            ));
+        }
+        assert!(
+            answers
+                .iter()
+                .all(|a| *a == answers[0] && a.0.as_deref() == Some("00")),
+            "{}: {answers:?}",
+            m.mti()
+        );
+    }
+    // The reversal reaches the bank by store-and-forward.
+    let financial = || {
+        let stats = bank.stats().snapshot();
+        stats.requests - stats.network
+    };
+    let since = Instant::now();
+    while financial() < 2 && since.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        financial(),
+        2,
+        "the bank got the purchase once and its reversal once"
+    );
+    running.shutdown().await;
     bank.stop().await;
 }

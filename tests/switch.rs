@@ -746,5 +746,23 @@ fn config_check_names_file_key_and_reason() {
         err.contains("one socket per address") && err.contains("is also listener[0].address"),
         "{err}"
     );
+    // The same port on the unspecified address takes it too.
+    let port = first
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    let wildcard = format!(
+        "{text}\n[[listener]]\nname = \"everywhere\"\naddress = \"0.0.0.0:{port}\"\ndialect = \"iso87ascii\"\n"
+    );
+    std::fs::write(&good, wildcard).unwrap();
+    let out = check(&good);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!("`0.0.0.0:{port}` is also listener[0].address")),
+        "{err}"
+    );
     let _ = std::fs::remove_file(bad);
 }

@@ -259,16 +259,17 @@ pub struct Run<'a> {
 }
 
 /// `YYYYMMDD` of a date given as `YYYY-MM-DD`, or as `previous`: the
-/// business date before the current one.
+/// business date before the current scheduled one.
 pub fn resolve_date(
     date: &str,
     cutover: &crate::journal::Cutover,
 ) -> Result<String, ClearingError> {
     if date == "previous" {
-        // The calendar day before the current business date (not the date
-        // 24 hours ago: a business day is 23 or 25 hours long when the
-        // clocks change).
-        let today = wal::business_date(wal::now_micros(), cutover);
+        // The calendar day before the current scheduled business date (not
+        // the date 24 hours ago: a business day is 23 or 25 hours long when
+        // the clocks change; and not the day before a date an operator
+        // started early, which would skip the date the early one followed).
+        let today = cutover.scheduled(wal::now_micros());
         return day_before(&today).ok_or(ClearingError::BadDate(today));
     }
     compact_date(date)

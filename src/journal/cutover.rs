@@ -16,7 +16,7 @@
 //! `clearing run`, `journal export` — sees the same dates.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
@@ -76,6 +76,8 @@ pub struct Cutover {
     /// Shared by every clone, so that an early start made by the daemon
     /// is seen by the journal writer, the index and the switch at once.
     early: Arc<RwLock<Vec<EarlyStart>>>,
+    /// Held while an early start is made and written.
+    making: Arc<Mutex<()>>,
 }
 
 impl PartialEq for Cutover {
@@ -118,6 +120,7 @@ impl Cutover {
             zone: TimeZone::UTC,
             name: "UTC".into(),
             early: Arc::default(),
+            making: Arc::default(),
         }
     }
 
@@ -131,6 +134,7 @@ impl Cutover {
             zone: found,
             name: zone.to_string(),
             early: Arc::default(),
+            making: Arc::default(),
         })
     }
 
@@ -158,8 +162,11 @@ impl Cutover {
             .unwrap_or(scheduled)
     }
 
-    /// The business date of an instant by the scheduled cutover alone.
-    fn scheduled(&self, micros: u64) -> String {
+    /// The business date of an instant by the scheduled cutover alone. An
+    /// early start only moves dates forward, so windows counted back from
+    /// this date (the previous business date for retransmissions and for
+    /// the clearing timer) never skip a date an early start cut short.
+    pub fn scheduled(&self, micros: u64) -> String {
         let local = i64::try_from(micros)
             .ok()
             .and_then(|m| jiff::Timestamp::from_microsecond(m).ok())
@@ -204,7 +211,10 @@ impl Cutover {
     /// date itself started early, so that a repeated command does not close
     /// a second day.
     pub fn start_next(&self, dir: &Path, now: u64) -> Result<EarlyStart, CutoverError> {
-        let mut early = self.early.write().unwrap_or_else(|p| p.into_inner());
+        // One cutover at a time; the dates themselves stay readable (by the
+        // journal writer, the index, the switch) while the file is synced.
+        let _one = self.making.lock().unwrap_or_else(|p| p.into_inner());
+        let early = self.early.read().unwrap_or_else(|p| p.into_inner()).clone();
         let scheduled = self.scheduled(now);
         let current = early
             .iter()
@@ -235,7 +245,7 @@ impl Cutover {
         })?;
         crate::files::write_atomically(&path, &bytes)
             .map_err(|source| CutoverError::Io { path, source })?;
-        *early = starts;
+        *self.early.write().unwrap_or_else(|p| p.into_inner()) = starts;
         Ok(start)
     }
 }
@@ -334,6 +344,22 @@ mod tests {
             e.to_string().contains("`2026` is not a YYYYMMDD date"),
             "{e}"
         );
+    }
+
+    /// The scheduled cutover starts the next date, and an operator closes
+    /// that one five minutes later: the effective date jumps two days, the
+    /// scheduled one only one, so windows counted back from it (previous
+    /// business date) still hold the date before.
+    #[test]
+    fn the_scheduled_date_never_skips_a_date_an_early_start_cut_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let cutover = Cutover::utc(0);
+        let midnight = T + HOUR;
+        let five_past = midnight + 5 * 60 * 1_000_000;
+        assert_eq!(cutover.date(midnight), "20261126");
+        cutover.start_next(dir.path(), five_past).unwrap();
+        assert_eq!(cutover.date(five_past + 1), "20261127");
+        assert_eq!(cutover.scheduled(five_past + 1), "20261126");
     }
 
     #[test]

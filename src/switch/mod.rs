@@ -75,6 +75,18 @@ pub struct SwitchStats {
     pub pin_failures: AtomicU64,
 }
 
+/// Stripes of the duplicate check's lock: requests with different keys
+/// rarely wait for each other.
+const CHECK_STRIPES: usize = 64;
+
+/// The stripe of a (terminal, STAN) key.
+fn key_stripe(key: &recent::Key) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    (hasher.finish() % CHECK_STRIPES as u64) as usize
+}
+
 /// A completion's claim on its pre-authorisation: given back when dropped
 /// unless the completion was approved.
 struct CompletionClaim {
@@ -152,6 +164,9 @@ pub struct Switch {
     metrics: Metrics,
     saf: Saf,
     recent: Recent,
+    /// Held from a request's duplicate check until it is in `recent`, per
+    /// stripe of (terminal, STAN) keys.
+    checking: Box<[tokio::sync::Mutex<()>; CHECK_STRIPES]>,
     rrn_counter: AtomicU64,
     stats: SwitchStats,
 }
@@ -181,6 +196,7 @@ impl Switch {
             metrics: Metrics::default(),
             saf,
             recent: Recent::new(config.switch.recent_cache),
+            checking: Box::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
             rrn_counter: AtomicU64::new(u64::from(fastrand::u32(..))),
             stats: SwitchStats::default(),
         };
@@ -309,11 +325,32 @@ impl Switch {
             .text(4)
             .and_then(|a| a.parse().ok())
             .unwrap_or(0);
-        if let Some(original) = self
+        // The original of a reversal or completion first: finding it may
+        // wait for the index, which must not happen while the key is held.
+        let original = match txn.kind {
+            TxnKind::Reversal | TxnKind::Completion => self.original_of(txn).await,
+            _ => None,
+        };
+        // From the duplicate check until the request is in memory, no other
+        // request with its terminal and STAN is looked at: two copies sent
+        // at once are one transaction and a retransmission.
+        let _held = self.checking[key_stripe(&key)].lock().await;
+        match self
             .retransmitted(txn, key, class, transmission, amount)
             .await
         {
-            return self.replay(&original).await;
+            Ok(Some(original)) => {
+                drop(_held);
+                return self.replay(&original).await;
+            }
+            Ok(None) => {}
+            Err(refusal) => return Answer::refused(refusal),
+        }
+        if self.recent.is_full() {
+            // The index is far behind: memory holds what it does not, and
+            // forgetting any of it would let a retransmission through.
+            error!("journal index far behind: refusing new requests until it catches up");
+            return Answer::refused(Refusal::System);
         }
         let tables = self.tables();
         let terminal = tables.terminals.get(txn.terminal_id());
@@ -321,10 +358,6 @@ impl Switch {
         let rrn = match txn.request.rrn() {
             Some(rrn) => rrn.to_string(),
             None => self.next_rrn(now),
-        };
-        let original = match txn.kind {
-            TxnKind::Reversal | TxnKind::Completion => self.original_of(txn).await,
-            _ => None,
         };
         let replacement = (txn.kind == TxnKind::Reversal)
             .then(|| txn.request.text(95).and_then(|r| r.get(..12)?.parse().ok()))
@@ -351,6 +384,7 @@ impl Switch {
         let received: Arc<Received> = Arc::from(received);
         let live = Arc::new(Live::new(id, class, received));
         self.remember(key, Arc::clone(&live));
+        drop(_held);
         let answer = match self
             .decide(txn, &tables, &live, original, replacement, now)
             .await
@@ -810,46 +844,51 @@ impl Switch {
         class: [u8; 2],
         transmission: &str,
         amount: u64,
-    ) -> Option<Arc<Live>> {
+    ) -> Result<Option<Arc<Live>>, Refusal> {
         let same = |class_of: [u8; 2], request: &Received| {
             class_of == class && request.transmission == transmission && request.amount == amount
         };
         if let Some(live) = self.recent.get(&key)
             && same(live.class, &live.request)
         {
-            return Some(live);
+            return Ok(Some(live));
         }
         // Not in memory: anything older than the cache is in the index (the
-        // cache keeps what the index does not hold yet).
+        // cache keeps what the index does not hold yet). A check that cannot
+        // be made refuses the request: it may be a retransmission.
         let lookup = || {
-            let found =
-                self.journal
-                    .index()
-                    .by_request(txn.terminal_id(), txn.stan(), Some(transmission));
-            match found {
-                Ok(found) => found,
-                Err(e) => {
+            self.journal
+                .index()
+                .by_request(txn.terminal_id(), txn.stan(), Some(transmission))
+                .map_err(|e| {
                     error!(error = %e, "journal index: retransmission check failed");
-                    Vec::new()
-                }
-            }
+                    Refusal::System
+                })
         };
-        let today = wal::business_date(wal::now_micros(), &self.journal.config().cutover);
+        // Counted back from the scheduled date, which an operator's early
+        // cutover never moves: the window keeps the date that early one cut
+        // short.
+        let today = self.journal.config().cutover.scheduled(wal::now_micros());
         let pick = |found: Vec<TxnState>| {
             found.into_iter().rev().find(|state| {
                 same(Live::class_of(&state.request), &state.request)
                     && recent::retransmittable(&state.date, &today)
             })
         };
-        let mut state = pick(lookup())?;
+        let Some(mut state) = pick(lookup()?) else {
+            return Ok(None);
+        };
         if !state.phase.ended() {
             // Its answer may be in the log and not yet in the index.
             self.journal.index_current().await;
-            state = pick(lookup())?;
+            let Some(again) = pick(lookup()?) else {
+                return Ok(None);
+            };
+            state = again;
         }
         let live = Arc::new(Live::from_state(&state));
         self.remember(key, Arc::clone(&live));
-        Some(live)
+        Ok(Some(live))
     }
 
     /// Loads the newest transactions of the journal into memory (after a

@@ -195,6 +195,10 @@ struct Inner {
     claim_order: VecDeque<TxnId>,
 }
 
+/// How many times its size the cache may grow while the index lags before
+/// new requests are refused.
+pub const HARD_LIMIT: usize = 4;
+
 /// How many claimed reversals are remembered (older ones are in the index).
 const CLAIMS_KEPT: usize = 1_000_000;
 
@@ -231,6 +235,13 @@ impl Recent {
                 inner.by_key.remove(&old);
             }
         }
+    }
+
+    /// Whether the cache holds [`HARD_LIMIT`] times its size: the index is
+    /// so far behind that nothing more may be taken on (memory would grow
+    /// without bound, and nothing the index lacks may be forgotten).
+    pub fn is_full(&self) -> bool {
+        self.lock().order.len() >= self.kept.saturating_mul(HARD_LIMIT)
     }
 
     /// The newest transaction with this key.
