@@ -7,7 +7,8 @@
 //!
 //! Ranges of one length may not overlap, so that no entry's place in the
 //! file decides where a card goes: two overlapping ranges are refused,
-//! naming both, unless one lies strictly inside the other, where the
+//! naming both, unless one lies inside the other (sharing an end at most;
+//! not equal to it), where the
 //! narrower one wins (`["400000", "499999"]` to one bank with
 //! `["450000", "459999"]` to another).
 

@@ -178,7 +178,7 @@ fn standing_amount(s: &TxnState) -> u64 {
 }
 
 /// Header of the CSV export.
-pub const CSV_HEADER: &str = "id,date,received_at,kind,mti,processing_code,amount,original_amount,currency,pan,terminal,merchant,stan,rrn,destination,switch_stan,state,code,auth_id,source,reverses,reversal,reversal_kind,reversal_reason,reversal_attempts,risk_rule";
+pub const CSV_HEADER: &str = "id,date,received_at,kind,mti,processing_code,amount,currency,pan,terminal,merchant,stan,rrn,destination,switch_stan,state,code,auth_id,source,reverses,reversal,reversal_reason,reversal_attempts,risk_rule,original_amount,reversal_kind";
 
 fn csv_field(value: &str) -> String {
     if value.contains([',', '"', '\n']) {
@@ -201,7 +201,6 @@ impl TxnView {
             self.mti.clone(),
             self.processing_code.clone(),
             self.amount.to_string(),
-            self.original_amount.to_string(),
             self.currency.clone(),
             self.pan.clone(),
             self.terminal.clone(),
@@ -216,10 +215,12 @@ impl TxnView {
             opt(&self.source),
             num(self.reverses),
             opt(&self.reversal),
-            opt(&self.reversal_kind),
             opt(&self.reversal_reason),
             num(self.reversal_attempts.map(u64::from)),
             opt(&self.risk_rule),
+            // Added later: last, so readers by position keep their columns.
+            self.original_amount.to_string(),
+            opt(&self.reversal_kind),
         ]
         .iter()
         .map(|v| csv_field(v))

@@ -226,8 +226,17 @@ impl Recent {
         let id = live.id;
         inner.by_key.insert(key, live);
         inner.order.push_back((key, id));
+        // Only what the index holds, and (if it is still the newest with its
+        // key) what has its answer: a retransmission of a request still at
+        // its bank must find the copy that will be answered.
         while inner.order.len() > self.kept
-            && inner.order.front().is_some_and(|(_, old)| *old <= indexed)
+            && inner.order.front().is_some_and(|(key, old)| {
+                *old <= indexed
+                    && inner
+                        .by_key
+                        .get(key)
+                        .is_none_or(|l| l.id != *old || l.outcome.borrow().is_some())
+            })
         {
             if let Some((old, old_id)) = inner.order.pop_front()
                 && inner.by_key.get(&old).is_some_and(|l| l.id == old_id)
@@ -327,26 +336,50 @@ mod tests {
         key("TERM0001", &format!("{n:06}")).unwrap()
     }
 
+    fn answered(id: TxnId) -> Live {
+        let l = live(id);
+        l.finish(Outcome {
+            code: "00".into(),
+            auth_id: None,
+            source: Source::Destination,
+        });
+        l
+    }
+
     /// Beyond its size the cache forgets the oldest, but only what the
-    /// index already holds.
+    /// index already holds and what has its answer.
     #[test]
     fn only_indexed_transactions_leave_memory() {
         let recent = Recent::new(2);
         for id in 1..=5 {
-            recent.insert(key_of(id as u32), Arc::new(live(id)), 0);
+            recent.insert(key_of(id as u32), Arc::new(answered(id)), 0);
         }
         // The index holds nothing yet: all five stay.
         assert!((1..=5).all(|n| recent.get(&key_of(n)).is_some()));
         // The index holds up to 2: those two go, 3 stays though over size.
-        recent.insert(key_of(6), Arc::new(live(6)), 2);
+        recent.insert(key_of(6), Arc::new(answered(6)), 2);
         assert!(recent.get(&key_of(1)).is_none() && recent.get(&key_of(2)).is_none());
         assert!((3..=6).all(|n| recent.get(&key_of(n)).is_some()));
-        recent.insert(key_of(7), Arc::new(live(7)), 7);
+        recent.insert(key_of(7), Arc::new(answered(7)), 7);
         assert_eq!(
             (1..=7)
                 .filter(|n| recent.get(&key_of(*n)).is_some())
                 .count(),
             2
         );
+        // One still at its bank stays, however old, until it is answered.
+        let waiting = Arc::new(live(8));
+        recent.insert(key_of(8), Arc::clone(&waiting), 0);
+        for id in 9..=12 {
+            recent.insert(key_of(id as u32), Arc::new(answered(id)), 12);
+        }
+        assert!(recent.get(&key_of(8)).is_some(), "in flight: kept");
+        waiting.finish(Outcome {
+            code: "00".into(),
+            auth_id: None,
+            source: Source::Destination,
+        });
+        recent.insert(key_of(13), Arc::new(answered(13)), 13);
+        assert!(recent.get(&key_of(8)).is_none(), "answered: forgotten");
     }
 }
