@@ -89,7 +89,7 @@ fn load(path: &std::path::Path) -> Result<(Config, ClearingConfig), Box<dyn std:
     let config = Config::load(path)?;
     let clearing = config.clearing.clone().ok_or_else(|| {
         format!(
-            "{}: no [clearing] section (see docs/config.md)",
+            "{}: no [clearing] section (see docs/configuration.md)",
             path.display()
         )
     })?;

@@ -11,7 +11,7 @@
 //! - [`saf`]: store-and-forward of reversals to destinations.
 //! - [`recovery`]: what a restart does with transactions a crash left open.
 //!
-//! See README → Durability for the contract as operators read it.
+//! See docs/architecture.md → Durability for the contract as operators read it.
 
 pub mod cutover;
 pub mod index;

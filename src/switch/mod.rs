@@ -764,7 +764,7 @@ impl Switch {
     /// A terminal's reversal: accepted (00) once the reversal owed to the
     /// original's destination is durable in the store-and-forward queue.
     /// Nothing is sent for an original that was declined, never forwarded or
-    /// is unknown (see README → Reversals); those are answered 00 locally.
+    /// is unknown (see docs/architecture.md → Reversals); those are answered 00 locally.
     async fn reverse(
         &self,
         live: &Live,
