@@ -18,8 +18,14 @@ pub const MAX_FIELD: u8 = 192;
 /// Dialects compiled into the binary, by name: `specs/<name>.toml`.
 const BUILTIN: &[(&str, &str)] = &[
     ("iso87ascii", include_str!("../../../specs/iso87ascii.toml")),
-    ("iso87binary", include_str!("../../../specs/iso87binary.toml")),
-    ("iso93binary", include_str!("../../../specs/iso93binary.toml")),
+    (
+        "iso87binary",
+        include_str!("../../../specs/iso87binary.toml"),
+    ),
+    (
+        "iso93binary",
+        include_str!("../../../specs/iso93binary.toml"),
+    ),
 ];
 
 /// A dialect file could not be read or is not a valid dialect.
