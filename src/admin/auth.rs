@@ -98,8 +98,8 @@ impl AuthFailure {
 }
 
 /// The token of an `Authorization` header value (`None`: no header):
-/// `Bearer`, in any case, then one or more spaces, then the token. Spaces
-/// around the token are ignored.
+/// `Bearer`, in any case, then one or more spaces, then the token (one
+/// word of visible ASCII). Spaces around the token are ignored.
 pub fn bearer(header: Option<&[u8]>) -> Result<&str, AuthFailure> {
     let value = header.ok_or(AuthFailure::Missing)?;
     let value = std::str::from_utf8(value).map_err(|_| AuthFailure::Scheme)?;
@@ -114,7 +114,8 @@ pub fn bearer(header: Option<&[u8]>) -> Result<&str, AuthFailure> {
         .split_once([' ', '\t'])
         .ok_or(AuthFailure::Scheme)?;
     let token = token.trim_matches([' ', '\t']);
-    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+    // A token is one word (RFC 6750 token68): `Bearer a b` is no credential.
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.contains([' ', '\t']) {
         return Err(AuthFailure::Scheme);
     }
     Ok(token)
