@@ -15,6 +15,14 @@
 //! file    = 1644/697 header · 1240/200 first presentments · 1644/695 trailer
 //! ```
 //!
+//! A message is an ISO 8583 message of the `ipm` dialect (`specs/ipm.toml`,
+//! built into `crates/iso8583`): the writer builds each one as a
+//! [`Message`] and the dialect encodes it; the reader decodes each record
+//! with it. This module keeps what is
+//! not the message codec: the VBS records and 1014 blocking of the file,
+//! what goes in each element (from a [`Presentment`]), and the PDS inside
+//! DE 48 ([`pds`]).
+//!
 //! The writer streams: it holds one record and one block (1,014 bytes, or
 //! 8 KiB unblocked) whatever the number of records, and reuses both buffers.
 //! A presentment that does not fit the layout is refused with
@@ -29,11 +37,23 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, Read, Write};
+use std::sync::{Arc, OnceLock};
 
-use zeroize::Zeroizing;
+use bytes::{Bytes, BytesMut};
+use zeroize::{Zeroize, Zeroizing};
 
 use super::item::Presentment;
+use crate::iso8583::error::{CodecError, ErrorKind, Location};
+use crate::iso8583::spec::{Class, Length};
+use crate::iso8583::{Dialect, Message, Mti, SpecError};
 use crate::journal::TxnId;
+
+#[path = "pds.rs"]
+pub mod pds;
+
+/// EBCDIC code page 500, the text of IPM files (the `ipm` dialect's
+/// `ebcdic = "cp500"`): kept here under its old name.
+pub use crate::iso8583::ebcdic::cp500;
 
 /// Bytes of VBS data in one 1014-byte block.
 pub const BLOCK_DATA: usize = 1012;
@@ -55,116 +75,26 @@ const UNBLOCKED_CHUNK: usize = 8 * 1024;
 /// (`001` is a file the clearing system sends to the member).
 const FILE_TYPE_OUTGOING: &[u8; 3] = b"002";
 
-/// EBCDIC code page 500 (the encoding of IPM files, and the one cardutil
-/// reads them with), as a total mapping between bytes and the Latin-1
-/// characters U+0000–U+00FF: every byte decodes to one character and back.
-///
-/// It differs from code page 1047 (the crate's
-/// [`crate::iso8583::ebcdic`]) on `[ ] ^ ! |` and a few Latin-1 letters; the
-/// table was taken from Python's `codecs` `cp500` and the tests compare with
-/// it for every byte.
-pub mod cp500 {
-    /// Latin-1 code point of each CP500 byte.
-    const DECODE: [u8; 256] = [
-        0x00, 0x01, 0x02, 0x03, 0x9C, 0x09, 0x86, 0x7F, 0x97, 0x8D, 0x8E, 0x0B, 0x0C, 0x0D, 0x0E,
-        0x0F, // 0x0_
-        0x10, 0x11, 0x12, 0x13, 0x9D, 0x85, 0x08, 0x87, 0x18, 0x19, 0x92, 0x8F, 0x1C, 0x1D, 0x1E,
-        0x1F, // 0x1_
-        0x80, 0x81, 0x82, 0x83, 0x84, 0x0A, 0x17, 0x1B, 0x88, 0x89, 0x8A, 0x8B, 0x8C, 0x05, 0x06,
-        0x07, // 0x2_
-        0x90, 0x91, 0x16, 0x93, 0x94, 0x95, 0x96, 0x04, 0x98, 0x99, 0x9A, 0x9B, 0x14, 0x15, 0x9E,
-        0x1A, // 0x3_
-        0x20, 0xA0, 0xE2, 0xE4, 0xE0, 0xE1, 0xE3, 0xE5, 0xE7, 0xF1, 0x5B, 0x2E, 0x3C, 0x28, 0x2B,
-        0x21, // 0x4_
-        0x26, 0xE9, 0xEA, 0xEB, 0xE8, 0xED, 0xEE, 0xEF, 0xEC, 0xDF, 0x5D, 0x24, 0x2A, 0x29, 0x3B,
-        0x5E, // 0x5_
-        0x2D, 0x2F, 0xC2, 0xC4, 0xC0, 0xC1, 0xC3, 0xC5, 0xC7, 0xD1, 0xA6, 0x2C, 0x25, 0x5F, 0x3E,
-        0x3F, // 0x6_
-        0xF8, 0xC9, 0xCA, 0xCB, 0xC8, 0xCD, 0xCE, 0xCF, 0xCC, 0x60, 0x3A, 0x23, 0x40, 0x27, 0x3D,
-        0x22, // 0x7_
-        0xD8, 0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0x69, 0xAB, 0xBB, 0xF0, 0xFD, 0xFE,
-        0xB1, // 0x8_
-        0xB0, 0x6A, 0x6B, 0x6C, 0x6D, 0x6E, 0x6F, 0x70, 0x71, 0x72, 0xAA, 0xBA, 0xE6, 0xB8, 0xC6,
-        0xA4, // 0x9_
-        0xB5, 0x7E, 0x73, 0x74, 0x75, 0x76, 0x77, 0x78, 0x79, 0x7A, 0xA1, 0xBF, 0xD0, 0xDD, 0xDE,
-        0xAE, // 0xA_
-        0xA2, 0xA3, 0xA5, 0xB7, 0xA9, 0xA7, 0xB6, 0xBC, 0xBD, 0xBE, 0xAC, 0x7C, 0xAF, 0xA8, 0xB4,
-        0xD7, // 0xB_
-        0x7B, 0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0xAD, 0xF4, 0xF6, 0xF2, 0xF3,
-        0xF5, // 0xC_
-        0x7D, 0x4A, 0x4B, 0x4C, 0x4D, 0x4E, 0x4F, 0x50, 0x51, 0x52, 0xB9, 0xFB, 0xFC, 0xF9, 0xFA,
-        0xFF, // 0xD_
-        0x5C, 0xF7, 0x53, 0x54, 0x55, 0x56, 0x57, 0x58, 0x59, 0x5A, 0xB2, 0xD4, 0xD6, 0xD2, 0xD3,
-        0xD5, // 0xE_
-        0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x37, 0x38, 0x39, 0xB3, 0xDB, 0xDC, 0xD9, 0xDA,
-        0x9F, // 0xF_
-    ];
+/// File Header and File Trailer.
+const MTI_FILE: Mti = Mti::from_static("1644");
+/// First Presentment.
+const MTI_PRESENTMENT: Mti = Mti::from_static("1240");
+/// MTI and the two bitmaps: the shortest IPM message.
+const MESSAGE_HEAD: usize = 4 + 16;
 
-    /// CP500 byte of each Latin-1 code point (the inverse of `DECODE`).
-    const ENCODE: [u8; 256] = {
-        let mut table = [0u8; 256];
-        let mut byte = 0;
-        while byte < 256 {
-            table[DECODE[byte] as usize] = byte as u8;
-            byte += 1;
-        }
-        table
-    };
+/// The `ipm` dialect (`specs/ipm.toml`), loaded once.
+fn load_ipm_dialect() -> Result<Arc<Dialect>, Arc<SpecError>> {
+    static IPM: OnceLock<Result<Arc<Dialect>, Arc<SpecError>>> = OnceLock::new();
+    IPM.get_or_init(|| match Dialect::builtin("ipm") {
+        Some(result) => result.map_err(Arc::new),
+        None => Err(Arc::new(SpecError::Unknown("ipm".into()))),
+    })
+    .clone()
+}
 
-    /// CP500 byte of each printable ASCII character, 0 for every other
-    /// ASCII byte (no printable character encodes to 0).
-    const PRINTABLE: [u8; 128] = {
-        let mut table = [0u8; 128];
-        let mut ascii = 0x20;
-        while ascii < 0x7F {
-            table[ascii] = ENCODE[ascii];
-            ascii += 1;
-        }
-        table
-    };
-
-    /// The CP500 byte of a printable ASCII byte (`0x20..=0x7E`), `None` for
-    /// any other byte.
-    pub fn from_printable_ascii(byte: u8) -> Option<u8> {
-        match PRINTABLE.get(usize::from(byte)) {
-            None | Some(0) => None,
-            Some(&e) => Some(e),
-        }
-    }
-
-    /// The character a CP500 byte stands for (always one of U+0000–U+00FF).
-    pub fn to_char(byte: u8) -> char {
-        char::from(DECODE[usize::from(byte)])
-    }
-
-    /// The CP500 byte of a character, `None` beyond U+00FF.
-    pub fn from_char(c: char) -> Option<u8> {
-        u8::try_from(u32::from(c))
-            .ok()
-            .map(|latin1| ENCODE[usize::from(latin1)])
-    }
-
-    /// Decodes CP500 bytes to text; never fails.
-    pub fn decode(bytes: &[u8]) -> String {
-        bytes.iter().map(|&b| to_char(b)).collect()
-    }
-
-    /// Appends the CP500 encoding of printable ASCII `text` to `out`. On a
-    /// byte outside `0x20..=0x7E`, `out` is left as it was and the error is
-    /// that byte's index.
-    pub fn encode_printable(text: &[u8], out: &mut Vec<u8>) -> Result<(), usize> {
-        let start = out.len();
-        for (i, &byte) in text.iter().enumerate() {
-            match from_printable_ascii(byte) {
-                Some(e) => out.push(e),
-                None => {
-                    out.truncate(start);
-                    return Err(i);
-                }
-            }
-        }
-        Ok(())
-    }
+/// [`load_ipm_dialect`] as an [`IpmError`].
+fn ipm_dialect() -> Result<Arc<Dialect>, IpmError> {
+    load_ipm_dialect().map_err(IpmError::Dialect)
 }
 
 /// What identifies one outgoing IPM file: PDS 0105 (file ID) of its header
@@ -292,6 +222,14 @@ pub enum IpmError {
         /// Which limit it would pass.
         reason: &'static str,
     },
+    /// The built-in `ipm` dialect (`specs/ipm.toml`) does not load: a build
+    /// defect (a unit test loads it), never caused by input.
+    #[error("the IPM dialect: {0}")]
+    Dialect(#[source] Arc<SpecError>),
+    /// A File Header or Trailer the writer built does not encode under the
+    /// `ipm` dialect (its values are checked before: a defect, not input).
+    #[error("IPM file header or trailer: {0}")]
+    Encode(#[source] CodecError),
     /// An earlier write to the output failed: the file is incomplete and the
     /// writer takes nothing more.
     #[error("an earlier write failed: the IPM file is incomplete")]
@@ -391,15 +329,21 @@ impl<W: Write> Sink<W> {
 /// writes whole blocks (1,014 bytes) or 8 KiB chunks.
 pub struct IpmWriter<W: Write> {
     sink: Sink<W>,
-    /// The record being built, reused (it holds the PAN: zeroed when
+    dialect: Arc<Dialect>,
+    /// The record being encoded, reused (it holds the PAN: zeroed when
     /// dropped).
-    record: Zeroizing<Vec<u8>>,
+    record: ZeroOnDrop,
+    /// Where the values of the elements other than the PAN are put, one
+    /// allocation for many messages.
+    values: Values,
+    /// The 1240 message, built again in place for each presentment.
+    presentment: Message,
     /// PDS 0105 of the header and trailer, ASCII.
     file_id: [u8; 25],
     /// DE 32, ASCII digits.
-    acquirer: String,
+    acquirer: Bytes,
     /// DE 33 and DE 94, ASCII digits.
-    forwarder: String,
+    forwarder: Bytes,
     /// Messages written so far (header included).
     messages: u64,
     presentments: u64,
@@ -414,16 +358,20 @@ impl<W: Write> IpmWriter<W> {
         let file_id = info.file_id_bytes()?;
         let mut writer = IpmWriter {
             sink: Sink::new(out, info.blocked),
-            record: Zeroizing::new(Vec::with_capacity(512)),
+            dialect: ipm_dialect()?,
+            record: ZeroOnDrop(BytesMut::with_capacity(512)),
+            values: Values(BytesMut::with_capacity(VALUES_CHUNK)),
+            presentment: Message::new(MTI_PRESENTMENT),
             file_id,
-            acquirer: info.acquiring_institution.clone(),
-            forwarder: info.forwarding_institution.clone(),
+            acquirer: Bytes::copy_from_slice(info.acquiring_institution.as_bytes()),
+            forwarder: Bytes::copy_from_slice(info.forwarding_institution.as_bytes()),
             messages: 0,
             presentments: 0,
             checksum: 0,
             broken: false,
         };
-        encode_file_message(&mut writer.record, b"697", &file_id, 1, None);
+        let header = file_message(&mut writer.values, b"697", &file_id, 1, None);
+        writer.encode(&header).map_err(IpmError::Encode)?;
         writer.emit()?;
         writer.messages = 1;
         Ok(writer)
@@ -452,15 +400,24 @@ impl<W: Write> IpmWriter<W> {
                 txn: p.txn,
                 reason: "amount checksum beyond 16 digits (PDS 0301)",
             })?;
-        encode_presentment(
-            &mut self.record,
+        let built = presentment(
+            &mut self.presentment,
+            &mut self.values,
             p,
             Institutions {
-                acquirer: self.acquirer.as_bytes(),
-                forwarder: self.forwarder.as_bytes(),
+                acquirer: &self.acquirer,
+                forwarder: &self.forwarder,
             },
             number,
-        )?;
+        );
+        let encoded = built.and_then(|()| {
+            encode_record(&mut self.record.0, &self.dialect, &self.presentment)
+                .map_err(|e| field_error(p.txn, &e))
+        });
+        // The values go now (the PAN's buffer is zeroed); the message's
+        // room stays for the next presentment.
+        self.presentment.clear();
+        encoded?;
         self.emit()?;
         self.messages = number;
         self.presentments += 1;
@@ -476,13 +433,14 @@ impl<W: Write> IpmWriter<W> {
             return Err(IpmError::Broken);
         }
         let number = self.messages + 1;
-        encode_file_message(
-            &mut self.record,
+        let trailer = file_message(
+            &mut self.values,
             b"695",
             &self.file_id,
             number,
             Some((self.checksum, number)),
         );
+        self.encode(&trailer).map_err(IpmError::Encode)?;
         self.emit()?;
         self.sink.put(&[0, 0, 0, 0])?;
         self.sink.close()?;
@@ -495,10 +453,15 @@ impl<W: Write> IpmWriter<W> {
         Ok((sink.out, totals))
     }
 
+    /// Encodes `message` as the record to emit.
+    fn encode(&mut self, message: &Message) -> Result<(), CodecError> {
+        encode_record(&mut self.record.0, &self.dialect, message)
+    }
+
     /// Hands the built record to the sink; a failed write breaks the writer.
     fn emit(&mut self) -> Result<(), IpmError> {
-        let result = self.sink.put(&self.record);
-        self.record.clear();
+        let result = self.sink.put(&self.record.0);
+        self.record.0.clear();
         result.map_err(|e| {
             self.broken = true;
             IpmError::Io(e)
@@ -550,112 +513,137 @@ fn write_digits(out: &mut [u8], mut value: u64) {
     }
 }
 
-/// The record being built: buffer and bitmap.
-struct Builder<'a> {
-    buf: &'a mut Vec<u8>,
-    bitmap: [u8; 16],
+/// Encodes `message` under `dialect` into `record` as one VBS record (4-byte
+/// big-endian length, then the message); on error `record` is empty.
+fn encode_record(
+    record: &mut BytesMut,
+    dialect: &Dialect,
+    message: &Message,
+) -> Result<(), CodecError> {
+    record.clear();
+    record.extend_from_slice(&[0; 4]);
+    if let Err(e) = message.encode(dialect, record) {
+        record.clear();
+        return Err(e);
+    }
+    let len = u32::try_from(record.len().saturating_sub(4)).unwrap_or(u32::MAX);
+    if let Some(slot) = record.get_mut(..4) {
+        slot.copy_from_slice(&len.to_be_bytes());
+    }
+    Ok(())
 }
 
-impl<'a> Builder<'a> {
-    /// Starts a record: length placeholder, MTI, bitmap placeholder.
-    fn new(buf: &'a mut Vec<u8>, mti: &[u8; 4]) -> Self {
-        buf.clear();
-        buf.extend_from_slice(&[0; 4]);
-        buf.extend(mti.iter().map(|&d| 0xF0 | (d & 0x0F)));
-        buf.extend_from_slice(&[0; 16]);
-        Builder {
-            buf,
-            bitmap: [0; 16],
+/// A reused buffer zeroed when dropped (it holds card data).
+struct ZeroOnDrop(BytesMut);
+
+impl Drop for ZeroOnDrop {
+    fn drop(&mut self) {
+        self.0.clear();
+        let capacity = self.0.capacity();
+        self.0.resize(capacity, 0);
+        self.0.as_mut().zeroize();
+    }
+}
+
+/// Size of each allocation [`Values`] takes.
+const VALUES_CHUNK: usize = 8 * 1024;
+
+/// Values of data elements, cut from one shared buffer (one allocation for
+/// many messages; a chunk is freed when the last message using it is). Not
+/// for card data: the PAN gets its own buffer, zeroed when dropped.
+struct Values(BytesMut);
+
+impl Values {
+    /// `parts` one after the other as one value.
+    fn put(&mut self, parts: &[&[u8]]) -> Bytes {
+        let len = parts.iter().map(|p| p.len()).sum();
+        if self.0.capacity() < len {
+            self.0.reserve(VALUES_CHUNK.max(len));
         }
+        for part in parts {
+            self.0.extend_from_slice(part);
+        }
+        self.0.split().freeze()
     }
 
-    /// Marks data element `de` present.
-    fn set(&mut self, de: u8) {
-        let bit = usize::from(de.saturating_sub(1));
-        if let Some(byte) = self.bitmap.get_mut(bit / 8) {
-            *byte |= 0x80 >> (bit % 8);
-        }
-    }
-
-    /// Appends `value` as `width` EBCDIC digits (callers check it fits).
-    fn num(&mut self, value: u64, width: usize) {
+    /// `value` as `width` decimal digits, zero-padded (callers check it
+    /// fits; at most 20 digits).
+    fn number(&mut self, value: u64, width: usize) -> Bytes {
         let mut digits = [b'0'; 20];
         let width = width.min(digits.len());
-        if let Some(slot) = digits.get_mut(..width) {
-            write_digits(slot, value);
-            self.buf.extend(slot.iter().map(|&d| 0xF0 | (d & 0x0F)));
-        }
-    }
-
-    /// Appends ASCII digits (callers check them) in EBCDIC.
-    fn digits(&mut self, digits: &[u8]) {
-        self.buf.extend(digits.iter().map(|&d| 0xF0 | (d & 0x0F)));
-    }
-
-    /// Appends printable ASCII text in CP500; `Err` on any other byte.
-    fn text(&mut self, text: &[u8]) -> Result<(), ()> {
-        cp500::encode_printable(text, self.buf).map_err(|_| ())
-    }
-
-    /// Appends `count` EBCDIC spaces.
-    fn spaces(&mut self, count: usize) {
-        self.buf.extend(std::iter::repeat_n(PAD, count));
-    }
-
-    /// Writes the bitmap (bit 1 set: IPM always has the secondary bitmap)
-    /// and the record length.
-    fn finish(mut self) {
-        self.bitmap[0] |= 0x80;
-        if let Some(slot) = self.buf.get_mut(8..24) {
-            slot.copy_from_slice(&self.bitmap);
-        }
-        let len = u32::try_from(self.buf.len().saturating_sub(4)).unwrap_or(u32::MAX);
-        if let Some(slot) = self.buf.get_mut(..4) {
-            slot.copy_from_slice(&len.to_be_bytes());
-        }
+        let slot = digits.get_mut(..width).unwrap_or_default();
+        write_digits(slot, value);
+        self.put(&[slot])
     }
 }
 
-/// Builds a File Header (`697`) or File Trailer (`695`, with amount
-/// checksum and message count) 1644 message.
-fn encode_file_message(
-    buf: &mut Vec<u8>,
+/// The File Header (`697`) or File Trailer (`695`, with amount checksum and
+/// message count) 1644 message.
+fn file_message(
+    values: &mut Values,
     function: &[u8; 3],
     file_id: &[u8; 25],
     number: u64,
     trailer: Option<(u64, u64)>,
-) {
-    let mut b = Builder::new(buf, b"1644");
-    b.set(24);
-    b.digits(function);
-    b.set(48);
-    let pds_len = 7 + 25 + if trailer.is_some() { 7 + 16 + 7 + 8 } else { 0 };
-    b.num(pds_len, 3);
-    b.digits(b"0105025");
-    b.digits(file_id);
+) -> Message {
+    let mut m = Message::new(MTI_FILE);
+    m.set(24, values.put(&[function]));
+    let mut additional = Vec::with_capacity(71);
+    pds::push(&mut additional, 105, file_id);
     if let Some((checksum, count)) = trailer {
-        b.digits(b"0301016");
-        b.num(checksum, 16);
-        b.digits(b"0306008");
-        b.num(count, 8);
+        let mut digits = [b'0'; 16];
+        write_digits(&mut digits, checksum);
+        pds::push(&mut additional, 301, &digits);
+        let mut digits = [b'0'; 8];
+        write_digits(&mut digits, count);
+        pds::push(&mut additional, 306, &digits);
     }
-    b.set(71);
-    b.num(number, 8);
-    b.finish();
+    m.set(48, values.put(&[&additional]));
+    m.set(71, values.number(number, 8));
+    m
 }
 
 /// The institution ids every presentment carries (ASCII digits).
 #[derive(Debug, Clone, Copy)]
 struct Institutions<'a> {
     /// DE 32.
-    acquirer: &'a [u8],
+    acquirer: &'a Bytes,
     /// DE 33 and DE 94.
-    forwarder: &'a [u8],
+    forwarder: &'a Bytes,
 }
 
-/// Builds one First Presentment/1240 for `p`, message number `number`.
-fn encode_presentment(
-    buf: &mut Vec<u8>,
+/// A presentment's element the `ipm` dialect refused (its values are checked
+/// before, so this names the element without the value).
+fn field_error(txn: TxnId, e: &CodecError) -> IpmError {
+    let de = match e.location {
+        Location::Field(de) => de,
+        _ => 0,
+    };
+    let reason = match e.kind {
+        ErrorKind::WrongLength { .. } => "wrong length for its IPM layout",
+        ErrorKind::TooLong { .. } => "longer than its IPM layout allows",
+        ErrorKind::BadContent { .. } => "a character its IPM layout does not allow",
+        _ => "does not fit its IPM layout",
+    };
+    IpmError::Field { txn, de, reason }
+}
+
+/// Whether every byte is printable ASCII (`0x20..=0x7E`), the characters
+/// the writer puts in text elements.
+fn printable(bytes: &[u8]) -> bool {
+    bytes.iter().all(|b| (0x20..=0x7E).contains(b))
+}
+
+/// EBCDIC spaces are ASCII spaces here: the dialect translates.
+const SPACES: &[u8; 15] = b"               ";
+
+/// The First Presentment/1240 of `p`, message number `number`, built in
+/// `m` (cleared first). Every value is checked first: a presentment that
+/// does not fit is refused ([`IpmError::Field`]) before anything is
+/// encoded.
+fn presentment(
+    m: &mut Message,
+    values: &mut Values,
     p: &Presentment,
     institutions: Institutions<'_>,
     number: u64,
@@ -665,121 +653,109 @@ fn encode_presentment(
         de,
         reason,
     };
-    let mut b = Builder::new(buf, b"1240");
+    m.clear();
 
     let pan = p.pan.as_bytes();
     if pan.is_empty() || pan.len() > 19 || !all_digits(pan) {
         return Err(err(2, "PAN must be 1 to 19 digits"));
     }
-    b.set(2);
-    b.num(pan.len() as u64, 2);
-    b.digits(pan);
+    // The clear PAN in a buffer of its own, zeroed when the message goes.
+    m.set(2, Bytes::from_owner(Zeroizing::new(pan.to_vec())));
 
     let processing = p.processing_code.as_bytes();
     if processing.len() != 6 || !all_digits(processing) {
         return Err(err(3, "processing code must be 6 digits"));
     }
-    b.set(3);
-    b.digits(processing);
+    m.set(3, values.put(&[processing]));
 
     if p.amount > 999_999_999_999 {
         return Err(err(4, "amount beyond 12 digits"));
     }
-    b.set(4);
-    b.num(p.amount, 12);
+    m.set(4, values.number(p.amount, 12));
 
     let local = p.local_time.as_bytes();
     if !valid_local_time(local) {
         return Err(err(12, "local date and time must be a real YYMMDDhhmmss"));
     }
-    b.set(12);
-    b.digits(local);
+    m.set(12, values.put(&[local]));
 
     let pos = pos_data_code(&p.entry_mode, &p.condition);
-    b.set(22);
-    b.text(&pos).map_err(|()| err(22, "not printable"))?;
+    if !printable(&pos) {
+        return Err(err(22, "not printable"));
+    }
+    m.set(22, values.put(&[&pos]));
 
-    b.set(24);
-    b.digits(b"200");
+    m.set(24, Bytes::from_static(b"200"));
 
     let mcc = p.mcc.as_bytes();
     if mcc.len() != 4 || !all_digits(mcc) {
         return Err(err(26, "MCC must be 4 digits"));
     }
-    b.set(26);
-    b.digits(mcc);
+    m.set(26, values.put(&[mcc]));
 
     let ard = p.ard.as_bytes();
     if ard.len() != 23 || !all_digits(ard) {
         return Err(err(31, "acquirer reference data must be 23 digits"));
     }
-    b.set(31);
-    b.digits(b"23");
-    b.digits(ard);
+    m.set(31, values.put(&[ard]));
 
-    b.set(32);
-    b.num(institutions.acquirer.len() as u64, 2);
-    b.digits(institutions.acquirer);
-
-    b.set(33);
-    b.num(institutions.forwarder.len() as u64, 2);
-    b.digits(institutions.forwarder);
+    m.set(32, institutions.acquirer.clone());
+    m.set(33, institutions.forwarder.clone());
 
     let approval = p.auth_id.as_bytes();
     if !approval.is_empty() {
         if approval.len() > 6 {
             return Err(err(38, "approval code longer than 6 characters"));
         }
-        b.set(38);
-        b.text(approval)
-            .map_err(|()| err(38, "approval code not printable ASCII"))?;
-        b.spaces(6 - approval.len());
+        if !printable(approval) {
+            return Err(err(38, "approval code not printable ASCII"));
+        }
+        let fill = SPACES.get(..6 - approval.len()).unwrap_or_default();
+        m.set(38, values.put(&[approval, fill]));
     }
 
     let merchant = p.merchant_id.as_bytes();
     if merchant.is_empty() || merchant.len() > 15 {
         return Err(err(42, "card acceptor ID must be 1 to 15 characters"));
     }
-    b.set(42);
-    b.text(merchant)
-        .map_err(|()| err(42, "card acceptor ID not printable ASCII"))?;
-    b.spaces(15 - merchant.len());
+    if !printable(merchant) {
+        return Err(err(42, "card acceptor ID not printable ASCII"));
+    }
+    let fill = SPACES.get(..15 - merchant.len()).unwrap_or_default();
+    m.set(42, values.put(&[merchant, fill]));
 
     let location = NameLocation::parse(p.name_location.as_bytes()).map_err(|r| err(43, r))?;
-    b.set(43);
-    b.num(location.len() as u64, 2);
-    let printable = |()| err(43, "name/location not printable ASCII");
-    b.text(location.name).map_err(printable)?;
-    // Subfield 2 (street address) is empty: two delimiters in a row.
-    b.text(b"\\\\").map_err(printable)?;
-    b.text(location.city).map_err(printable)?;
-    b.text(b"\\").map_err(printable)?;
-    b.spaces(10); // subfield 4, postal code: not known
-    b.text(&location.state).map_err(printable)?;
-    b.text(&location.country).map_err(printable)?;
+    if !printable(location.name) || !printable(location.city) {
+        return Err(err(43, "name/location not printable ASCII"));
+    }
+    // Subfield 2 (street address) is empty: two delimiters in a row;
+    // subfield 4 (postal code) is not known: 10 spaces.
+    let postal_code = SPACES.get(..10).unwrap_or_default();
+    m.set(
+        43,
+        values.put(&[
+            location.name,
+            b"\\\\",
+            location.city,
+            b"\\",
+            postal_code,
+            &location.state,
+            &location.country,
+        ]),
+    );
 
     let terminal_type = terminal_type(&pos, mcc);
-    b.set(48);
-    b.num(7 + terminal_type.len() as u64, 3);
-    b.digits(b"0023");
-    b.num(terminal_type.len() as u64, 3);
-    b.text(terminal_type)
-        .map_err(|()| err(48, "not printable ASCII"))?;
+    let pds_head = pds::head(23, terminal_type.len());
+    m.set(48, values.put(&[&pds_head, terminal_type]));
 
     let currency = p.currency.as_bytes();
     if currency.len() != 3 || !all_digits(currency) {
         return Err(err(49, "currency must be 3 digits (ISO 4217 numeric)"));
     }
-    b.set(49);
-    b.digits(currency);
+    m.set(49, values.put(&[currency]));
 
-    b.set(71);
-    b.num(number, 8);
-
-    b.set(94);
-    b.num(institutions.forwarder.len() as u64, 2);
-    b.digits(institutions.forwarder);
-    b.finish();
+    m.set(71, values.number(number, 8));
+    m.set(94, institutions.forwarder.clone());
     Ok(())
 }
 
@@ -972,11 +948,6 @@ impl<'a> NameLocation<'a> {
             country,
         })
     }
-
-    /// Length of the IPM DE 43 text.
-    fn len(&self) -> usize {
-        self.name.len() + 2 + self.city.len() + 1 + 10 + 3 + 3
-    }
 }
 
 /// `bytes` without leading and trailing spaces.
@@ -987,38 +958,6 @@ fn trim(bytes: &[u8]) -> &[u8] {
         .rposition(|&b| b != b' ')
         .map_or(start, |i| i + 1);
     bytes.get(start..end).unwrap_or(b"")
-}
-
-/// How a data element's length is known.
-#[derive(Debug, Clone, Copy)]
-enum Layout {
-    /// Fixed number of bytes.
-    Fixed(usize),
-    /// Variable: a prefix of this many EBCDIC digits gives the length.
-    Var(usize),
-}
-
-/// The IPM layout of data element `de` (as cardutil's `bit_config`), `None`
-/// for an element IPM does not use.
-fn layout(de: usize) -> Option<Layout> {
-    use Layout::{Fixed, Var};
-    Some(match de {
-        2 | 31 | 32 | 33 | 43 | 93 | 94 | 95 | 100 => Var(2),
-        48 | 54 | 55 | 62 | 63 | 72 | 105 | 111 | 123 | 124 | 125 | 127 => Var(3),
-        3 | 38 | 73 => Fixed(6),
-        4 | 5 | 6 | 12 | 22 | 37 => Fixed(12),
-        9 | 10 | 41 | 71 => Fixed(8),
-        14 | 25 | 26 => Fixed(4),
-        23 | 24 | 40 | 49 | 50 | 51 => Fixed(3),
-        30 => Fixed(24),
-        42 => Fixed(15),
-        _ => return None,
-    })
-}
-
-/// Data elements that carry private data subelements (PDS).
-fn carries_pds(de: usize) -> bool {
-    matches!(de, 48 | 62 | 123 | 124 | 125)
 }
 
 /// One message of an IPM file, as text.
@@ -1107,7 +1046,11 @@ pub struct IpmReader<R: Read> {
     vbs: u64,
     /// Records read so far.
     records: u64,
+    /// The record being read (it holds card data: zeroed when dropped, also
+    /// after it has been handed to the decoder).
     record: Zeroizing<Vec<u8>>,
+    /// The `ipm` dialect, or why it did not load (the first read says so).
+    dialect: Result<Arc<Dialect>, Arc<SpecError>>,
     done: bool,
 }
 
@@ -1126,6 +1069,7 @@ impl<R: Read> IpmReader<R> {
             vbs: 0,
             records: 0,
             record: Zeroizing::new(Vec::new()),
+            dialect: load_ipm_dialect(),
             done: false,
         }
     }
@@ -1228,103 +1172,153 @@ impl<R: Read> IpmReader<R> {
             ));
         }
         self.record.clear();
+        self.record.reserve_exact(len);
         if self.take(len)? < len {
             return Err(truncated(self));
         }
-        let message = self.parse(start)?;
+        // The decoder takes the record as it is (no copy); it is zeroed
+        // when the decoded message is dropped.
+        let frame = Bytes::from_owner(Zeroizing::new(std::mem::take(&mut *self.record)));
+        let message = self.parse(start, frame)?;
         self.records += 1;
         Ok(Some(message))
     }
 
-    /// Decodes the record in the buffer, which started at VBS offset `start`.
-    fn parse(&self, start: u64) -> Result<IpmMessage, IpmError> {
+    /// Decodes the record `frame` (without its length), which started at
+    /// VBS offset `start`, under the `ipm` dialect.
+    fn parse(&self, start: u64, frame: Bytes) -> Result<IpmMessage, IpmError> {
         let data = start + 4;
-        let rec: &[u8] = &self.record;
         let bad = |at: usize, reason: String| self.malformed(data + at as u64, reason);
-        if rec.len() < 20 {
+        let dialect = self
+            .dialect
+            .as_ref()
+            .map_err(|e| IpmError::Dialect(e.clone()))?;
+        if frame.len() < MESSAGE_HEAD {
             return Err(bad(
                 0,
                 format!(
                     "a record of {} bytes is shorter than an MTI and two bitmaps",
-                    rec.len()
+                    frame.len()
                 ),
             ));
         }
-        let (mti, rest) = rec.split_at(4);
-        let (bitmap, _) = rest.split_at(16);
-        let mti = cp500::decode(mti);
-        if !mti.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad(0, "the MTI is not four EBCDIC digits".into()));
-        }
-        if bitmap.first().is_none_or(|b| b & 0x80 == 0) {
-            return Err(bad(
-                4,
-                "bit 1 (secondary bitmap, always set in IPM) is not set".into(),
-            ));
-        }
-        let mut message = IpmMessage {
+        let decoded = match Message::decode(dialect, frame.clone()) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                // A bad PDS in an element before the one the decoder
+                // stopped at comes first in the record.
+                if let Some(partial) = Message::salvage(dialect, frame.clone())
+                    && let Err((at, reason)) = elements(&partial, dialect)
+                {
+                    return Err(bad(at, reason));
+                }
+                let (at, reason) = decode_error(&e, dialect, frame.len());
+                return Err(bad(at, reason));
+            }
+        };
+        let (fields, pds) = elements(&decoded, dialect).map_err(|(at, r)| bad(at, r))?;
+        Ok(IpmMessage {
             record: self.records + 1,
             offset: self.raw_offset(start),
-            mti,
-            fields: BTreeMap::new(),
-            pds: BTreeMap::new(),
+            mti: decoded.mti().as_str().to_string(),
+            fields,
+            pds,
+        })
+    }
+}
+
+/// Text of a value as the `ipm` dialect holds it: one Latin-1 byte per
+/// character (CP500 decodes every byte to one).
+fn latin1(value: &[u8]) -> String {
+    value.iter().map(|&b| char::from(b)).collect()
+}
+
+/// Elements by number (binary ones, DE 55, as uppercase hex) and the PDS of
+/// those that carry them; on a bad PDS, its offset in the record and why.
+type Elements = (BTreeMap<u8, String>, BTreeMap<u16, String>);
+
+/// The elements of a decoded message as [`IpmMessage`] holds them.
+fn elements(message: &Message, dialect: &Dialect) -> Result<Elements, (usize, String)> {
+    let mut fields = BTreeMap::new();
+    let mut all_pds = BTreeMap::new();
+    // Where each element starts in the record: every IPM element is one
+    // byte per character or binary, after its 2 or 3 digit length.
+    let mut pos = MESSAGE_HEAD;
+    for (de, value) in message.fields() {
+        let (prefix, class) = match dialect.field(de) {
+            Some(spec) => match spec.length {
+                Length::Fixed(_) => (0, spec.class),
+                Length::Variable { digits, .. } => (usize::from(digits), spec.class),
+            },
+            None => (0, Class::Ans),
         };
-        let mut pos = 20;
-        for de in 2..=128usize {
-            let bit = de - 1;
-            let set = bitmap
-                .get(bit / 8)
-                .is_some_and(|byte| byte & (0x80 >> (bit % 8)) != 0);
-            if !set {
-                continue;
+        let at = pos + prefix;
+        if pds::carries_pds(de) {
+            for found in pds::split(value) {
+                let found = found.map_err(|(i, e)| (at + i, format!("DE {de}: {e}")))?;
+                all_pds.insert(found.tag, latin1(found.data));
             }
-            let Some(kind) = layout(de) else {
-                return Err(bad(
-                    4,
-                    format!("DE {de} is set but is not in the IPM layout"),
-                ));
+        }
+        let text = if class == Class::B {
+            hex::encode_upper(value)
+        } else {
+            latin1(value)
+        };
+        fields.insert(de, text);
+        pos = at + value.len();
+    }
+    Ok((fields, all_pds))
+}
+
+/// Offset in the record and reason of what the decoder refused, in the
+/// reader's words.
+fn decode_error(e: &CodecError, dialect: &Dialect, record_len: usize) -> (usize, String) {
+    let at = e.offset;
+    match (e.location, &e.kind) {
+        (Location::Mti | Location::Bitmap, ErrorKind::Truncated { .. }) => (
+            0,
+            format!("a record of {record_len} bytes is shorter than an MTI and two bitmaps"),
+        ),
+        (Location::Mti, ErrorKind::BadMti) => (0, "the MTI is not four EBCDIC digits".into()),
+        (Location::Mti, ErrorKind::MtiNotAllowed(mti)) => (
+            0,
+            format!("the MTI {mti} is not an ISO 8583:1993 message type"),
+        ),
+        (Location::Bitmap, ErrorKind::NoSecondaryBitmap) => (
+            4,
+            "bit 1 (secondary bitmap, always set in IPM) is not set".into(),
+        ),
+        (Location::Field(de), ErrorKind::UndefinedField) => {
+            (4, format!("DE {de} is set but is not in the IPM layout"))
+        }
+        (Location::Field(de), kind) => {
+            let digits = match dialect.field(de).map(|s| s.length) {
+                Some(Length::Variable { digits, .. }) => usize::from(digits),
+                _ => 0,
             };
-            let len = match kind {
-                Layout::Fixed(n) => n,
-                Layout::Var(digits) => {
-                    let prefix = rec.get(pos..pos + digits).ok_or_else(|| {
-                        bad(
-                            pos,
-                            format!("DE {de} length runs past the end of the record"),
-                        )
-                    })?;
-                    let len = ebcdic_number(prefix).ok_or_else(|| {
-                        bad(pos, format!("DE {de} length is not {digits} EBCDIC digits"))
-                    })?;
-                    pos += digits;
-                    len
+            match kind {
+                ErrorKind::BadLengthPrefix { .. } => {
+                    (at, format!("DE {de} length is not {digits} EBCDIC digits"))
                 }
-            };
-            let value = rec.get(pos..pos + len).ok_or_else(|| {
-                bad(
-                    pos,
-                    format!("DE {de} ({len} bytes) runs past the end of the record"),
-                )
-            })?;
-            if carries_pds(de) {
-                parse_pds(value, &mut message.pds)
-                    .map_err(|(at, reason)| bad(pos + at, format!("DE {de}: {reason}")))?;
+                ErrorKind::Truncated { .. } if record_len.saturating_sub(at) < digits => (
+                    at,
+                    format!("DE {de} length runs past the end of the record"),
+                ),
+                ErrorKind::Truncated { needed, .. } => (
+                    at + digits,
+                    format!("DE {de} ({needed} bytes) runs past the end of the record"),
+                ),
+                ErrorKind::TooLong { len, max } => (
+                    at,
+                    format!("DE {de} length {len} is beyond the IPM maximum {max}"),
+                ),
+                other => (at, format!("DE {de}: {other}")),
             }
-            let text = if de == 55 {
-                hex::encode_upper(value)
-            } else {
-                cp500::decode(value)
-            };
-            message.fields.insert(de as u8, text);
-            pos += len;
         }
-        if pos != rec.len() {
-            return Err(bad(
-                pos,
-                format!("{} bytes after the last data element", rec.len() - pos),
-            ));
+        (Location::End, ErrorKind::TrailingBytes { count }) => {
+            (at, format!("{count} bytes after the last data element"))
         }
-        Ok(message)
+        (location, kind) => (at, format!("{location}: {kind}")),
     }
 }
 
@@ -1388,55 +1382,10 @@ fn read_full<R: Read>(inner: &mut R, buf: &mut [u8]) -> io::Result<usize> {
     Ok(got)
 }
 
-/// Value of EBCDIC digits (F0–F9), `None` if any byte is not one.
-fn ebcdic_number(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().try_fold(0usize, |n, &b| {
-        (0xF0..=0xF9)
-            .contains(&b)
-            .then(|| n * 10 + usize::from(b - 0xF0))
-    })
-}
-
-/// Splits PDS data (tag 4 digits, length 3 digits, data) into `out`. On
-/// error: offset in `data` and reason.
-fn parse_pds(data: &[u8], out: &mut BTreeMap<u16, String>) -> Result<(), (usize, String)> {
-    let mut pos = 0;
-    while pos < data.len() {
-        let tag = data
-            .get(pos..pos + 4)
-            .and_then(ebcdic_number)
-            .ok_or_else(|| (pos, "PDS tag is not 4 EBCDIC digits".to_string()))?;
-        let len = data
-            .get(pos + 4..pos + 7)
-            .and_then(ebcdic_number)
-            .ok_or_else(|| {
-                (
-                    pos + 4,
-                    format!("PDS {tag:04} length is not 3 EBCDIC digits"),
-                )
-            })?;
-        let value = data.get(pos + 7..pos + 7 + len).ok_or_else(|| {
-            (
-                pos + 7,
-                format!("PDS {tag:04} ({len} bytes) runs past its field"),
-            )
-        })?;
-        out.insert(tag as u16, cp500::decode(value));
-        pos += 7 + len;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::clearing::ClearedKind;
-
-    /// Python 3: `bytes(range(0x20, 0x7f)).decode('latin-1').encode('cp500').hex()`.
-    const PYTHON_CP500_PRINTABLE: &str = "404f7f7b5b6c507d4d5d5c4e6b604b61f0f1f2f3f4f5f6f7f8f97a5e4c7e6e6f7cc1c2c3c4c5c6c7c8c9d1d2d3d4d5d6d7d8d9e2e3e4e5e6e7e8e94ae05a5f6d79818283848586878889919293949596979899a2a3a4a5a6a7a8a9c0bbd0a1";
-
-    /// Python 3: `bytes(range(256)).decode('cp500').encode('latin-1').hex()`.
-    const PYTHON_CP500_DECODE: &str = "000102039c09867f978d8e0b0c0d0e0f101112139d8508871819928f1c1d1e1f80818283840a171b88898a8b8c050607909116939495960498999a9b14159e1a20a0e2e4e0e1e3e5e7f15b2e3c282b2126e9eaebe8edeeefecdf5d242a293b5e2d2fc2c4c0c1c3c5c7d1a62c255f3e3ff8c9cacbc8cdcecfcc603a2340273d22d8616263646566676869abbbf0fdfeb1b06a6b6c6d6e6f707172aabae6b8c6a4b57e737475767778797aa1bfd0dddeaea2a3a5b7a9a7b6bcbdbeac7cafa8b4d77b414243444546474849adf4f6f2f3f57d4a4b4c4d4e4f505152b9fbfcf9faff5cf7535455565758595ab2d4d6d2d3d530313233343536373839b3dbdcd9da9f";
 
     fn info(blocked: bool) -> FileInfo {
         FileInfo {
@@ -1498,37 +1447,6 @@ mod tests {
         let mut out = Vec::new();
         cp500::encode_printable(text.as_bytes(), &mut out).unwrap();
         out
-    }
-
-    #[test]
-    fn cp500_matches_python_codecs() {
-        let mut printable = Vec::new();
-        for ascii in 0x20u8..=0x7E {
-            printable.push(cp500::from_printable_ascii(ascii).unwrap());
-        }
-        assert_eq!(hex::encode(&printable), PYTHON_CP500_PRINTABLE);
-        let decoded: Vec<u8> = (0..=255u8)
-            .map(|b| u8::try_from(u32::from(cp500::to_char(b))).unwrap())
-            .collect();
-        assert_eq!(hex::encode(decoded), PYTHON_CP500_DECODE);
-        for b in 0..=255u8 {
-            assert_eq!(cp500::from_char(cp500::to_char(b)), Some(b));
-        }
-        // Where CP500 and CP1047 differ.
-        for (c, e) in [
-            (b'[', 0x4A),
-            (b']', 0x5A),
-            (b'!', 0x4F),
-            (b'^', 0x5F),
-            (b'|', 0xBB),
-        ] {
-            assert_eq!(cp500::from_printable_ascii(c), Some(e));
-        }
-        assert_eq!(cp500::from_printable_ascii(0x7F), None);
-        assert_eq!(cp500::from_printable_ascii(0x0A), None);
-        assert_eq!(cp500::from_printable_ascii(0xE9), None);
-        assert_eq!(cp500::from_char('é'), Some(0x51));
-        assert_eq!(cp500::from_char('€'), None);
     }
 
     #[test]
@@ -1878,6 +1796,91 @@ mod tests {
         assert!(stored.iter().any(|&o| o > BLOCK as u64));
         for (s, v) in stored.iter().zip(&vbs) {
             assert_eq!(*s, v + 2 * (v / BLOCK_DATA as u64));
+        }
+    }
+
+    #[test]
+    fn reader_errors_from_the_dialect() {
+        let (plain, _) = write_file(false, &[presentment(1, 1)]);
+        // The first presentment: record at 70, message at 74.
+        let first = 74;
+        let error_at = |spoil: &dyn Fn(&mut Vec<u8>)| {
+            let mut bytes = plain.clone();
+            spoil(&mut bytes);
+            match IpmReader::new(&bytes[..], false).nth(1) {
+                Some(Err(IpmError::Malformed {
+                    record,
+                    offset,
+                    reason,
+                })) => (record, offset, reason),
+                other => panic!("{other:?}"),
+            }
+        };
+        // Version digit 0: not an ISO 8583:1993 message type.
+        let (record, offset, reason) = error_at(&|b| b[first] = 0xF0);
+        assert_eq!((record, offset), (2, first as u64));
+        assert!(reason.contains("0240 is not an ISO 8583:1993"), "{reason}");
+        // Bit 1 cleared.
+        let (_, offset, reason) = error_at(&|b| b[first + 4] &= 0x7F);
+        assert_eq!(offset, first as u64 + 4);
+        assert!(reason.starts_with("bit 1 (secondary bitmap"), "{reason}");
+        // A PAN length of 25: beyond DE 2's maximum.
+        let (_, offset, reason) =
+            error_at(&|b| b[first + 20..first + 22].copy_from_slice(&[0xF2, 0xF5]));
+        assert_eq!(offset, first as u64 + 20);
+        assert_eq!(reason, "DE 2 length 25 is beyond the IPM maximum 19");
+        // A PDS tag that is not digits: the offset is the tag's in the file.
+        let tag = plain
+            .windows(7)
+            .position(|w| w == ebcdic("0023002"))
+            .unwrap();
+        let (_, offset, reason) = error_at(&|b| b[tag + 1] = 0xC1);
+        assert_eq!(offset, tag as u64);
+        assert_eq!(reason, "DE 48: PDS tag is not 4 EBCDIC digits");
+        // A DE 2 running past the end of the record.
+        let mut short = plain[..first + 24].to_vec();
+        short[70..74].copy_from_slice(&24u32.to_be_bytes());
+        short.extend_from_slice(&[0, 0, 0, 0]);
+        let err = IpmReader::new(&short[..], false)
+            .nth(1)
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            matches!(&err, IpmError::Malformed { offset, reason, .. }
+                if *offset == first as u64 + 22 && reason == "DE 2 (16 bytes) runs past the end of the record"),
+            "{err}"
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(500))]
+
+        /// Whatever record the `ipm` dialect decodes, it encodes again to
+        /// the same bytes (the invariant the codec's fuzz target checks for
+        /// every built-in dialect), edits or not.
+        #[test]
+        fn decoded_records_encode_to_the_same_bytes(
+            edits in proptest::collection::vec((proptest::num::usize::ANY, proptest::num::u8::ANY), 0..4),
+        ) {
+            let (bytes, _) = write_file(false, &[presentment(1, 1), presentment(2, 2)]);
+            let dialect = ipm_dialect().unwrap();
+            let mut at = 0;
+            while let Some(prefix) = bytes.get(at..at + 4) {
+                let len = u32::from_be_bytes(prefix.try_into().unwrap()) as usize;
+                if len == 0 {
+                    break;
+                }
+                let mut record = bytes[at + 4..at + 4 + len].to_vec();
+                for (i, value) in &edits {
+                    let i = i % record.len();
+                    record[i] = *value;
+                }
+                let frame = Bytes::from(record);
+                if let Ok(m) = Message::decode(&dialect, frame.clone()) {
+                    proptest::prop_assert_eq!(m.to_bytes(&dialect).unwrap(), frame);
+                }
+                at += 4 + len;
+            }
         }
     }
 

@@ -53,14 +53,19 @@ impl Bitmaps {
         }
     }
 
-    /// Reads the bitmaps at the cursor.
+    /// Reads the bitmaps at the cursor. With `always_secondary`, a primary
+    /// bitmap without bit 1 is refused.
     pub(crate) fn decode(
         cur: &mut Cursor<'_>,
         encoding: BitmapEncoding,
         tertiary: bool,
+        always_secondary: bool,
     ) -> Result<Bitmaps, ErrorKind> {
         let mut bitmaps = Bitmaps::default();
         bitmaps.maps[0] = read_one(cur, encoding)?;
+        if always_secondary && !bitmaps.is_set(1) {
+            return Err(ErrorKind::NoSecondaryBitmap);
+        }
         if bitmaps.is_set(1) {
             bitmaps.maps[1] = read_one(cur, encoding)?;
             if tertiary && bitmaps.is_set(65) {
@@ -70,12 +75,19 @@ impl Bitmaps {
         Ok(bitmaps)
     }
 
-    /// Sets the indicator bits the data bits imply, then writes the bitmaps.
-    pub(crate) fn encode(mut self, out: &mut BytesMut, encoding: BitmapEncoding, tertiary: bool) {
+    /// Sets the indicator bits the data bits imply (bit 1 always with
+    /// `always_secondary`), then writes the bitmaps.
+    pub(crate) fn encode(
+        mut self,
+        out: &mut BytesMut,
+        encoding: BitmapEncoding,
+        tertiary: bool,
+        always_secondary: bool,
+    ) {
         if tertiary && self.maps[2] != 0 {
             self.set(65);
         }
-        if self.maps[1] != 0 || self.maps[2] != 0 {
+        if always_secondary || self.maps[1] != 0 || self.maps[2] != 0 {
             self.set(1);
         }
         let count = if !self.is_set(1) {
@@ -161,7 +173,7 @@ mod tests {
         b.set(66);
         b.set(128);
         let mut out = BytesMut::new();
-        b.encode(&mut out, BitmapEncoding::Binary, false);
+        b.encode(&mut out, BitmapEncoding::Binary, false, false);
         assert_eq!(hex::encode_upper(&out), "C0000000000000014000000000000001");
         assert_eq!(b.fields(false).collect::<Vec<_>>(), vec![2, 64, 66, 128]);
     }
@@ -172,7 +184,45 @@ mod tests {
         b.set(3);
         b.set(11);
         let mut out = BytesMut::new();
-        b.encode(&mut out, BitmapEncoding::Hex, false);
+        b.encode(&mut out, BitmapEncoding::Hex, false, false);
         assert_eq!(&out[..], b"2020000000000000");
+    }
+
+    #[test]
+    fn always_secondary_writes_and_wants_bit_1() {
+        let mut b = Bitmaps::default();
+        b.set(24);
+        let mut out = BytesMut::new();
+        b.encode(&mut out, BitmapEncoding::Binary, false, true);
+        assert_eq!(hex::encode_upper(&out), "80000100000000000000000000000000");
+        let frame = out.freeze();
+        let back = Bitmaps::decode(
+            &mut Cursor::new(&frame),
+            BitmapEncoding::Binary,
+            false,
+            true,
+        );
+        assert_eq!(
+            back.map(|b| b.fields(false).collect::<Vec<_>>()),
+            Ok(vec![24])
+        );
+        let primary_only = bytes::Bytes::from_static(&[0, 0, 1, 0, 0, 0, 0, 0]);
+        let refused = Bitmaps::decode(
+            &mut Cursor::new(&primary_only),
+            BitmapEncoding::Binary,
+            false,
+            true,
+        );
+        assert_eq!(refused, Err(ErrorKind::NoSecondaryBitmap));
+        let taken = Bitmaps::decode(
+            &mut Cursor::new(&primary_only),
+            BitmapEncoding::Binary,
+            false,
+            false,
+        );
+        assert_eq!(
+            taken.map(|b| b.fields(false).collect::<Vec<_>>()),
+            Ok(vec![24])
+        );
     }
 }

@@ -55,6 +55,10 @@ pub enum ErrorKind {
         /// The offending byte.
         byte: u8,
     },
+    /// Bit 1 is not set in a dialect that always carries the secondary
+    /// bitmap (`secondary_bitmap = "always"`, as Mastercard IPM).
+    #[error("bit 1 (secondary bitmap, always present in this dialect) is not set")]
+    NoSecondaryBitmap,
     /// A bitmap bit is set for a field the dialect does not define.
     #[error("bit set for a field this dialect does not define")]
     UndefinedField,

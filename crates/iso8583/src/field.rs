@@ -4,7 +4,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::ebcdic;
 use super::error::ErrorKind;
-use super::spec::{Class, DataEncoding, FieldSpec, Length, Pad, PrefixEncoding};
+use super::spec::{Class, CodePage, DataEncoding, FieldSpec, Length, Pad, PrefixEncoding};
 
 /// A read position in a frame. Every read is bounds-checked and fails with
 /// [`ErrorKind::Truncated`] instead of reading past the end.
@@ -94,14 +94,16 @@ pub(crate) fn decode(
     match spec.data {
         DataEncoding::Ascii => {
             let (start, end) = cur.take_range(len)?;
-            check_class(spec.class, cur.frame.get(start..end).unwrap_or_default())?;
+            if spec.check_class {
+                check_class(spec.class, cur.frame.get(start..end).unwrap_or_default())?;
+            }
             Ok(Decoded::Frame(start, end))
         }
         DataEncoding::Binary => {
             let (start, end) = cur.take_range(len)?;
             Ok(Decoded::Frame(start, end))
         }
-        DataEncoding::Ebcdic => {
+        DataEncoding::Ebcdic(CodePage::Cp1047) => {
             let raw = cur.take(len)?;
             for (index, &byte) in raw.iter().enumerate() {
                 let ascii = ebcdic::to_ascii(byte).ok_or(ErrorKind::BadContent {
@@ -111,7 +113,17 @@ pub(crate) fn decode(
                 })?;
                 scratch.push(ascii);
             }
-            check_class(spec.class, scratch.get(start..).unwrap_or_default())?;
+            if spec.check_class {
+                check_class(spec.class, scratch.get(start..).unwrap_or_default())?;
+            }
+            Ok(Decoded::Scratch(start, scratch.len()))
+        }
+        DataEncoding::Ebcdic(CodePage::Cp500) => {
+            let raw = cur.take(len)?;
+            scratch.extend(raw.iter().map(|&byte| ebcdic::cp500::to_latin1(byte)));
+            if spec.check_class {
+                check_class(spec.class, scratch.get(start..).unwrap_or_default())?;
+            }
             Ok(Decoded::Scratch(start, scratch.len()))
         }
         DataEncoding::Hex => {
@@ -288,7 +300,9 @@ fn read_prefix(
 /// but `b`, raw bytes for `b`.
 pub fn encode(spec: &FieldSpec, value: &[u8], out: &mut BytesMut) -> Result<(), ErrorKind> {
     let len = value.len();
-    check_class(spec.class, value)?;
+    if spec.check_class {
+        check_class(spec.class, value)?;
+    }
     match spec.length {
         Length::Fixed(expected) if len != expected => {
             return Err(ErrorKind::WrongLength { len, expected });
@@ -301,7 +315,17 @@ pub fn encode(spec: &FieldSpec, value: &[u8], out: &mut BytesMut) -> Result<(), 
     }
     match spec.data {
         DataEncoding::Ascii | DataEncoding::Binary => out.extend_from_slice(value),
-        DataEncoding::Ebcdic => {
+        DataEncoding::Ebcdic(CodePage::Cp500) => {
+            // Copied, then translated in place: one table look-up a byte.
+            let start = out.len();
+            out.extend_from_slice(value);
+            if let Some(written) = out.get_mut(start..) {
+                for byte in written {
+                    *byte = ebcdic::cp500::from_latin1(*byte);
+                }
+            }
+        }
+        DataEncoding::Ebcdic(CodePage::Cp1047) => {
             for (index, &byte) in value.iter().enumerate() {
                 let code = ebcdic::from_ascii(byte).ok_or(ErrorKind::BadContent {
                     class: spec.class,

@@ -2,7 +2,8 @@
 //!
 //! * [`spec`] — dialects as data: a [`Dialect`] is loaded from a TOML file and
 //!   validated once, then shared read-only behind an `Arc`. The switch's
-//!   dialects (`iso87ascii`, `iso87binary`, `iso93binary`) are built in.
+//!   dialects (`iso87ascii`, `iso87binary`, `iso93binary`) and Mastercard IPM
+//!   (`ipm`) are built in.
 //! * [`message`] — [`Message`]: an MTI and the fields present, decoded from and
 //!   encoded to wire bytes under a dialect.
 //! * [`field`] — one field under its [`FieldSpec`].

@@ -207,6 +207,15 @@ impl Message {
         self
     }
 
+    /// Removes every field (the MTI stays), keeping the allocations: for
+    /// building message after message of one kind in place.
+    pub fn clear(&mut self) {
+        self.frame = Bytes::new();
+        self.decoded = Bytes::new();
+        self.owned.clear();
+        self.slots.clear();
+    }
+
     /// Removes field `number`, returning its value.
     pub fn remove(&mut self, number: u8) -> Option<Bytes> {
         let value = self.get_bytes(number)?;
@@ -295,8 +304,13 @@ impl Message {
         };
         let start = cur.position();
         let tertiary = dialect.has_tertiary_bitmap();
-        let bitmaps = Bitmaps::decode(&mut cur, dialect.bitmap_encoding(), tertiary)
-            .map_err(|k| at(Location::Bitmap, start, k));
+        let bitmaps = Bitmaps::decode(
+            &mut cur,
+            dialect.bitmap_encoding(),
+            tertiary,
+            dialect.always_secondary_bitmap(),
+        )
+        .map_err(|k| at(Location::Bitmap, start, k));
         let mut slots = Vec::with_capacity(bitmaps.as_ref().map_or(0, Bitmaps::count));
         let mut scratch = Vec::new();
         let mut error = bitmaps.as_ref().err().cloned();
@@ -377,7 +391,12 @@ impl Message {
             }
             bitmaps.set(number);
         }
-        bitmaps.encode(out, dialect.bitmap_encoding(), tertiary);
+        bitmaps.encode(
+            out,
+            dialect.bitmap_encoding(),
+            tertiary,
+            dialect.always_secondary_bitmap(),
+        );
         for (number, value) in self.fields() {
             let offset = out.len();
             let fail = |kind| at(Location::Field(number), offset, kind);
@@ -579,5 +598,86 @@ fn write_mti(mti: Mti, encoding: MtiEncoding, out: &mut BytesMut) {
             out.put_u8(a << 4 | b);
             out.put_u8(c << 4 | d);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An IPM-like dialect: EBCDIC 500, secondary bitmap always, classes
+    /// unchecked (or checked, for comparison).
+    fn dialect(check_classes: bool) -> Dialect {
+        let text = format!(
+            "name = \"t\"\nmti = \"ebcdic\"\nbitmap = \"binary\"\nsecondary_bitmap = \"always\"\n\
+             version = 1993\nebcdic = \"cp500\"\ncheck_classes = {check_classes}\n[fields]\n\
+             4 = {{ name = \"amount\", class = \"n\", fixed = 4, data = \"ebcdic\" }}\n\
+             43 = {{ name = \"name\", class = \"ans\", ll = 20, data = \"ebcdic\", prefix = \"ebcdic\" }}\n"
+        );
+        Dialect::from_toml(&text, "t.toml").unwrap()
+    }
+
+    #[test]
+    fn cp500_text_and_the_secondary_bitmap_always() {
+        let d = dialect(true);
+        let mut m = Message::new(Mti::parse("1240").unwrap());
+        m.set(4, "1234").set(43, "[A]!^|");
+        let wire = m.to_bytes(&d).unwrap();
+        assert_eq!(
+            hex::encode_upper(&wire),
+            "F1F2F4F0\
+             90000000002000000000000000000000\
+             F1F2F3F4\
+             F0F64AC15A4F5FBB"
+        );
+        let back = Message::decode(&d, wire).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.text(43), Some("[A]!^|"));
+        // Bit 1 cleared: refused, at the bitmap.
+        let mut bytes = m.to_bytes(&d).unwrap().to_vec();
+        bytes[4] &= 0x7F;
+        let e = Message::decode(&d, Bytes::from(bytes)).unwrap_err();
+        assert_eq!((e.location, e.offset), (Location::Bitmap, 4));
+        assert_eq!(e.kind, ErrorKind::NoSecondaryBitmap);
+    }
+
+    #[test]
+    fn unchecked_classes_take_every_byte_both_ways() {
+        // DE 4 "12A4" and a DE 43 with CP500 bytes outside printable ASCII
+        // (0x51 = é, 0x25 = line feed).
+        let wire = Bytes::from(
+            hex::decode(
+                "F1F2F4F0\
+                 90000000002000000000000000000000\
+                 F1F2C1F4\
+                 F0F3C15125",
+            )
+            .unwrap(),
+        );
+        let strict = dialect(true);
+        let e = Message::decode(&strict, wire.clone()).unwrap_err();
+        assert_eq!(e.location, Location::Field(4));
+        let lenient = dialect(false);
+        let m = Message::decode(&lenient, wire.clone()).unwrap();
+        assert_eq!(m.text(4), Some("12A4"));
+        assert_eq!(m.get(43), Some(&[b'A', 0xE9, 0x0A][..]), "Latin-1 bytes");
+        assert_eq!(m.to_bytes(&lenient).unwrap(), wire);
+        // Cleared and built again in place: the same message.
+        let mut again = m.clone();
+        again.clear();
+        assert_eq!(again.fields().count(), 0);
+        again.set(43, m.get_bytes(43).unwrap()).set(4, "12A4");
+        assert_eq!(again, m);
+        // Lengths are still the dialect's.
+        let mut long = Message::new(Mti::parse("1240").unwrap());
+        long.set(4, "12345");
+        let e = long.to_bytes(&lenient).unwrap_err();
+        assert_eq!(
+            e.kind,
+            ErrorKind::WrongLength {
+                len: 5,
+                expected: 4
+            }
+        );
     }
 }

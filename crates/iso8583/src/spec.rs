@@ -26,6 +26,7 @@ const BUILTIN: &[(&str, &str)] = &[
         "iso93binary",
         include_str!("../../../specs/iso93binary.toml"),
     ),
+    ("ipm", include_str!("../../../specs/ipm.toml")),
 ];
 
 /// A dialect file could not be read or is not a valid dialect.
@@ -60,7 +61,7 @@ pub enum SpecError {
     },
     /// A name was neither a built-in dialect nor a readable file.
     #[error(
-        "unknown dialect `{0}` (built-in: iso87ascii, iso87binary, iso93binary; or a path to a .toml file)"
+        "unknown dialect `{0}` (built-in: iso87ascii, iso87binary, iso93binary, ipm; or a path to a .toml file)"
     )]
     Unknown(String),
 }
@@ -130,6 +131,34 @@ pub enum BitmapEncoding {
     Binary,
     /// Sixteen ASCII hex characters (upper case when encoding).
     Hex,
+}
+
+/// When the secondary bitmap (bits 65..=128) is written (the
+/// `secondary_bitmap` key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SecondaryBitmap {
+    /// Only when a field above 64 is present (bit 1 says whether it is).
+    #[default]
+    WhenNeeded,
+    /// Always (Mastercard IPM): bit 1 is always set, and a message without
+    /// it is refused ([`crate::ErrorKind::NoSecondaryBitmap`]).
+    Always,
+}
+
+/// The EBCDIC code page of `ebcdic` data (the `ebcdic` key). Digits, and so
+/// EBCDIC MTIs and length prefixes, are the same (F0–F9) in both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CodePage {
+    /// Code page 1047 (jPOS `ISOUtil.asciiToEbcdic`) for printable ASCII;
+    /// other bytes have no character ([`crate::ebcdic::from_ascii`]).
+    #[default]
+    Cp1047,
+    /// Code page 500 (Mastercard IPM files), a total mapping between the 256
+    /// EBCDIC bytes and the 256 Latin-1 bytes: a value is held as Latin-1,
+    /// one byte per character ([`crate::ebcdic::cp500`]).
+    Cp500,
 }
 
 /// Content class of a field: which characters its value may hold.
@@ -206,8 +235,8 @@ pub enum Pad {
 pub enum DataEncoding {
     /// One ASCII byte per character.
     Ascii,
-    /// One EBCDIC byte per character.
-    Ebcdic,
+    /// One EBCDIC byte per character, in this code page.
+    Ebcdic(CodePage),
     /// Two digits per byte; for `xn` the sign is one ASCII byte first.
     Bcd(Pad),
     /// Raw bytes (class `b` only).
@@ -260,6 +289,10 @@ pub struct FieldSpec {
     pub length: Length,
     /// Encoding of the value.
     pub data: DataEncoding,
+    /// Whether the value's characters are checked against the class (when
+    /// decoding and when encoding). Always true but for character data
+    /// (`ascii`, `ebcdic`) in a dialect with `check_classes = false`.
+    pub check_class: bool,
 }
 
 impl FieldSpec {
@@ -286,6 +319,7 @@ pub struct Dialect {
     mti: MtiEncoding,
     bitmap: BitmapEncoding,
     tertiary_bitmap: bool,
+    secondary_bitmap: SecondaryBitmap,
     version: IsoVersion,
     /// Indexed by field number; `None` where the dialect defines no field.
     fields: Vec<Option<FieldSpec>>,
@@ -302,8 +336,18 @@ struct RawDialect {
     #[serde(default)]
     tertiary_bitmap: bool,
     #[serde(default)]
+    secondary_bitmap: SecondaryBitmap,
+    #[serde(default)]
     version: IsoVersion,
+    #[serde(default)]
+    ebcdic: CodePage,
+    #[serde(default = "checked")]
+    check_classes: bool,
     fields: BTreeMap<String, RawField>,
+}
+
+fn checked() -> bool {
+    true
 }
 
 #[derive(Deserialize)]
@@ -356,7 +400,9 @@ impl Dialect {
                     "bit 65 is the tertiary bitmap in this dialect and cannot be a field".into(),
                 ));
             }
-            let spec = field.validate(number).map_err(fail)?;
+            let spec = field
+                .validate(number, raw.ebcdic, raw.check_classes)
+                .map_err(fail)?;
             fields[usize::from(number)] = Some(spec);
         }
         if raw.name.trim().is_empty() {
@@ -371,6 +417,7 @@ impl Dialect {
             mti: raw.mti,
             bitmap: raw.bitmap,
             tertiary_bitmap: raw.tertiary_bitmap,
+            secondary_bitmap: raw.secondary_bitmap,
             version: raw.version,
             fields,
         })
@@ -387,7 +434,7 @@ impl Dialect {
     }
 
     /// One of the dialects compiled into the binary (`iso87ascii`,
-    /// `iso87binary`, `iso93binary`), or `None` for another name.
+    /// `iso87binary`, `iso93binary`, `ipm`), or `None` for another name.
     pub fn builtin(name: &str) -> Option<Result<Arc<Dialect>, SpecError>> {
         BUILTIN
             .iter()
@@ -437,6 +484,11 @@ impl Dialect {
         self.tertiary_bitmap
     }
 
+    /// Whether every message carries the secondary bitmap (bit 1 always set).
+    pub fn always_secondary_bitmap(&self) -> bool {
+        self.secondary_bitmap == SecondaryBitmap::Always
+    }
+
     /// Which edition of ISO 8583 the dialect's field meanings follow.
     pub fn version(&self) -> IsoVersion {
         self.version
@@ -456,7 +508,12 @@ impl Dialect {
 }
 
 impl RawField {
-    fn validate(self, number: u8) -> Result<FieldSpec, String> {
+    fn validate(
+        self,
+        number: u8,
+        code_page: CodePage,
+        check_classes: bool,
+    ) -> Result<FieldSpec, String> {
         if self.name.trim().is_empty() {
             return Err("`name` must not be empty".into());
         }
@@ -486,7 +543,7 @@ impl RawField {
             (RawData::Bcd, pad) => DataEncoding::Bcd(pad.unwrap_or(Pad::Left)),
             (_, Some(_)) => return Err("`pad` is only for data = \"bcd\"".into()),
             (RawData::Ascii, None) => DataEncoding::Ascii,
-            (RawData::Ebcdic, None) => DataEncoding::Ebcdic,
+            (RawData::Ebcdic, None) => DataEncoding::Ebcdic(code_page),
             (RawData::Binary, None) => DataEncoding::Binary,
             (RawData::Hex, None) => DataEncoding::Hex,
         };
@@ -495,11 +552,11 @@ impl RawField {
             Class::N | Class::Z | Class::Xn => {
                 matches!(
                     data,
-                    DataEncoding::Ascii | DataEncoding::Ebcdic | DataEncoding::Bcd(_)
+                    DataEncoding::Ascii | DataEncoding::Ebcdic(_) | DataEncoding::Bcd(_)
                 )
             }
             Class::A | Class::An | Class::Ans => {
-                matches!(data, DataEncoding::Ascii | DataEncoding::Ebcdic)
+                matches!(data, DataEncoding::Ascii | DataEncoding::Ebcdic(_))
             }
         };
         if !compatible {
@@ -508,12 +565,16 @@ impl RawField {
                 self.class.label()
             ));
         }
+        // Only characters can go unchecked: BCD digits, binary and hex are
+        // always what their encoding can hold.
+        let characters = matches!(data, DataEncoding::Ascii | DataEncoding::Ebcdic(_));
         Ok(FieldSpec {
             number,
             name: self.name,
             class: self.class,
             length,
             data,
+            check_class: check_classes || !characters,
         })
     }
 }
@@ -586,6 +647,54 @@ mod tests {
             r#"3 = { name = "x", class = "n", fixed = 6, data = "ascii", colour = 1 }"#,
         );
         assert!(e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn ipm_is_ebcdic_500_with_the_secondary_bitmap_always() {
+        let d = Dialect::builtin("ipm").unwrap().unwrap();
+        assert_eq!(d.version(), IsoVersion::Iso1993);
+        assert_eq!(d.mti_encoding(), MtiEncoding::Ebcdic);
+        assert!(d.always_secondary_bitmap());
+        let pan = d.field(2).unwrap();
+        assert_eq!(pan.data, DataEncoding::Ebcdic(CodePage::Cp500));
+        assert!(!pan.check_class, "a reader of bank files takes every byte");
+        assert_eq!(d.field(55).unwrap().data, DataEncoding::Binary);
+        assert!(d.field(55).unwrap().check_class);
+        assert!(d.field(7).is_none() && d.field(65).is_none());
+    }
+
+    #[test]
+    fn dialect_keys_for_code_page_secondary_bitmap_and_classes() {
+        let text = |keys: &str| {
+            format!(
+                "name = \"t\"\nmti = \"ebcdic\"\nbitmap = \"binary\"\n{keys}\n[fields]\n\
+                 2 = {{ name = \"PAN\", class = \"n\", ll = 19, data = \"bcd\", prefix = \"bcd\" }}\n\
+                 3 = {{ name = \"x\", class = \"n\", fixed = 6, data = \"ebcdic\" }}\n"
+            )
+        };
+        let d = Dialect::from_toml(&text(""), "t.toml").unwrap();
+        assert!(!d.always_secondary_bitmap());
+        assert_eq!(
+            d.field(3).unwrap().data,
+            DataEncoding::Ebcdic(CodePage::Cp1047)
+        );
+        assert!(d.field(3).unwrap().check_class);
+        let keys = "ebcdic = \"cp500\"\nsecondary_bitmap = \"always\"\ncheck_classes = false";
+        let d = Dialect::from_toml(&text(keys), "t.toml").unwrap();
+        assert!(d.always_secondary_bitmap());
+        assert_eq!(
+            d.field(3).unwrap().data,
+            DataEncoding::Ebcdic(CodePage::Cp500)
+        );
+        assert!(!d.field(3).unwrap().check_class);
+        assert!(
+            d.field(2).unwrap().check_class,
+            "BCD digits are always checked"
+        );
+        let e = Dialect::from_toml(&text("ebcdic = \"cp037\""), "t.toml").unwrap_err();
+        assert!(e.to_string().starts_with("t.toml: "), "{e}");
+        let e = Dialect::from_toml(&text("secondary_bitmap = \"never\""), "t.toml").unwrap_err();
+        assert!(e.to_string().starts_with("t.toml: "), "{e}");
     }
 
     #[test]
