@@ -6,57 +6,10 @@
 //! every 1987 dialect shares. Destination adapters turn it into their own
 //! dialect (translating to 1993 where a bank needs it) and back.
 
-use std::fmt;
-
-use serde::{Deserialize, Serialize};
-
 use crate::card::Pan;
 use crate::iso8583::{Message, Mti};
 
-/// What a terminal asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TxnKind {
-    /// 0100: authorisation only.
-    Authorization,
-    /// 0200 with processing code 00: purchase.
-    Purchase,
-    /// 0200 with processing code 20: refund.
-    Refund,
-    /// 0400 / 0420: reversal of an earlier transaction.
-    Reversal,
-    /// 0220: completion advice of an approved pre-authorisation (0100), for
-    /// the amount finally charged; it is what clears.
-    Completion,
-}
-
-impl TxnKind {
-    /// Name as in configuration and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TxnKind::Authorization => "authorization",
-            TxnKind::Purchase => "purchase",
-            TxnKind::Refund => "refund",
-            TxnKind::Reversal => "reversal",
-            TxnKind::Completion => "completion",
-        }
-    }
-
-    /// Every kind, for "allow all" defaults.
-    pub const ALL: [TxnKind; 5] = [
-        TxnKind::Authorization,
-        TxnKind::Purchase,
-        TxnKind::Refund,
-        TxnKind::Reversal,
-        TxnKind::Completion,
-    ];
-}
-
-impl fmt::Display for TxnKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::iso8583::kind::TxnKind;
 
 /// Why a request is refused by the switch itself. Each maps to exactly one
 /// ISO 8583:1987 response code, in [`Refusal::response_code`].

@@ -33,12 +33,14 @@
 
 mod bitmap;
 pub mod card;
+pub mod codes;
 pub mod ebcdic;
 pub mod error;
 pub mod field;
 #[cfg(feature = "codec")]
 pub mod framing;
 pub mod json;
+pub mod kind;
 pub mod message;
 pub mod spec;
 

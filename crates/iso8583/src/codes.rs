@@ -43,8 +43,8 @@
 //! `2xx` → `04`, anything else → `96`. A 1987 code not in the table maps to
 //! `100` (do not honour): an unknown answer is never turned into an approval.
 
-use crate::iso8583::Dialect;
-use crate::iso8583::spec::Length;
+use crate::Dialect;
+use crate::spec::Length;
 
 /// The 1987 ↔ 1993 table: `(1987 response code, 1993 action code, meaning)`.
 /// Both columns are unique, so the table works in both directions.
