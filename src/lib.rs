@@ -17,6 +17,7 @@ pub mod clearing;
 pub use ::base::clock;
 pub use ::iso8583::codes;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub use ::base::files;
 pub use ::iso8583;

@@ -55,10 +55,34 @@ use tracing::{debug, info, warn};
 use crate::journal::cutover::CutoverError;
 use crate::journal::view::TxnView;
 use crate::security::tls::TlsAcceptor;
-use crate::server::Control;
+use crate::switch::Switch;
+use crate::terminal::listener::ListenerStats;
 use audit::{AuditEntry, AuditLog};
 use auth::{Principal, Role};
 use conns::{Admission, Busy, MAX_CONNECTIONS, MAX_PER_CLIENT};
+
+/// What the API acts on in the running daemon. The daemon's control
+/// (`crate::control::Control`) implements it, so the API never names the
+/// server or the config loader.
+pub trait Operations: Send + Sync + std::fmt::Debug {
+    /// The switch: metrics, journal, destinations.
+    fn switch(&self) -> &Arc<Switch>;
+    /// The valid tokens.
+    fn tokens(&self) -> Arc<auth::Tokens>;
+    /// Every listener's name and counters.
+    fn listener_stats(&self) -> Vec<(&str, &Arc<ListenerStats>)>;
+    /// Why the daemon is not ready to take traffic (empty when it is).
+    fn readiness(&self) -> Vec<String>;
+    /// Closes the current business date: the date closed and the one started.
+    fn cutover(&self) -> Result<(String, String), CutoverError>;
+    /// Reloads what can be reloaded; what failed keeps its old version.
+    fn reload(&self) -> Result<(), ReloadProblems>;
+}
+
+/// What a reload could not take: one problem per line, each part named.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct ReloadProblems(pub Vec<String>);
 
 /// `[admin]` of the config file, validated.
 #[derive(Debug, Clone)]
@@ -87,7 +111,7 @@ type Answer = Response<Full<Bytes>>;
 pub async fn run(
     socket: TcpListener,
     config: AdminConfig,
-    control: Arc<Control>,
+    control: Arc<dyn Operations>,
     audit: Arc<AuditLog>,
     shutdown: CancellationToken,
 ) {
@@ -192,7 +216,7 @@ fn required_role(method: &Method, path: &str) -> Option<Role> {
 }
 
 async fn handle(
-    control: &Arc<Control>,
+    control: &Arc<dyn Operations>,
     audit: &AuditLog,
     peer: SocketAddr,
     request: Request<Incoming>,
@@ -227,7 +251,7 @@ async fn handle(
             ),
             None,
         ),
-        _ if method == Method::POST && path == "/v1/reload" => reload(control),
+        _ if method == Method::POST && path == "/v1/reload" => reload(control.as_ref()),
         _ => (route(control, &method, &path, &query).await, None),
     };
     if method == Method::POST {
@@ -265,10 +289,10 @@ async fn handle(
 /// `POST /v1/reload`: it runs either way; what failed keeps its old
 /// version and is listed (`complete: false`), the rest is in force. The
 /// second value is the audit log's result.
-fn reload(control: &Control) -> (Answer, Option<String>) {
+fn reload(control: &dyn Operations) -> (Answer, Option<String>) {
     let problems: Vec<String> = match control.reload() {
         Ok(()) => Vec::new(),
-        Err(e) => e.to_string().lines().map(String::from).collect(),
+        Err(ReloadProblems(problems)) => problems,
     };
     let note = (!problems.is_empty())
         .then(|| format!("partial: {} part(s) kept their old version", problems.len()));
@@ -279,7 +303,7 @@ fn reload(control: &Control) -> (Answer, Option<String>) {
     (answer, note)
 }
 
-async fn route(control: &Arc<Control>, method: &Method, path: &str, query: &str) -> Answer {
+async fn route(control: &Arc<dyn Operations>, method: &Method, path: &str, query: &str) -> Answer {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method, segments.as_slice()) {
         (&Method::GET, ["health", "live"]) => json_answer(StatusCode::OK, &json!({"live": true})),
@@ -304,9 +328,11 @@ async fn route(control: &Arc<Control>, method: &Method, path: &str, query: &str)
             Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed"),
         },
         (&Method::GET, ["v1", "destinations"]) => {
-            json_answer(StatusCode::OK, &source::destinations(control))
+            json_answer(StatusCode::OK, &source::destinations(control.as_ref()))
         }
-        (&Method::GET, ["v1", "links"]) => json_answer(StatusCode::OK, &source::links(control)),
+        (&Method::GET, ["v1", "links"]) => {
+            json_answer(StatusCode::OK, &source::links(control.as_ref()))
+        }
         (&Method::POST, ["v1", "links", destination, index, action]) => {
             let enabled = match *action {
                 "enable" => true,
@@ -342,7 +368,7 @@ async fn route(control: &Arc<Control>, method: &Method, path: &str, query: &str)
                 )
             }
         },
-        (&Method::GET, ["v1", "transactions"]) => transactions(control, query).await,
+        (&Method::GET, ["v1", "transactions"]) => transactions(control.as_ref(), query).await,
         (&Method::GET, ["v1", "saf"]) => {
             let index = control.switch().journal().index();
             match index.saf_all() {
@@ -364,7 +390,7 @@ async fn route(control: &Arc<Control>, method: &Method, path: &str, query: &str)
 }
 
 /// `?rrn=R` or `?terminal=T&stan=S`.
-async fn transactions(control: &Control, query: &str) -> Answer {
+async fn transactions(control: &dyn Operations, query: &str) -> Answer {
     let param = |name: &str| {
         query
             .split('&')

@@ -6,12 +6,12 @@ use std::sync::atomic::Ordering;
 
 use serde_json::{Value, json};
 
+use super::Operations;
 use crate::metrics::{self, Gathered, HistogramSample, Labels, Sample};
-use crate::server::Control;
 
 /// Reads the daemon's parts at scrape time.
 #[derive(Debug)]
-struct Scrape(Arc<Control>);
+struct Scrape(Arc<dyn Operations>);
 
 fn family(name: &'static str, help: &'static str, samples: Vec<(Labels, Sample)>) -> Gathered {
     Gathered {
@@ -196,7 +196,7 @@ impl metrics::Source for Scrape {
 }
 
 /// The Prometheus exposition of the running daemon.
-pub fn render(control: &Arc<Control>) -> Result<String, std::fmt::Error> {
+pub fn render(control: &Arc<dyn Operations>) -> Result<String, std::fmt::Error> {
     metrics::render(
         control.switch().metrics(),
         &Arc::new(Scrape(Arc::clone(control))),
@@ -204,7 +204,7 @@ pub fn render(control: &Arc<Control>) -> Result<String, std::fmt::Error> {
 }
 
 /// `GET /v1/destinations`.
-pub fn destinations(control: &Control) -> Value {
+pub fn destinations(control: &dyn Operations) -> Value {
     let list: Vec<Value> = control
         .switch()
         .destinations()
@@ -227,7 +227,7 @@ pub fn destinations(control: &Control) -> Value {
 }
 
 /// `GET /v1/links`.
-pub fn links(control: &Control) -> Value {
+pub fn links(control: &dyn Operations) -> Value {
     let list: Vec<Value> = control
         .switch()
         .destinations()
