@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::adapter::DestinationConfig;
 use crate::admin::AdminConfig;
 use crate::iso8583::Dialect;
 use crate::iso8583::framing::{FrameCodec, LengthPrefix};
@@ -23,8 +24,9 @@ use crate::risk::{RiskConfig, RuleSet};
 use crate::route::{RouteEntry, RouteTable};
 use crate::security::KeyAlgorithm;
 use crate::security::keys::{KeyStore, KeyType, MasterKey};
-use crate::security::profile::{NO_KEY_STORE, Protection, ProtectionEntry, Side};
+use crate::security::profile::{NO_KEY_STORE, ProtectionEntry, Side};
 use crate::security::tls::{ClientTlsFiles, ServerTlsFiles, TlsAcceptor, TlsConnector};
+use crate::terminal::ListenerConfig;
 
 /// A configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -363,61 +365,6 @@ pub struct SwitchSettings {
     /// journal index (retransmissions and reversals of older ones are found
     /// in the index).
     pub recent_cache: usize,
-}
-
-/// A terminal-facing listener.
-#[derive(Debug, Clone)]
-pub struct ListenerConfig {
-    /// Name used in logs.
-    pub name: String,
-    /// Address to bind.
-    pub address: SocketAddr,
-    /// Terminal dialect.
-    pub dialect: Arc<Dialect>,
-    /// Framing.
-    pub codec: FrameCodec,
-    /// Connections beyond this are refused.
-    pub max_connections: usize,
-    /// A connection silent for this long is closed.
-    pub idle_timeout: Duration,
-    /// TLS (mutual TLS with a client CA); plain TCP when `None`.
-    pub tls: Option<Arc<TlsAcceptor>>,
-}
-
-/// A bank host or channel the switch connects out to.
-#[derive(Debug, Clone)]
-pub struct DestinationConfig {
-    /// Name used by routes and logs.
-    pub name: String,
-    /// Host address.
-    pub address: SocketAddr,
-    /// The host's dialect.
-    pub dialect: Arc<Dialect>,
-    /// Framing on its links.
-    pub codec: FrameCodec,
-    /// Header bytes sent with every frame (e.g. a TPDU).
-    pub header: bytes::Bytes,
-    /// Persistent links to keep open.
-    pub links: usize,
-    /// Time the host has to answer.
-    pub timeout: Duration,
-    /// Echo test interval.
-    pub echo_interval: Duration,
-    /// Consecutive missed echoes after which a link is closed.
-    pub echo_misses: u32,
-    /// Send a sign-on (0800, 70=001) when a link connects.
-    pub sign_on: bool,
-    /// Destination to use while this one has no link up.
-    pub fallback: Option<String>,
-    /// First reconnect delay.
-    pub reconnect_min: Duration,
-    /// Longest reconnect delay.
-    pub reconnect_max: Duration,
-    /// MAC and PIN keys of this destination.
-    pub protection: Arc<Protection>,
-    /// TLS on its links (with a client certificate for mutual TLS); plain
-    /// TCP when `None`.
-    pub tls: Option<Arc<TlsConnector>>,
 }
 
 /// A validated configuration.

@@ -24,6 +24,7 @@ pub use ::iso8583;
 pub mod journal;
 pub mod metrics;
 pub mod registry;
+pub mod reversal;
 pub mod risk;
 pub mod route;
 pub mod security;

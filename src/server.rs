@@ -14,8 +14,9 @@ use crate::admin::audit::AuditLog;
 use crate::admin::auth::Tokens;
 use crate::config::{Config, ConfigError};
 use crate::control::{Control, ReloadHook};
-use crate::journal::saf::{self, SafContext};
-use crate::journal::{Journal, JournalError, recovery};
+use crate::journal::{Journal, JournalError};
+use crate::reversal::recovery;
+use crate::reversal::saf::{self, SafContext};
 use crate::switch::Switch;
 use crate::terminal::listener::{self, ListenerStats};
 

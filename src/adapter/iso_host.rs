@@ -31,8 +31,8 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::DestinationConfig;
 use crate::clock::DateTime;
-use crate::config::DestinationConfig;
 use crate::iso8583::framing::Frame;
 use crate::iso8583::{Message, Mti};
 use crate::metrics::Latency;

@@ -2,5 +2,7 @@
 //! persistent TCP links with a MUX.
 
 pub mod iso_host;
+mod settings;
 
 pub use iso_host::{Destination, Exchange, LinkError};
+pub use settings::DestinationConfig;

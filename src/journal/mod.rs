@@ -16,8 +16,6 @@
 pub mod cutover;
 pub mod index;
 pub mod record;
-pub mod recovery;
-pub mod saf;
 pub mod vault;
 pub mod view;
 pub mod wal;

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use crate::journal::TxnState;
 use crate::journal::index::Phase;
 use crate::journal::record::{Forwarded, Received, Source, TxnId};
-use crate::journal::saf::SafItem;
+use crate::reversal::saf::SafItem;
 
 /// Terminal id (field 41, space-padded) and the terminal's STAN.
 pub type Key = ([u8; 8], u32);

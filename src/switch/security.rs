@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use tracing::warn;
 
-use crate::config::DestinationConfig;
+use crate::adapter::DestinationConfig;
 use crate::iso8583::{Dialect, Message};
 use crate::registry::Terminal;
 use crate::security::mac;

@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::ListenerConfig;
+use super::ListenerConfig;
 use crate::metrics::ListenerLabels;
 use crate::switch::Switch;
 use crate::terminal::session;

@@ -4,3 +4,6 @@
 
 pub mod listener;
 pub mod session;
+mod settings;
+
+pub use settings::ListenerConfig;

@@ -18,7 +18,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::config::ListenerConfig;
+use super::ListenerConfig;
 use crate::iso8583::Message;
 use crate::iso8583::framing::Frame;
 use crate::metrics::{RequestLabels, Tag};

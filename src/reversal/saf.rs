@@ -21,13 +21,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::Journal;
-use super::index::TxnState;
-use super::record::{Forwarded, Received, Record, TxnId};
 use crate::adapter::Destination;
 use crate::clock::DateTime;
 use crate::config::SwitchSettings;
 use crate::iso8583::{Message, Mti};
+use crate::journal::Journal;
+use crate::journal::index::TxnState;
+use crate::journal::record::{Forwarded, Received, Record, TxnId};
 use crate::registry::Terminal;
 use crate::translate::{self, OriginalRef, Outgoing};
 use crate::txn::{Txn, TxnKind};
@@ -282,11 +282,14 @@ fn reversal_message(
             format!("{standing:012}{standing:012}C00000000C00000000"),
         );
     }
-    let merchant = r.merchant.clone().unwrap_or(super::record::Merchant {
-        id: String::new(),
-        mcc: String::new(),
-        name_location: String::new(),
-    });
+    let merchant = r
+        .merchant
+        .clone()
+        .unwrap_or(crate::journal::record::Merchant {
+            id: String::new(),
+            mcc: String::new(),
+            name_location: String::new(),
+        });
     let terminal = Terminal {
         id: r.terminal.clone(),
         merchant_id: merchant.id,

@@ -11,10 +11,10 @@ use std::collections::BTreeMap;
 
 use tracing::info;
 
-use super::index::Phase;
-use super::record::{Record, ReversalReason};
 use super::saf::SafItem;
-use super::{Journal, JournalError};
+use crate::journal::index::Phase;
+use crate::journal::record::{Record, ReversalReason};
+use crate::journal::{Journal, JournalError};
 
 /// What recovery did.
 #[derive(Debug, Default)]
