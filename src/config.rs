@@ -25,6 +25,7 @@ use crate::security::KeyAlgorithm;
 use crate::security::keys::{KeyStore, KeyType, MasterKey};
 use crate::security::profile::{NO_KEY_STORE, Protection, ProtectionEntry, Side};
 use crate::security::tls::{ClientTlsFiles, ServerTlsFiles, TlsAcceptor, TlsConnector};
+use crate::switch::settings::{RawSwitch, SwitchSettings};
 
 /// A configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -177,20 +178,6 @@ struct RawSecurity {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawSwitch {
-    acquirer_id: String,
-    #[serde(default)]
-    forwarding_id: Option<String>,
-    #[serde(default = "default_timeout_ms")]
-    timeout_ms: u64,
-    #[serde(default = "default_grace_ms")]
-    shutdown_grace_ms: u64,
-    #[serde(default = "default_recent_cache")]
-    recent_cache: usize,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawJournal {
     dir: PathBuf,
     #[serde(default)]
@@ -310,16 +297,6 @@ struct RawDestination {
     tls: Option<RawClientTls>,
 }
 
-fn default_recent_cache() -> usize {
-    100_000
-}
-
-fn default_timeout_ms() -> u64 {
-    5000
-}
-fn default_grace_ms() -> u64 {
-    5000
-}
 fn default_max_frame() -> usize {
     crate::iso8583::framing::DEFAULT_MAX_FRAME
 }
@@ -346,23 +323,6 @@ fn default_backoff_min_ms() -> u64 {
 }
 fn default_backoff_max_ms() -> u64 {
     10_000
-}
-
-/// Switch-wide settings.
-#[derive(Debug, Clone)]
-pub struct SwitchSettings {
-    /// Acquiring institution id, put in field 32.
-    pub acquirer_id: String,
-    /// Forwarding institution id, put in field 33 when set.
-    pub forwarding_id: Option<String>,
-    /// Default time a destination has to answer.
-    pub timeout: Duration,
-    /// How long shutdown waits for in-flight requests.
-    pub shutdown_grace: Duration,
-    /// How many recent transactions are kept in memory in front of the
-    /// journal index (retransmissions and reversals of older ones are found
-    /// in the index).
-    pub recent_cache: usize,
 }
 
 /// A terminal-facing listener.
@@ -498,24 +458,8 @@ impl Config {
             problem("log.level".into(), format!("`{}`: {e}", raw.log.level));
         }
         let sw = &raw.switch;
-        if !valid_institution(&sw.acquirer_id) {
-            problem("switch.acquirer_id".into(), "must be 1 to 11 digits".into());
-        }
-        if sw
-            .forwarding_id
-            .as_deref()
-            .is_some_and(|f| !valid_institution(f))
-        {
-            problem(
-                "switch.forwarding_id".into(),
-                "must be 1 to 11 digits".into(),
-            );
-        }
-        if sw.recent_cache == 0 {
-            problem("switch.recent_cache".into(), "must be more than 0".into());
-        }
-        if sw.timeout_ms == 0 {
-            problem("switch.timeout_ms".into(), "must be more than 0".into());
+        for (key, reason) in sw.problems() {
+            problem(key, reason);
         }
 
         let opened = open_store(&raw.security, base);
@@ -766,7 +710,7 @@ impl Config {
                         .with_max_frame(d.max_frame),
                     header: header.into(),
                     links: d.links,
-                    timeout: Duration::from_millis(d.timeout_ms.unwrap_or(sw.timeout_ms)),
+                    timeout: Duration::from_millis(d.timeout_ms.unwrap_or(sw.timeout_ms())),
                     echo_interval: Duration::from_secs(d.echo_interval_s),
                     echo_misses: d.echo_misses,
                     sign_on: d.sign_on,
@@ -841,13 +785,7 @@ impl Config {
         };
         Ok(Config {
             path: path.to_path_buf(),
-            switch: SwitchSettings {
-                acquirer_id: sw.acquirer_id.clone(),
-                forwarding_id: sw.forwarding_id.clone(),
-                timeout: Duration::from_millis(sw.timeout_ms),
-                shutdown_grace: Duration::from_millis(sw.shutdown_grace_ms),
-                recent_cache: sw.recent_cache,
-            },
+            switch: sw.settings(),
             journal,
             listeners,
             destinations,
@@ -990,10 +928,6 @@ fn resolve_dialect(name: &str, base: &Path) -> Result<Arc<Dialect>, crate::iso85
         return Dialect::resolve(name);
     }
     Dialect::resolve(&base.join(name).to_string_lossy())
-}
-
-fn valid_institution(id: &str) -> bool {
-    (1..=11).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Inline entries, then those of the named file, each labelled with where it

@@ -123,7 +123,18 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         }
         None => Tokens::default(),
     };
-    let switch = Arc::new(Switch::new(&config, destinations, journal, saf));
+    let tables = Tables {
+        terminals: config.terminals.clone(),
+        routes: config.routes.clone(),
+    };
+    let switch = Arc::new(Switch::new(
+        config.switch.clone(),
+        tables,
+        config.risk.clone(),
+        destinations,
+        journal,
+        saf,
+    ));
     let mut listener_tasks = JoinSet::new();
     let mut bound = Vec::new();
     for l in &config.listeners {

@@ -24,10 +24,10 @@ use std::sync::Arc;
 
 use crate::clock::DateTime;
 use crate::codes;
-use crate::config::SwitchSettings;
 use crate::iso8583::spec::IsoVersion;
 use crate::iso8583::{Dialect, Message, Mti};
 use crate::registry::Terminal;
+use crate::switch::SwitchSettings;
 use crate::txn::{Txn, TxnKind};
 
 /// What the switch remembers of a forwarded request, to build the original

@@ -26,9 +26,9 @@ use super::index::TxnState;
 use super::record::{Forwarded, Received, Record, TxnId};
 use crate::adapter::Destination;
 use crate::clock::DateTime;
-use crate::config::SwitchSettings;
 use crate::iso8583::{Message, Mti};
 use crate::registry::Terminal;
+use crate::switch::SwitchSettings;
 use crate::translate::{self, OriginalRef, Outgoing};
 use crate::txn::{Txn, TxnKind};
 

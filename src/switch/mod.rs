@@ -11,8 +11,10 @@
 
 mod recent;
 mod security;
+pub mod settings;
 
 pub use security::encode_for_terminal;
+pub use settings::SwitchSettings;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,14 +27,13 @@ use crate::adapter::{Destination, LinkError};
 use crate::card::luhn_valid;
 use crate::clock::DateTime;
 use crate::codes;
-use crate::config::{Config, SwitchSettings};
 use crate::iso8583::{Message, Mti};
 use crate::journal::record::{Forwarded, Merchant, Received, Record, ReversalReason, Source};
 use crate::journal::saf::Saf;
 use crate::journal::{Journal, TxnState, wal};
 use crate::metrics::{DestinationLabels, Metrics, RuleLabels, Tag};
 use crate::registry::{Terminal, Terminals};
-use crate::risk::{RiskEngine, RiskInput};
+use crate::risk::{RiskEngine, RiskInput, RuleSet};
 use crate::route::RouteTable;
 use crate::translate::{self, OriginalRef, Outgoing};
 use crate::txn::{Refusal, Txn, TxnKind};
@@ -172,30 +173,31 @@ pub struct Switch {
 }
 
 impl Switch {
-    /// A switch over started (or to-be-started) destinations, journaling in
-    /// `journal` and queueing reversals in `saf`.
+    /// A switch with `settings`, `tables` and the risk `rules`, over
+    /// started (or to-be-started) destinations, journaling in `journal` and
+    /// queueing reversals in `saf`.
     pub fn new(
-        config: &Config,
+        settings: SwitchSettings,
+        tables: Tables,
+        rules: RuleSet,
         destinations: Vec<Arc<Destination>>,
         journal: Arc<Journal>,
         saf: Saf,
     ) -> Switch {
+        let recent = Recent::new(settings.recent_cache);
         let switch = Switch {
-            settings: config.switch.clone(),
-            tables: RwLock::new(Arc::new(Tables {
-                terminals: config.terminals.clone(),
-                routes: config.routes.clone(),
-            })),
+            settings,
+            tables: RwLock::new(Arc::new(tables)),
             destinations: destinations
                 .iter()
                 .map(|d| (d.name().to_string(), Arc::clone(d)))
                 .collect(),
             order: destinations,
             journal,
-            risk: RiskEngine::new(config.risk.clone()),
+            risk: RiskEngine::new(rules),
             metrics: Metrics::default(),
             saf,
-            recent: Recent::new(config.switch.recent_cache),
+            recent,
             checking: Box::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
             rrn_counter: AtomicU64::new(u64::from(fastrand::u32(..))),
             stats: SwitchStats::default(),
@@ -494,7 +496,7 @@ impl Switch {
             &txn.request,
             pan.expose(),
             terminal,
-            destination.config(),
+            destination,
             &mut message,
         )?;
         let transmission = message.text(7).unwrap_or_default().to_string();

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use tracing::warn;
 
-use crate::config::DestinationConfig;
+use crate::adapter::Destination;
 use crate::iso8583::{Dialect, Message};
 use crate::registry::Terminal;
 use crate::security::mac;
@@ -103,7 +103,7 @@ impl Switch {
         request: &Message,
         pan: &str,
         terminal: &Terminal,
-        destination: &DestinationConfig,
+        destination: &Destination,
         out: &mut Message,
     ) -> Result<(), Refusal> {
         out.remove(52);
@@ -111,10 +111,11 @@ impl Switch {
             return Ok(());
         };
         let terminal_id = terminal.id.trim_end();
-        let (Some(from), Some(to)) = (&terminal.protection.pin, &destination.protection.pin) else {
+        let destination_protection = &destination.config().protection;
+        let (Some(from), Some(to)) = (&terminal.protection.pin, &destination_protection.pin) else {
             warn!(
                 terminal = terminal_id,
-                destination = %destination.name,
+                destination = %destination.name(),
                 "a PIN block arrived but the terminal or the destination has no PIN key: refused with 96"
             );
             return Err(Refusal::System);
@@ -125,7 +126,7 @@ impl Switch {
             Refusal::PinBlock
         })?;
         let to_key = to.key_for(request).map_err(|e| {
-            warn!(destination = %destination.name, error = %e, "no zone PIN key: refused with 96");
+            warn!(destination = %destination.name(), error = %e, "no zone PIN key: refused with 96");
             Refusal::System
         })?;
         let translated = pin::translate(
