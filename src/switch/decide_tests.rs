@@ -328,12 +328,7 @@ fn a_completion_over_its_pre_authorisation_is_refused() {
     let pre = received(TxnKind::Authorization, "0100", CARD, 1000, "978");
     let approved = outcome("00", Source::Destination);
     assert_eq!(
-        completion(
-            &request,
-            &pre,
-            Some(&approved),
-            Some(&forwarded("bank_a"))
-        ),
+        completion(&request, &pre, Some(&approved), Some(&forwarded("bank_a"))),
         Decision::Refuse(Refusal::InvalidAmount)
     );
 }

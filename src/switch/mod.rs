@@ -26,7 +26,7 @@ mod security;
 pub mod settings;
 
 pub use answer::{format_error, respond};
-pub use security::encode_for_terminal;
+pub use security::{EncodeError, MacCheckError, encode_for_terminal};
 pub use settings::SwitchSettings;
 
 use std::collections::HashMap;
