@@ -17,7 +17,7 @@ use crate::control::{Control, ReloadHook};
 use crate::journal::{Journal, JournalError};
 use crate::reversal::recovery;
 use crate::reversal::saf::{self, SafContext};
-use crate::switch::Switch;
+use crate::switch::{Switch, Tables};
 use crate::terminal::listener::{self, ListenerStats};
 
 /// The daemon could not start.
@@ -93,7 +93,18 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         }
         None => Tokens::default(),
     };
-    let switch = Arc::new(Switch::new(&config, destinations, journal, saf));
+    let tables = Tables {
+        terminals: config.terminals.clone(),
+        routes: config.routes.clone(),
+    };
+    let switch = Arc::new(Switch::new(
+        config.switch.clone(),
+        tables,
+        config.risk.clone(),
+        destinations,
+        journal,
+        saf,
+    ));
     let mut listener_tasks = JoinSet::new();
     let mut bound = Vec::new();
     for l in &config.listeners {

@@ -1,4 +1,4 @@
-//! Dialect translation at the destination edge: a [`Txn`] becomes the request
+//! Dialect translation at the destination edge: a [`crate::txn::Txn`] becomes the request
 //! a destination understands, and the destination's answer becomes a 1987
 //! response code and authorisation id.
 //!
@@ -24,11 +24,11 @@ use std::sync::Arc;
 
 use crate::clock::DateTime;
 use crate::codes;
-use crate::config::SwitchSettings;
 use crate::iso8583::spec::IsoVersion;
 use crate::iso8583::{Dialect, Message, Mti};
 use crate::registry::Terminal;
-use crate::txn::{Txn, TxnKind};
+use crate::switch::SwitchSettings;
+use crate::txn::TxnKind;
 
 /// What the switch remembers of a forwarded request, to build the original
 /// data elements of a later reversal.
@@ -50,8 +50,10 @@ pub struct OriginalRef {
 /// Everything needed to build one outgoing request.
 #[derive(Debug)]
 pub struct Outgoing<'a> {
-    /// The terminal's transaction.
-    pub txn: &'a Txn,
+    /// What the terminal asks.
+    pub kind: TxnKind,
+    /// The terminal's request (1987 semantics).
+    pub request: &'a Message,
     /// The terminal's registry entry.
     pub terminal: &'a Terminal,
     /// Switch settings (institution ids).
@@ -79,7 +81,7 @@ const SAME_IN_1993: [u8; 11] = [2, 3, 4, 12, 13, 14, 35, 37, 41, 49, 52];
 /// Builds the request for `destination`'s dialect. Field 11 is left to the
 /// link MUX, which assigns the switch's own STAN.
 pub fn request_for(destination: &Dialect, out: &Outgoing<'_>) -> Message {
-    let req = &out.txn.request;
+    let req = out.request;
     let mut m = Message::new(req.mti());
     let version = destination.version();
     for (field, _) in req.fields() {
@@ -147,7 +149,7 @@ fn to_1993(mut m: Message, out: &Outgoing<'_>) -> Message {
     }
     m.remove(22);
     m.remove(25);
-    let function = match out.txn.kind {
+    let function = match out.kind {
         TxnKind::Authorization => "100",
         TxnKind::Purchase | TxnKind::Refund => "200",
         TxnKind::Reversal => "400",

@@ -10,7 +10,6 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::adapter::DestinationConfig;
 use crate::admin::AdminConfig;
@@ -22,8 +21,9 @@ use crate::risk::RuleSet;
 use crate::route::RouteTable;
 use crate::security::keys::{KeyStore, KeyStoreError, MasterKey};
 use crate::security::profile::NO_KEY_STORE;
+use crate::switch::settings::SwitchSettings;
 use crate::terminal::ListenerConfig;
-use raw::{RawConfig, RawSecurity, RawSwitch};
+use raw::{RawConfig, RawSecurity};
 
 mod destinations;
 mod journal;
@@ -68,23 +68,6 @@ pub struct Reloaded {
     pub routes: RouteTable,
     /// Risk rules.
     pub risk: RuleSet,
-}
-
-/// Switch-wide settings.
-#[derive(Debug, Clone)]
-pub struct SwitchSettings {
-    /// Acquiring institution id, put in field 32.
-    pub acquirer_id: String,
-    /// Forwarding institution id, put in field 33 when set.
-    pub forwarding_id: Option<String>,
-    /// Default time a destination has to answer.
-    pub timeout: Duration,
-    /// How long shutdown waits for in-flight requests.
-    pub shutdown_grace: Duration,
-    /// How many recent transactions are kept in memory in front of the
-    /// journal index (retransmissions and reversals of older ones are found
-    /// in the index).
-    pub recent_cache: usize,
 }
 
 /// A validated configuration.
@@ -173,7 +156,10 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
             problems.add("log.level", format!("`{}`: {e}", raw.log.level));
         }
-        let switch = switch_settings(&raw.switch, &mut problems);
+        for (key, reason) in raw.switch.problems() {
+            problems.add(key, reason);
+        }
+        let switch = raw.switch.settings();
         let opened = open_store(&raw.security, base);
         // A store that does not open (a wrong master key, say) is reported
         // once: what needs its keys does not ask for one to be configured.
@@ -189,7 +175,7 @@ impl Config {
             &raw.destinations,
             base,
             store.as_ref(),
-            raw.switch.timeout_ms,
+            raw.switch.timeout_ms(),
             &mut problems,
         );
         let admin = raw
@@ -274,33 +260,6 @@ impl Config {
     }
 }
 
-/// `[switch]`, validated.
-fn switch_settings(sw: &RawSwitch, problems: &mut Problems) -> SwitchSettings {
-    if !valid_institution(&sw.acquirer_id) {
-        problems.add("switch.acquirer_id", "must be 1 to 11 digits");
-    }
-    if sw
-        .forwarding_id
-        .as_deref()
-        .is_some_and(|f| !valid_institution(f))
-    {
-        problems.add("switch.forwarding_id", "must be 1 to 11 digits");
-    }
-    if sw.recent_cache == 0 {
-        problems.add("switch.recent_cache", "must be more than 0");
-    }
-    if sw.timeout_ms == 0 {
-        problems.add("switch.timeout_ms", "must be more than 0");
-    }
-    SwitchSettings {
-        acquirer_id: sw.acquirer_id.clone(),
-        forwarding_id: sw.forwarding_id.clone(),
-        timeout: Duration::from_millis(sw.timeout_ms),
-        shutdown_grace: Duration::from_millis(sw.shutdown_grace_ms),
-        recent_cache: sw.recent_cache,
-    }
-}
-
 /// `[clearing]`, validated against the destinations, when it is there.
 fn clearing(raw: &RawConfig, base: &Path, problems: &mut Problems) -> Option<ClearingConfig> {
     let names: Vec<String> = raw.destinations.iter().map(|d| d.name.clone()).collect();
@@ -332,8 +291,4 @@ fn resolve_dialect(name: &str, base: &Path) -> Result<Arc<Dialect>, crate::iso85
         return Dialect::resolve(name);
     }
     Dialect::resolve(&base.join(name).to_string_lossy())
-}
-
-fn valid_institution(id: &str) -> bool {
-    (1..=11).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_digit())
 }

@@ -11,6 +11,7 @@ use crate::registry::TerminalEntry;
 use crate::risk::RiskConfig;
 use crate::route::RouteEntry;
 use crate::security::profile::ProtectionEntry;
+use crate::switch::settings::RawSwitch;
 
 /// Top-level config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -66,20 +67,6 @@ pub(super) struct RawSecurity {
     pub(super) key_store: Option<PathBuf>,
     #[serde(default)]
     pub(super) master_key_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawSwitch {
-    pub(super) acquirer_id: String,
-    #[serde(default)]
-    pub(super) forwarding_id: Option<String>,
-    #[serde(default = "default_timeout_ms")]
-    pub(super) timeout_ms: u64,
-    #[serde(default = "default_grace_ms")]
-    pub(super) shutdown_grace_ms: u64,
-    #[serde(default = "default_recent_cache")]
-    pub(super) recent_cache: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -196,16 +183,6 @@ pub(super) struct RawDestination {
     pub(super) tls: Option<RawClientTls>,
 }
 
-fn default_recent_cache() -> usize {
-    100_000
-}
-
-fn default_timeout_ms() -> u64 {
-    5000
-}
-fn default_grace_ms() -> u64 {
-    5000
-}
 fn default_max_frame() -> usize {
     crate::iso8583::framing::DEFAULT_MAX_FRAME
 }

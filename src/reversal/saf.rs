@@ -23,14 +23,14 @@ use tracing::{error, info, warn};
 
 use crate::adapter::Destination;
 use crate::clock::DateTime;
-use crate::config::SwitchSettings;
 use crate::iso8583::{Message, Mti};
 use crate::journal::Journal;
 use crate::journal::index::TxnState;
 use crate::journal::record::{Forwarded, Received, Record, TxnId};
 use crate::registry::Terminal;
+use crate::switch::SwitchSettings;
 use crate::translate::{self, OriginalRef, Outgoing};
-use crate::txn::{Txn, TxnKind};
+use crate::txn::TxnKind;
 
 /// A reversal waiting to be delivered.
 #[derive(Debug, Clone)]
@@ -307,12 +307,9 @@ fn reversal_message(
         transmission: item.forwarded.transmission.clone(),
         local_93: item.forwarded.local_93.clone(),
     };
-    let txn = Txn {
-        kind: TxnKind::Reversal,
-        request: m,
-    };
     let outgoing = Outgoing {
-        txn: &txn,
+        kind: TxnKind::Reversal,
+        request: &m,
         terminal: &terminal,
         settings: &context.settings,
         original: Some(&original),

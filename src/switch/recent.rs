@@ -17,17 +17,19 @@ use crate::journal::TxnState;
 use crate::journal::index::Phase;
 use crate::journal::record::{Forwarded, Received, Source, TxnId};
 use crate::reversal::saf::SafItem;
+use crate::txn::{TerminalId, Txn};
 
 /// Terminal id (field 41, space-padded) and the terminal's STAN.
 pub type Key = ([u8; 8], u32);
 
 /// The key of a terminal and STAN; `None` if the STAN is not numeric.
 pub fn key(terminal: &str, stan: &str) -> Option<Key> {
-    let mut id = [b' '; 8];
-    for (slot, byte) in id.iter_mut().zip(terminal.bytes()) {
-        *slot = byte;
-    }
-    Some((id, stan.parse().ok()?))
+    Some((TerminalId::new(terminal).bytes(), stan.parse().ok()?))
+}
+
+/// The key of a transaction's terminal and STAN.
+pub fn txn_key(txn: &Txn) -> Key {
+    (txn.terminal().bytes(), txn.stan())
 }
 
 /// Whether a transaction of business date `date` may still be

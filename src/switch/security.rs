@@ -8,15 +8,43 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use tracing::warn;
 
-use crate::adapter::DestinationConfig;
-use crate::iso8583::{Dialect, Message};
+use crate::adapter::Destination;
+use crate::iso8583::{CodecError, Dialect, Message};
 use crate::registry::Terminal;
-use crate::security::mac;
+use crate::security::mac::{self, MacError};
 use crate::security::pin::{self, PinZone};
 use crate::security::profile::{PinKey, Protection};
 use crate::txn::Refusal;
 
 use super::Switch;
+
+/// Why a terminal's request failed its MAC check (logged; the terminal gets
+/// 63 and the request is not handled).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MacCheckError {
+    /// The MAC it carries is wrong or cannot be checked.
+    #[error(transparent)]
+    Mac(#[from] MacError),
+    /// The terminal's profile requires a MAC and the request has none.
+    #[error("the terminal must MAC its messages and this one has no MAC")]
+    Required,
+    /// The request carries a MAC and the terminal has no MAC key.
+    #[error("the message carries a MAC but the terminal has no MAC key")]
+    NoKey,
+}
+
+/// Why a response could not be encoded for its terminal.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// Its MAC could not be computed.
+    #[error(transparent)]
+    Mac(#[from] MacError),
+    /// It does not fit the terminal's dialect.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
 
 impl Switch {
     /// Checks the MAC of a terminal's request as it arrived (`frame`, in the
@@ -36,14 +64,12 @@ impl Switch {
         let profile = self.protection_of(request);
         let result = match &profile.mac {
             Some(m) if carries => mac::verify_message(dialect, frame, request, m.algorithm, &m.key)
-                .map_err(|e| e.to_string()),
+                .map_err(MacCheckError::from),
             Some(_) if profile.require_mac && !request.mti().is_network_management() => {
-                Err("the terminal must MAC its messages and this one has no MAC".into())
+                Err(MacCheckError::Required)
             }
             Some(_) => Ok(()),
-            None if carries => {
-                Err("the message carries a MAC but the terminal has no MAC key".into())
-            }
+            None if carries => Err(MacCheckError::NoKey),
             None => Ok(()),
         };
         result.map(|()| profile).map_err(|reason| {
@@ -81,12 +107,12 @@ pub fn encode_for_terminal(
     mut response: Message,
     dialect: &Dialect,
     protection: &Protection,
-) -> Result<Bytes, String> {
+) -> Result<Bytes, EncodeError> {
     match &protection.mac {
         Some(m) if !response.mti().is_network_management() => {
-            mac::sign(dialect, &mut response, m.algorithm, &m.key).map_err(|e| e.to_string())
+            Ok(mac::sign(dialect, &mut response, m.algorithm, &m.key)?)
         }
-        _ => response.to_bytes(dialect).map_err(|e| e.to_string()),
+        _ => Ok(response.to_bytes(dialect)?),
     }
 }
 
@@ -103,7 +129,7 @@ impl Switch {
         request: &Message,
         pan: &str,
         terminal: &Terminal,
-        destination: &DestinationConfig,
+        destination: &Destination,
         out: &mut Message,
     ) -> Result<(), Refusal> {
         out.remove(52);
@@ -111,10 +137,11 @@ impl Switch {
             return Ok(());
         };
         let terminal_id = terminal.id.trim_end();
-        let (Some(from), Some(to)) = (&terminal.protection.pin, &destination.protection.pin) else {
+        let destination_protection = &destination.config().protection;
+        let (Some(from), Some(to)) = (&terminal.protection.pin, &destination_protection.pin) else {
             warn!(
                 terminal = terminal_id,
-                destination = %destination.name,
+                destination = %destination.name(),
                 "a PIN block arrived but the terminal or the destination has no PIN key: refused with 96"
             );
             return Err(Refusal::System);
@@ -125,7 +152,7 @@ impl Switch {
             Refusal::PinBlock
         })?;
         let to_key = to.key_for(request).map_err(|e| {
-            warn!(destination = %destination.name, error = %e, "no zone PIN key: refused with 96");
+            warn!(destination = %destination.name(), error = %e, "no zone PIN key: refused with 96");
             Refusal::System
         })?;
         let translated = pin::translate(

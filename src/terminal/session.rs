@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::ListenerConfig;
-use crate::iso8583::Message;
 use crate::iso8583::framing::Frame;
+use crate::iso8583::{Dialect, Message};
 use crate::metrics::{RequestLabels, Tag};
 use crate::security::profile::Protection;
 use crate::switch::{self, Handled, Switch};
@@ -108,43 +108,12 @@ where
                 let raw = frame.message;
                 let label = Arc::clone(&label);
                 in_flight.spawn(async move {
-                    let started = Instant::now();
-                    let metrics = switch.metrics();
-                    metrics
-                        .requests
-                        .get_or_create(&RequestLabels {
-                            listener: Arc::clone(&label),
-                            mti: Tag::mti(request.mti().as_str()),
-                        })
-                        .inc();
-                    metrics.in_flight.inc();
-                    // Counted down however the task ends (also if aborted).
-                    let _in_flight = InFlight(metrics.in_flight.clone());
-                    let (handled, protection) = match switch.check_mac(&request, &raw, &dialect) {
-                        Ok(protection) => (switch.handle(request).await, protection),
-                        // Unsigned: a MAC under the terminal's key on an
-                        // answer to fields anyone chose would make the
-                        // switch a signing oracle.
-                        Err(refusal) => (
-                            Handled {
-                                response: switch::respond(&request, refusal.response_code(), None),
-                                waited: Duration::ZERO,
-                            },
-                            Arc::new(Protection::default()),
-                        ),
+                    let request = Request {
+                        message: request,
+                        raw,
+                        header,
                     };
-                    let response = handled.response;
-                    metrics.responded(
-                        &label,
-                        response.mti().as_str(),
-                        response.text(39).unwrap_or_default(),
-                    );
-                    send(&tx, &dialect, header, response, &protection).await;
-                    let took = started.elapsed();
-                    metrics.latency.record(took);
-                    metrics
-                        .switch_added
-                        .record(took.saturating_sub(handled.waited));
+                    answer(&switch, request, &dialect, &label, &tx).await;
                     drop(permit);
                 });
             }
@@ -180,6 +149,69 @@ where
         linger(reader.into_inner(), write_half).await;
     }
     ended
+}
+
+/// A decoded request with what it came in.
+struct Request {
+    /// The request.
+    message: Message,
+    /// Its frame as it arrived (for the MAC check).
+    raw: Bytes,
+    /// The response header.
+    header: Bytes,
+}
+
+/// Checks a request's MAC, has the switch handle it, and queues the answer
+/// for the writer; counted and timed in the switch's metrics.
+async fn answer(
+    switch: &Switch,
+    request: Request,
+    dialect: &Dialect,
+    label: &Arc<str>,
+    tx: &mpsc::Sender<Frame>,
+) {
+    let Request {
+        message: request,
+        raw,
+        header,
+    } = request;
+    let started = Instant::now();
+    let metrics = switch.metrics();
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            listener: Arc::clone(label),
+            mti: Tag::mti(request.mti().as_str()),
+        })
+        .inc();
+    metrics.in_flight.inc();
+    // Counted down however the task ends (also if aborted).
+    let _in_flight = InFlight(metrics.in_flight.clone());
+    let (handled, protection) = match switch.check_mac(&request, &raw, dialect) {
+        Ok(protection) => (switch.handle(request).await, protection),
+        // Unsigned: a MAC under the terminal's key on an
+        // answer to fields anyone chose would make the
+        // switch a signing oracle.
+        Err(refusal) => (
+            Handled {
+                response: switch::respond(&request, refusal.response_code(), None),
+                waited: Duration::ZERO,
+            },
+            Arc::new(Protection::default()),
+        ),
+    };
+    let response = handled.response;
+    metrics.responded(
+        label,
+        response.mti().as_str(),
+        response.text(39).unwrap_or_default(),
+    );
+    send(tx, dialect, header, response, &protection).await;
+    let took = started.elapsed();
+    metrics.latency.record(took);
+    metrics
+        .switch_added
+        .record(took.saturating_sub(handled.waited));
 }
 
 /// How long a closing connection waits for more bytes from the terminal
