@@ -13,7 +13,7 @@
 pub mod adapter;
 pub mod admin;
 pub use ::iso8583::card;
-pub mod clearing;
+pub use ::clearing;
 pub use ::base::clock;
 pub use ::iso8583::codes;
 pub mod config;

@@ -232,7 +232,7 @@ impl ReconArgs {
     pub fn run(self) -> Result<ExitCode, Box<dyn std::error::Error>> {
         let (config, clearing) = load(&self.config)?;
         let vault = config.journal.vault()?;
-        let date = match run::resolve_date(&self.date, &config.journal.cutover) {
+        let date = match run::resolve_date(&self.date, &config.journal) {
             Ok(d) => d,
             Err(e) => return fail(&e),
         };

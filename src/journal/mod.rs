@@ -13,6 +13,7 @@
 //!
 //! See docs/architecture.md → Durability for the contract as operators read it.
 
+pub mod clearing_source;
 pub mod cutover;
 pub mod index;
 pub mod record;

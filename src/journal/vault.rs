@@ -133,8 +133,13 @@ impl Vault {
 
     /// Opens a sealed PAN (for clearing and for reversals sent to a bank).
     pub fn open(&self, pan: &SealedPan) -> Result<Zeroizing<String>, VaultError> {
-        let (nonce, ciphertext) = pan
-            .sealed
+        self.open_bytes(&pan.sealed)
+    }
+
+    /// Opens the nonce and ciphertext of a sealed PAN
+    /// ([`SealedPan::sealed`]).
+    pub fn open_bytes(&self, sealed: &[u8]) -> Result<Zeroizing<String>, VaultError> {
+        let (nonce, ciphertext) = sealed
             .split_at_checked(NONCE_LEN)
             .ok_or(VaultError::Unseal)?;
         let nonce = Nonce::try_from(nonce).map_err(|_| VaultError::Unseal)?;

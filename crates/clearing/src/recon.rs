@@ -71,7 +71,7 @@ use thiserror::Error;
 
 use super::ipm::{IpmError, IpmMessage, IpmReader};
 use super::item::Presentment;
-use crate::card::mask_pan;
+use iso8583::card::mask_pan;
 use crate::journal::TxnId;
 
 /// The header line of a CSV bank settlement file.

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
-use super::settlement::{Pricing, PricingTable};
+use super::settlement::{Pricing, PricingTable, SettlementError};
 
 /// A clearing file format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -123,12 +123,24 @@ impl ClearingConfig {
     }
 }
 
-fn pricing(percent: &str, fixed: u64) -> Result<Pricing, String> {
-    let percent: Decimal = percent
+/// Why a pricing in the section is refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PricingError {
+    /// The percentage is not a decimal number.
+    #[error("`{0}` is not a decimal number")]
+    NotDecimal(String),
+    /// The pricing is out of range.
+    #[error(transparent)]
+    Settlement(#[from] SettlementError),
+}
+
+fn pricing(percent: &str, fixed: u64) -> Result<Pricing, PricingError> {
+    let parsed: Decimal = percent
         .trim()
         .parse()
-        .map_err(|_| format!("`{percent}` is not a decimal number"))?;
-    Pricing::new(percent, fixed).map_err(|e| e.to_string())
+        .map_err(|_| PricingError::NotDecimal(percent.to_string()))?;
+    Ok(Pricing::new(parsed, fixed)?)
 }
 
 impl RawClearing {
@@ -173,7 +185,7 @@ impl RawClearing {
         }
         let default = match &self.pricing {
             Some(p) => pricing(&p.percent, p.fixed).unwrap_or_else(|reason| {
-                problems.push(("clearing.pricing".into(), reason));
+                problems.push(("clearing.pricing".into(), reason.to_string()));
                 Pricing::default()
             }),
             None => Pricing::default(),
@@ -191,7 +203,7 @@ impl RawClearing {
                         problems.push((format!("{key}.id"), format!("`{}` given twice", m.id)));
                     }
                 }
-                Err(reason) => problems.push((format!("{key}.percent"), reason)),
+                Err(reason) => problems.push((format!("{key}.percent"), reason.to_string())),
             }
         }
         if !problems.is_empty() {

@@ -114,7 +114,7 @@ impl<W: Write> CsvWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clearing::item::ClearedKind;
+    use crate::item::ClearedKind;
     use zeroize::Zeroizing;
 
     pub(crate) fn sample(txn: u64, kind: ClearedKind, amount: u64) -> Presentment {

@@ -31,19 +31,18 @@
 //! it to hold transactions, and a typo must not pass as an empty day.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use super::csv::CsvWriter;
-use super::ipm::{FileInfo, IpmWriter};
-use super::select::{self, DayItem, Presenting, SelectError};
-use super::settings::{ClearingConfig, Format};
-use super::settlement::Settlement;
-use crate::files::AtomicFile;
-use crate::journal::{JournalConfig, Vault, wal};
+use crate::ipm::IpmError;
+use crate::select::{self, DayItem, Presenting, SelectError};
+use crate::settings::ClearingConfig;
+use crate::settlement::{SettlementError, SettlementReport};
+use write::{Hashing, write_files};
+
+mod write;
+use crate::journal::{Journal, PanVault};
 
 /// Why clearing did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -78,24 +77,32 @@ pub enum ClearingError {
     #[error(transparent)]
     Select(#[from] SelectError),
     /// A file could not be written or read.
-    #[error("{path}: {reason}")]
+    #[error("{path}: {source}")]
     Io {
         /// The file.
         path: String,
         /// Why.
-        reason: String,
+        #[source]
+        source: std::io::Error,
     },
     /// An IPM file could not be written.
-    #[error("{path}: {reason}")]
+    #[error("{path}: {source}")]
     Ipm {
         /// The file.
         path: String,
         /// Why.
-        reason: String,
+        #[source]
+        source: IpmError,
     },
     /// The settlement report could not be computed.
     #[error("settlement: {0}")]
-    Settlement(String),
+    Settlement(#[from] SettlementError),
+    /// A file's totals of a currency overflow.
+    #[error("settlement: {currency} totals overflow")]
+    TotalsOverflow {
+        /// The currency (ISO 4217 numeric).
+        currency: String,
+    },
     /// The date was cleared, and a file in the output directory is not the
     /// one recorded.
     #[error(
@@ -137,12 +144,13 @@ pub enum ClearingError {
     #[error("{0} has no recorded clearing batch to reissue")]
     NoBatch(String),
     /// The batch record cannot be read.
-    #[error("batch record {path}: {reason}")]
+    #[error("batch record {path}: {source}")]
     Batch {
         /// The file.
         path: String,
         /// Why.
-        reason: String,
+        #[source]
+        source: serde_json::Error,
     },
 }
 
@@ -220,12 +228,12 @@ impl Batch {
 #[derive(Debug)]
 pub enum Outcome {
     /// The date was cleared now.
-    Cleared(Batch, super::settlement::SettlementReport),
+    Cleared(Batch, SettlementReport),
     /// The date was cleared before; the files on disk are the recorded
     /// ones.
     AlreadyCleared(Batch),
     /// The files were rewritten from the recorded batch.
-    Reissued(Batch, super::settlement::SettlementReport),
+    Reissued(Batch, SettlementReport),
     /// `--date previous` named a date before the journal's first business
     /// date: there is nothing to clear and nothing was written.
     NothingToClear {
@@ -247,9 +255,9 @@ pub struct Run<'a> {
     /// Rewrite the files of a cleared date from its batch record.
     pub reissue: bool,
     /// The journal.
-    pub journal: &'a JournalConfig,
+    pub journal: &'a dyn Journal,
     /// Opens the journal's PANs.
-    pub vault: &'a Vault,
+    pub vault: &'a dyn PanVault,
     /// Clearing settings.
     pub clearing: &'a ClearingConfig,
     /// The acquiring institution id (IPM DE 32).
@@ -260,16 +268,13 @@ pub struct Run<'a> {
 
 /// `YYYYMMDD` of a date given as `YYYY-MM-DD`, or as `previous`: the
 /// business date before the current scheduled one.
-pub fn resolve_date(
-    date: &str,
-    cutover: &crate::journal::Cutover,
-) -> Result<String, ClearingError> {
+pub fn resolve_date(date: &str, journal: &dyn Journal) -> Result<String, ClearingError> {
     if date == "previous" {
         // The calendar day before the current scheduled business date (not
         // the date 24 hours ago: a business day is 23 or 25 hours long when
         // the clocks change; and not the day before a date an operator
         // started early, which would skip the date the early one followed).
-        let today = cutover.scheduled(wal::now_micros());
+        let today = journal.scheduled_date();
         return day_before(&today).ok_or(ClearingError::BadDate(today));
     }
     compact_date(date)
@@ -277,7 +282,7 @@ pub fn resolve_date(
 
 /// The `YYYYMMDD` before a `YYYYMMDD` date.
 fn day_before(date: &str) -> Option<String> {
-    Some(super::compact(super::civil_date(date)?.yesterday().ok()?))
+    Some(crate::dates::compact(crate::dates::civil_date(date)?.yesterday().ok()?))
 }
 
 /// `YYYYMMDD` of a `YYYY-MM-DD` date.
@@ -291,40 +296,40 @@ pub fn compact_date(date: &str) -> Result<String, ClearingError> {
         return Err(bad());
     }
     let compacted = format!("{y}{m}{d}");
-    super::civil_date(&compacted).ok_or_else(bad)?;
+    crate::dates::civil_date(&compacted).ok_or_else(bad)?;
     Ok(compacted)
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> ClearingError + '_ {
-    move |e| ClearingError::Io {
+    move |source| ClearingError::Io {
         path: path.display().to_string(),
-        reason: e.to_string(),
+        source,
     }
 }
 
 /// Where a date's batch record lives.
-pub fn batch_path(journal: &JournalConfig, date: &str) -> PathBuf {
-    journal.dir.join("clearing").join(format!("{date}.json"))
+pub fn batch_path(journal: &dyn Journal, date: &str) -> PathBuf {
+    journal.dir().join("clearing").join(format!("{date}.json"))
 }
 
 /// Reads a date's batch record, if the date was cleared.
-pub fn read_batch(journal: &JournalConfig, date: &str) -> Result<Option<Batch>, ClearingError> {
+pub fn read_batch(journal: &dyn Journal, date: &str) -> Result<Option<Batch>, ClearingError> {
     Ok(read_recorded(journal, date)?.map(|(batch, _)| batch))
 }
 
 /// A date's batch record and its bytes (the manifest's bytes), if the date
 /// was cleared.
 fn read_recorded(
-    journal: &JournalConfig,
+    journal: &dyn Journal,
     date: &str,
 ) -> Result<Option<(Batch, Vec<u8>)>, ClearingError> {
     let path = batch_path(journal, date);
     match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(|batch| Some((batch, bytes)))
-            .map_err(|e| ClearingError::Batch {
+            .map_err(|source| ClearingError::Batch {
                 path: path.display().to_string(),
-                reason: e.to_string(),
+                source,
             }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io(&path)(e)),
@@ -333,11 +338,12 @@ fn read_recorded(
 
 /// The business date of the journal's first segment; `None` when it has
 /// none (or its directory does not exist yet: the daemon never ran).
-fn first_business_date(journal: &JournalConfig) -> Result<Option<String>, ClearingError> {
-    if !journal.dir.exists() {
+fn first_business_date(journal: &dyn Journal) -> Result<Option<String>, ClearingError> {
+    if !journal.dir().exists() {
         return Ok(None);
     }
-    Ok(wal::segments(&journal.dir)
+    Ok(journal
+        .segments()
         .map_err(SelectError::from)?
         .first()
         .map(|s| s.date.clone()))
@@ -359,8 +365,8 @@ fn file_digest(path: &Path) -> Result<Option<(String, u64)>, ClearingError> {
 /// Clears one business date (see the module documentation).
 /// `progress` is called now and then with the fraction of the work done.
 pub fn run(job: &Run<'_>, progress: &mut dyn FnMut(f64)) -> Result<Outcome, ClearingError> {
-    let date = resolve_date(job.date, &job.journal.cutover)?;
-    let today = wal::business_date(wal::now_micros(), &job.journal.cutover);
+    let date = resolve_date(job.date, job.journal)?;
+    let today = job.journal.business_date();
     if date >= today {
         return Err(ClearingError::NotClosed { date, today });
     }
@@ -383,7 +389,7 @@ pub fn run(job: &Run<'_>, progress: &mut dyn FnMut(f64)) -> Result<Outcome, Clea
     }
     // One run at a time (the timer and an operator): the lock is held until
     // the run ends, and the batch record is read under it.
-    let records = job.journal.dir.join("clearing");
+    let records = job.journal.dir().join("clearing");
     create_dir_durably(&records)?;
     let lock_path = records.join(".lock");
     let lock = std::fs::OpenOptions::new()
@@ -414,7 +420,7 @@ pub fn run(job: &Run<'_>, progress: &mut dyn FnMut(f64)) -> Result<Outcome, Clea
         return Err(ClearingError::NoBatch(date));
     }
     let cutoff = recorded.as_ref().map(|b| b.cutoff);
-    let survey = select::survey(&job.journal.dir, &date, cutoff)?;
+    let survey = select::survey(job.journal, &date, cutoff)?;
     progress(0.3);
     let in_flight = survey.in_flight();
     if let (Some(first), None) = (in_flight.first(), &recorded) {
@@ -440,7 +446,7 @@ pub fn run(job: &Run<'_>, progress: &mut dyn FnMut(f64)) -> Result<Outcome, Clea
         return Ok(Outcome::Reissued(recorded, report));
     }
     let record = batch_path(job.journal, &date);
-    crate::files::write_atomically(&record, &batch.to_json()).map_err(io(&record))?;
+    base::files::write_atomically(&record, &batch.to_json()).map_err(io(&record))?;
     write_manifest(job.out_dir, &batch)?;
     Ok(Outcome::Cleared(batch, report))
 }
@@ -448,16 +454,16 @@ pub fn run(job: &Run<'_>, progress: &mut dyn FnMut(f64)) -> Result<Outcome, Clea
 /// Hands `visit` every presentment of a cleared date's batch, as the batch
 /// holds them (for reconciliation).
 pub fn cleared(
-    journal: &JournalConfig,
-    vault: &Vault,
+    journal: &dyn Journal,
+    vault: &dyn PanVault,
     clearing: &ClearingConfig,
     date: &str,
-    mut visit: impl FnMut(&super::item::Presentment),
+    mut visit: impl FnMut(&crate::item::Presentment),
 ) -> Result<u64, ClearingError> {
     let batch = read_batch(journal, date)?.ok_or_else(|| ClearingError::NoBatch(date.into()))?;
-    let survey = select::survey(&journal.dir, date, Some(batch.cutoff))?;
+    let survey = select::survey(journal, date, Some(batch.cutoff))?;
     let with = Presenting {
-        log: &journal.dir,
+        journal,
         vault,
         acquirer_bin: &clearing.acquirer_bin,
     };
@@ -492,7 +498,7 @@ fn manifest_path(out_dir: &Path, date: &str) -> PathBuf {
 
 fn write_manifest(out_dir: &Path, batch: &Batch) -> Result<(), ClearingError> {
     let path = manifest_path(out_dir, &batch.date);
-    crate::files::write_atomically(&path, &batch.to_json()).map_err(io(&path))
+    base::files::write_atomically(&path, &batch.to_json()).map_err(io(&path))
 }
 
 /// The manifest of a date cleared before: left untouched (bytes, inode and
@@ -508,308 +514,9 @@ fn keep_manifest(out_dir: &Path, date: &str, recorded: &[u8]) -> Result<(), Clea
             file: path.display().to_string(),
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            crate::files::write_atomically(&path, recorded).map_err(io(&path))
+            base::files::write_atomically(&path, recorded).map_err(io(&path))
         }
         Err(e) => Err(io(&path)(e)),
-    }
-}
-
-/// A clearing file being written.
-enum Writer {
-    Csv(Box<CsvWriter<Hashing<AtomicFile>>>),
-    Ipm(Box<IpmWriter<Hashing<AtomicFile>>>),
-}
-
-/// One destination's file in progress.
-struct Open {
-    path: PathBuf,
-    format: Format,
-    writer: Writer,
-    records: u64,
-    totals: BTreeMap<String, CurrencyTotals>,
-}
-
-/// Clearing files hold full PANs (the bank needs them): owner-only.
-const FILE_MODE: u32 = 0o600;
-
-fn open_file(job: &Run<'_>, date: &str, destination: &str) -> Result<Open, ClearingError> {
-    let spec = job.clearing.file_spec(destination);
-    let path = job
-        .out_dir
-        .join(format!("{destination}-{date}.{}", spec.format.extension()));
-    let out = Hashing::new(AtomicFile::create(&path, FILE_MODE).map_err(io(&path))?);
-    let writer = match spec.format {
-        Format::Csv => Writer::Csv(Box::new(CsvWriter::new(out).map_err(io(&path))?)),
-        Format::Ipm => {
-            let info = FileInfo {
-                date: date.to_string(),
-                processor_id: job.clearing.processor_id.clone(),
-                sequence: 1,
-                acquiring_institution: job.acquiring_institution.to_string(),
-                forwarding_institution: job.forwarding_institution.to_string(),
-                blocked: spec.blocked,
-            };
-            Writer::Ipm(Box::new(IpmWriter::new(out, &info).map_err(|e| {
-                ClearingError::Ipm {
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
-                }
-            })?))
-        }
-    };
-    Ok(Open {
-        path,
-        format: spec.format,
-        writer,
-        records: 0,
-        totals: BTreeMap::new(),
-    })
-}
-
-/// The day's files being written: one per destination with activity, and
-/// the settlement.
-struct Sinks<'a> {
-    job: &'a Run<'a>,
-    date: String,
-    open: BTreeMap<String, Open>,
-    settlement: Settlement,
-}
-
-impl Sinks<'_> {
-    /// Takes one item of the day.
-    fn take(&mut self, item: DayItem) -> Result<(), ClearingError> {
-        let settlement =
-            |e: super::settlement::SettlementError| ClearingError::Settlement(e.to_string());
-        let p = match item {
-            DayItem::Reversed(r) => return self.settlement.add_reversal(&r).map_err(settlement),
-            DayItem::Presented(p) => p,
-        };
-        self.settlement.add_presentment(&p).map_err(settlement)?;
-        if !self.open.contains_key(&p.destination) {
-            let file = open_file(self.job, &self.date, &p.destination)?;
-            self.open.insert(p.destination.clone(), file);
-        }
-        let Some(file) = self.open.get_mut(&p.destination) else {
-            return Ok(());
-        };
-        let path = &file.path;
-        match &mut file.writer {
-            Writer::Csv(w) => w.push(&p).map_err(io(path))?,
-            Writer::Ipm(w) => w.push(&p).map_err(|e| ClearingError::Ipm {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })?,
-        }
-        file.records += 1;
-        let totals = file.totals.entry(p.currency.clone()).or_default();
-        totals.count += 1;
-        let sum = if p.kind.is_credit() {
-            &mut totals.credits
-        } else {
-            &mut totals.debits
-        };
-        *sum = sum
-            .checked_add(p.amount)
-            .ok_or_else(|| ClearingError::Settlement(format!("{} totals overflow", p.currency)))?;
-        Ok(())
-    }
-
-    /// Ends every file and makes it durable under its name; the settlement
-    /// report last.
-    fn commit(
-        self,
-        recorded: Option<&Batch>,
-    ) -> Result<(Vec<BatchFile>, super::settlement::SettlementReport), ClearingError> {
-        // Every file is finished under its temporary name first; they are
-        // renamed into place only when all are written (and, for a reissue,
-        // identical to the recorded ones). A failure before drops them all.
-        let mut finished = Vec::new();
-        for (destination, file) in self.open {
-            let path = file.path;
-            let hashing = match file.writer {
-                Writer::Csv(w) => w.finish().map_err(io(&path))?,
-                Writer::Ipm(w) => {
-                    w.finish()
-                        .map_err(|e| ClearingError::Ipm {
-                            path: path.display().to_string(),
-                            reason: e.to_string(),
-                        })?
-                        .0
-                }
-            };
-            let (atomic, sha256, bytes) = hashing.finish();
-            let entry = BatchFile {
-                name: file_name(&path),
-                destination,
-                format: file.format.extension().to_string(),
-                records: file.records,
-                totals: file.totals,
-                bytes,
-                sha256,
-            };
-            finished.push((atomic, path, entry));
-        }
-        let report = self.settlement.report();
-        let path = self
-            .job
-            .out_dir
-            .join(format!("settlement-{}.csv", self.date));
-        let mut out = Hashing::new(AtomicFile::create(&path, 0o640).map_err(io(&path))?);
-        report.write_csv(&mut out).map_err(io(&path))?;
-        let (atomic, sha256, bytes) = out.finish();
-        let entry = BatchFile {
-            name: file_name(&path),
-            destination: String::new(),
-            format: "settlement".into(),
-            records: finished.iter().map(|(_, _, f)| f.records).sum(),
-            totals: BTreeMap::new(),
-            bytes,
-            sha256,
-        };
-        finished.push((atomic, path, entry));
-        if let Some(recorded) = recorded {
-            let differs = finished.len() != recorded.files.len()
-                || finished
-                    .iter()
-                    .zip(&recorded.files)
-                    .any(|((_, _, new), old)| new != old);
-            if differs {
-                let file = finished
-                    .iter()
-                    .zip(&recorded.files)
-                    .find(|((_, _, new), old)| new != *old)
-                    .map_or_else(
-                        || "(the list of files)".into(),
-                        |((_, _, new), _)| new.name.clone(),
-                    );
-                return Err(ClearingError::ReissueDiffers {
-                    date: self.date,
-                    file,
-                });
-            }
-        }
-        // The settlement report is put in place first: the clearing files,
-        // which hold PANs, only once everything else has worked.
-        let mut files = Vec::new();
-        let mut placing: Vec<_> = finished.into_iter().collect();
-        if let Some(report_file) = placing.pop() {
-            placing.insert(0, report_file);
-        }
-        for (atomic, path, entry) in placing {
-            atomic.commit().map_err(io(&path))?;
-            files.push(entry);
-        }
-        // Back to the recorded order: clearing files, then the report.
-        files.rotate_left(1);
-        Ok((files, report))
-    }
-}
-
-/// Items handed from the reading thread to the writing thread at once.
-const BATCH: usize = 1024;
-
-/// Pass 2: streams the day's presentments into the destinations' files and
-/// the settlement, then commits the files. Two threads: this one reads the
-/// log and builds the items, a second one writes them (encoding, hashing,
-/// settlement), joined by a bounded channel. Nothing is committed unless
-/// both finished without error.
-fn write_files(
-    job: &Run<'_>,
-    survey: &select::Survey,
-    recorded: Option<&Batch>,
-    progress: &mut dyn FnMut(f64),
-) -> Result<(Vec<BatchFile>, super::settlement::SettlementReport), ClearingError> {
-    let sinks = Sinks {
-        job,
-        date: survey.date().to_string(),
-        open: BTreeMap::new(),
-        settlement: Settlement::new(job.clearing.pricing.clone()),
-    };
-    let expected = survey.received().max(1) as f64;
-    let with = Presenting {
-        log: &job.journal.dir,
-        vault: job.vault,
-        acquirer_bin: &job.clearing.acquirer_bin,
-    };
-    let (sinks, produced) = std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<DayItem>>(16);
-        let writer = scope.spawn(move || -> Result<Sinks<'_>, ClearingError> {
-            let mut sinks = sinks;
-            for batch in rx {
-                for item in batch {
-                    sinks.take(item)?;
-                }
-            }
-            Ok(sinks)
-        });
-        let mut batch = Vec::with_capacity(BATCH);
-        let mut sent = 0u64;
-        let mut produced = select::present(survey, with, |item| -> Result<(), ClearingError> {
-            batch.push(item);
-            if batch.len() == BATCH {
-                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                tx.send(full).map_err(|_| ClearingError::WriterStopped)?;
-                sent += BATCH as u64;
-                if sent.is_multiple_of(64 * BATCH as u64) {
-                    progress(0.3 + 0.65 * (sent as f64 / expected).min(1.0));
-                }
-            }
-            Ok(())
-        });
-        if produced.is_ok() && !batch.is_empty() && tx.send(batch).is_err() {
-            produced = Err(ClearingError::WriterStopped);
-        }
-        drop(tx);
-        let sinks = writer.join().unwrap_or(Err(ClearingError::WriterStopped));
-        (sinks, produced)
-    });
-    // The writer's own error says why it stopped; the reader's follows.
-    let sinks = sinks?;
-    produced?;
-    let committed = sinks.commit(recorded)?;
-    progress(1.0);
-    Ok(committed)
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
-/// A writer that hashes (SHA-256) and counts what passes through it.
-struct Hashing<W: Write> {
-    inner: W,
-    sha: Sha256,
-    bytes: u64,
-}
-
-impl<W: Write> Hashing<W> {
-    fn new(inner: W) -> Hashing<W> {
-        Hashing {
-            inner,
-            sha: Sha256::new(),
-            bytes: 0,
-        }
-    }
-
-    /// The inner writer, the hex SHA-256 and the byte count.
-    fn finish(self) -> (W, String, u64) {
-        (self.inner, hex::encode(self.sha.finalize()), self.bytes)
-    }
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        let written = buf.get(..n).unwrap_or_default();
-        self.sha.update(written);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
     }
 }
 

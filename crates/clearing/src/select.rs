@@ -23,7 +23,7 @@
 //! first completion of each), less full reversals; a partial reversal
 //! (field 95) leaves the amount that stands. Pre-authorisations, reversals
 //! themselves, declines and timeouts do not clear. Approval means response
-//! code 00, 08 or 11 ([`crate::codes::approves`]), whoever gave it (a
+//! code 00, 08 or 11 ([`iso8583::codes::approves`]), whoever gave it (a
 //! switch approval without a destination, such as a future stand-in, would
 //! go to the [`STAND_IN`] file).
 //!
@@ -36,15 +36,13 @@
 //! recorded with the batch, so a reissue sees exactly what the first run
 //! saw, whatever the log gained since.
 
-use std::collections::HashMap;
-use std::path::Path;
+use std::collections::{HashMap, HashSet};
+
+use iso8583::kind::TxnKind;
 
 use super::ard::ArdPrefix;
 use super::item::{ClearedKind, Presentment, Reversed};
-use crate::journal::record::{Received, Record, RecordKind};
-use crate::journal::wal::{self, Segment, WalError};
-use crate::journal::{TxnId, Vault};
-use crate::txn::TxnKind;
+use crate::journal::{Entry, Event, Journal, Kind, PanVault, ReadError, Request, Segment, TxnId};
 
 /// Why a day could not be selected.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +50,7 @@ use crate::txn::TxnKind;
 pub enum SelectError {
     /// The log could not be read, or is corrupt.
     #[error(transparent)]
-    Wal(#[from] WalError),
+    Journal(#[from] ReadError),
     /// A PAN could not be opened with the data key.
     #[error("transaction {txn}: the PAN cannot be opened with this data key")]
     Pan {
@@ -164,77 +162,88 @@ fn day_range(all: &[Segment], date: &str) -> Option<(u64, u64)> {
     Some((low, high))
 }
 
-/// The kind of a `Received` record's request, read from its payload
-/// without decoding the rest (postcard writes the record's variant index,
-/// 0 for `Received`, then the request's first field, its kind).
-fn received_kind(payload: &[u8]) -> Option<TxnKind> {
-    match payload {
-        [0, 0, ..] => Some(TxnKind::Authorization),
-        [0, 1, ..] => Some(TxnKind::Purchase),
-        [0, 2, ..] => Some(TxnKind::Refund),
-        [0, 3, ..] => Some(TxnKind::Reversal),
-        [0, 4, ..] => Some(TxnKind::Completion),
-        _ => None,
-    }
+/// What pass 1 notes while it reads.
+struct Noting<'a> {
+    date: &'a str,
+    low: u64,
+    high: u64,
+    flags: Vec<u8>,
+    replacements: HashMap<TxnId, u64>,
+    /// (completion, the pre-authorisation it completes)
+    completing: Vec<(TxnId, TxnId)>,
 }
 
-/// Reads the log from sequence `from` up to `limit` (or its end) in
-/// order, telling `visit` each record's segment date, a few MiB at a time
-/// (memory does not grow with segment size), checking every record's CRC;
-/// a record being written at the very end is not read. Every corruption it
-/// reports names the segment file and the offset, as `journal verify` does.
-fn follow(
-    log: &Path,
-    from: u64,
-    limit: u64,
-    mut visit: impl FnMut(&str, &wal::Entry<'_>) -> Result<(), WalError>,
-) -> Result<(), WalError> {
-    let mut follower = wal::Follower::new(log, from);
-    let mut failure = None;
-    loop {
-        let polled = follower.poll_dated(limit, 1 << 16, |date, entry| {
-            if failure.is_none()
-                && let Err(e) = visit(date, entry)
-            {
-                failure = Some(e);
+impl Noting<'_> {
+    /// The flags of transaction `txn`, when it is one of the day's.
+    fn flags_of(&mut self, txn: TxnId) -> Option<&mut u8> {
+        let at = txn
+            .checked_sub(self.low)
+            .filter(|_| txn <= self.high)
+            .map(|a| a as usize)?;
+        if self.flags.len() <= at {
+            self.flags.resize(at + 1, 0);
+        }
+        self.flags.get_mut(at)
+    }
+
+    /// Notes one record filed under `segment_date`.
+    fn note(&mut self, segment_date: &str, entry: &dyn Entry) -> Result<(), ReadError> {
+        let seq = entry.seq();
+        match entry.kind() {
+            // A request belongs to the date its segment was filed under.
+            Kind::Request => {
+                if seq <= self.high && segment_date == self.date {
+                    if let Some(f) = self.flags_of(seq) {
+                        *f |= flag::RECEIVED;
+                    }
+                    if entry.request_kind() == Some(TxnKind::Completion)
+                        && let Some(original) = entry.request()?.original
+                    {
+                        self.completing.push((seq, original));
+                    }
+                }
             }
-        });
-        let visited = polled?;
-        if let Some(e) = failure {
-            return Err(e);
+            Kind::Forwarded | Kind::Ignored => {}
+            _ => {
+                let event = entry.event()?;
+                let txn = event.txn();
+                let Some(f) = self.flags_of(txn) else {
+                    return Ok(());
+                };
+                match event {
+                    Event::Responded { code, .. } => {
+                        *f |= flag::ENDED;
+                        if iso8583::codes::approves(&code) {
+                            *f |= flag::APPROVED;
+                        }
+                    }
+                    Event::Ended { .. } => *f |= flag::ENDED,
+                    Event::ReversalQueued { replacement, .. } => match replacement {
+                        Some(amount) => {
+                            *f |= flag::PARTIAL;
+                            self.replacements
+                                .entry(txn)
+                                .and_modify(|a| *a = (*a).min(amount))
+                                .or_insert(amount);
+                        }
+                        None => *f |= flag::REVERSED,
+                    },
+                    Event::Forwarded { .. } | Event::Other { .. } => {}
+                }
+            }
         }
-        if visited == 0 {
-            return Ok(());
-        }
+        Ok(())
     }
 }
 
-/// The segment file that holds record `seq`, for error messages.
-fn segment_of(log: &Path, seq: u64) -> String {
-    wal::segments(log)
-        .ok()
-        .and_then(|all| {
-            all.iter()
-                .rfind(|s| s.first_seq <= seq)
-                .map(|s| s.path.display().to_string())
-        })
-        .unwrap_or_else(|| log.display().to_string())
-}
-
-/// A record that passes its CRC but does not decode, named as `journal
-/// verify` names it.
-fn undecodable(log: &Path, entry: &wal::Entry<'_>) -> WalError {
-    WalError::Corrupt {
-        segment: segment_of(log, entry.seq),
-        offset: entry.offset,
-        reason: format!("record {} passes its CRC but does not decode", entry.seq),
-    }
-}
-
-/// Pass 1 over `log` for business date `date`, up to `cutoff` (the end of
-/// the log when `None`).
-pub fn survey(log: &Path, date: &str, cutoff: Option<u64>) -> Result<Survey, SelectError> {
-    let all = wal::segments(log)?;
+/// Pass 1 over the journal's log for business date `date`, up to `cutoff`
+/// (the end of the log when `None`).
+pub fn survey(
+    journal: &dyn Journal,
+    date: &str,
+    cutoff: Option<u64>,
+) -> Result<Survey, SelectError> {
+    let all = journal.segments()?;
     let mut survey = Survey {
         date: date.to_string(),
         cutoff: cutoff.unwrap_or(0),
@@ -249,84 +258,27 @@ pub fn survey(log: &Path, date: &str, cutoff: Option<u64>) -> Result<Survey, Sel
     };
     let limit = cutoff.unwrap_or(u64::MAX);
     let mut last = low.saturating_sub(1);
-    let mut completing: Vec<(TxnId, TxnId)> = Vec::new();
-    let mut flags: Vec<u8> = Vec::new();
-    survey.low = low;
-    follow(log, low, limit, |segment_date, entry| {
-        if entry.seq > limit {
+    let mut noting = Noting {
+        date,
+        low,
+        high,
+        flags: Vec::new(),
+        replacements: HashMap::new(),
+        completing: Vec::new(),
+    };
+    journal.follow(low, limit, &mut |segment_date, entry| {
+        if entry.seq() > limit {
             return Ok(());
         }
-        last = entry.seq;
-        let bad = || undecodable(log, entry);
-        match entry.kind {
-            // A request belongs to the date its segment was filed under.
-            RecordKind::Received => {
-                if entry.seq <= high && segment_date == date {
-                    let at = (entry.seq - low) as usize;
-                    if flags.len() <= at {
-                        flags.resize(at + 1, 0);
-                    }
-                    if let Some(f) = flags.get_mut(at) {
-                        *f |= flag::RECEIVED;
-                    }
-                    if received_kind(entry.payload) == Some(TxnKind::Completion) {
-                        let Some(Record::Received(r)) = entry.record() else {
-                            return Err(bad());
-                        };
-                        if let Some(original) = r.original {
-                            completing.push((entry.seq, original));
-                        }
-                    }
-                }
-            }
-            RecordKind::Forwarded | RecordKind::ReversalSent | RecordKind::RiskDeclined => {}
-            _ => {
-                let record = entry.record().ok_or_else(bad)?;
-                let txn = record.txn(entry.seq);
-                if txn > entry.seq {
-                    return Err(bad());
-                }
-                let Some(at) = txn
-                    .checked_sub(low)
-                    .filter(|_| txn <= high)
-                    .map(|a| a as usize)
-                else {
-                    return Ok(());
-                };
-                if flags.len() <= at {
-                    flags.resize(at + 1, 0);
-                }
-                let Some(f) = flags.get_mut(at) else {
-                    return Ok(());
-                };
-                match record {
-                    Record::Responded { code, .. } => {
-                        *f |= flag::ENDED;
-                        if crate::codes::approves(&code) {
-                            *f |= flag::APPROVED;
-                        }
-                    }
-                    Record::TimedOut { .. } | Record::NotProcessed { .. } => *f |= flag::ENDED,
-                    Record::ReversalQueued { replacement, .. } => match replacement {
-                        Some(amount) => {
-                            *f |= flag::PARTIAL;
-                            survey
-                                .replacements
-                                .entry(txn)
-                                .and_modify(|a| *a = (*a).min(amount))
-                                .or_insert(amount);
-                        }
-                        None => *f |= flag::REVERSED,
-                    },
-                    _ => {}
-                }
-            }
-        }
-        Ok(())
+        last = entry.seq();
+        noting.note(segment_date, entry)
     })?;
-    survey.flags = flags;
+    survey.low = low;
+    survey.flags = noting.flags;
+    survey.replacements = noting.replacements;
     survey.cutoff = cutoff.unwrap_or(last);
-    let mut completed: std::collections::HashSet<TxnId> = std::collections::HashSet::new();
+    let mut completed: HashSet<TxnId> = HashSet::new();
+    let mut completing = noting.completing;
     completing.sort_unstable();
     for (completion, original) in completing {
         let f = survey.flags(completion);
@@ -354,10 +306,10 @@ pub enum DayItem {
 /// What pass 2 needs besides the survey.
 #[derive(Debug, Clone, Copy)]
 pub struct Presenting<'a> {
-    /// The journal's log directory.
-    pub log: &'a Path,
+    /// The journal.
+    pub journal: &'a dyn Journal,
     /// Opens the sealed PANs.
-    pub vault: &'a Vault,
+    pub vault: &'a dyn PanVault,
     /// The acquirer's BIN for acquirer reference data.
     pub acquirer_bin: &'a str,
 }
@@ -386,43 +338,41 @@ pub fn present<E: From<SelectError>>(
     let mut pending: HashMap<TxnId, Pending> = HashMap::new();
     let mut presented = 0u64;
     let mut failure: Option<E> = None;
-    let scanned = follow(
-        with.log,
-        survey.low,
-        survey.cutoff,
-        |segment_date, entry| {
-            if entry.seq > survey.cutoff || failure.is_some() {
+    let scanned = with
+        .journal
+        .follow(survey.low, survey.cutoff, &mut |segment_date, entry| {
+            let seq = entry.seq();
+            if seq > survey.cutoff || failure.is_some() {
                 return Ok(());
             }
-            let step = match entry.kind {
-                RecordKind::Received if segment_date == survey.date => {
+            let step = match entry.kind() {
+                Kind::Request if segment_date == survey.date => {
                     match receive(survey, &with, &ard, entry) {
                         Ok(found) => {
                             if let Some(p) = found {
-                                pending.insert(entry.seq, p);
+                                pending.insert(seq, p);
                             }
                             Ok(())
                         }
                         Err(e) => Err(E::from(e)),
                     }
                 }
-                RecordKind::Forwarded | RecordKind::Responded if !pending.is_empty() => match entry
-                    .record()
-                {
-                    Some(Record::Forwarded { txn, to }) => {
+                Kind::Forwarded | Kind::Responded if !pending.is_empty() => match entry.event() {
+                    Ok(Event::Forwarded { txn, destination }) => {
                         if let Some(p) = pending.get_mut(&txn) {
-                            p.destination = to.destination;
+                            p.destination = destination;
                         }
                         Ok(())
                     }
-                    Some(Record::Responded { txn, auth_id, .. }) => match pending.remove(&txn) {
+                    Ok(Event::Responded { txn, auth_id, .. }) => match pending.remove(&txn) {
                         Some(p) => {
                             presented += u64::from(p.presentment.is_some());
                             p.hand_out(auth_id, &mut sink)
                         }
                         None => Ok(()),
                     },
-                    _ => Err(SelectError::from(undecodable(with.log, entry)).into()),
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(SelectError::from(e).into()),
                 },
                 _ => Ok(()),
             };
@@ -430,8 +380,7 @@ pub fn present<E: From<SelectError>>(
                 failure = Some(e);
             }
             Ok(())
-        },
-    );
+        });
     if let Some(e) = failure {
         return Err(e);
     }
@@ -493,14 +442,14 @@ fn receive(
     survey: &Survey,
     with: &Presenting<'_>,
     ard: &ArdPrefix,
-    entry: &wal::Entry<'_>,
+    entry: &dyn Entry,
 ) -> Result<Option<Pending>, SelectError> {
-    let (seq, payload, ts) = (entry.seq, entry.payload, entry.ts);
+    let (seq, ts) = (entry.seq(), entry.ts());
     let f = survey.flags(seq);
     if f & flag::RECEIVED == 0 || f & flag::APPROVED == 0 {
         return Ok(None);
     }
-    let kind = match received_kind(payload) {
+    let kind = match entry.request_kind() {
         Some(TxnKind::Purchase) => ClearedKind::Purchase,
         Some(TxnKind::Refund) => ClearedKind::Refund,
         Some(TxnKind::Completion) if survey.completions.contains_key(&seq) => {
@@ -512,10 +461,7 @@ fn receive(
         Some(TxnKind::Completion) if f & flag::REVERSED != 0 => ClearedKind::Completion,
         _ => return Ok(None),
     };
-    let Some(Record::Received(request)) = crate::journal::record::decode(payload) else {
-        return Err(undecodable(with.log, entry).into());
-    };
-    let mut request = *request;
+    let mut request = entry.request()?;
     let merchant = request.merchant.take().unwrap_or_default();
     let standing = if f & flag::REVERSED != 0 {
         0
@@ -546,15 +492,15 @@ fn receive(
     }
     let pan = with
         .vault
-        .open(&request.pan)
-        .map_err(|_| SelectError::Pan { txn: seq })?;
+        .open_sealed(&request.sealed_pan)
+        .ok_or(SelectError::Pan { txn: seq })?;
     let ard = ard.ard(seq);
     let local_time = local_time(&request, &survey.date, ts);
     let presentment = Presentment {
         txn: seq,
         kind,
         pan,
-        masked_pan: request.pan.masked,
+        masked_pan: request.masked_pan,
         processing_code: request.processing_code,
         amount: standing,
         approved_amount: request.amount,
@@ -586,12 +532,12 @@ fn receive(
 /// the switch's receipt time (UTC) when the terminal sent none or sent one
 /// that is not a real date and time (one bad terminal must not stop a
 /// day's clearing).
-fn local_time(request: &Received, date: &str, ts: u64) -> String {
-    let receipt = || crate::clock::DateTime::from_unix(ts / 1_000_000).yymmddhhmmss();
+fn local_time(request: &Request, date: &str, ts: u64) -> String {
+    let receipt = || base::clock::DateTime::from_unix(ts / 1_000_000).yymmddhhmmss();
     let (Some(mmdd), Some(hhmmss), Some(business)) = (
         request.local_date.as_deref(),
         request.local_time.as_deref(),
-        super::civil_date(date),
+        crate::dates::civil_date(date),
     ) else {
         return receipt();
     };
@@ -611,27 +557,24 @@ fn local_time(request: &Received, date: &str, ts: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::record::encode;
 
-    fn request_at(date: &str, time: &str) -> Received {
-        Received {
+    fn request_at(date: &str, time: &str) -> Request {
+        Request {
             kind: TxnKind::Purchase,
-            mti: "0200".into(),
             processing_code: "000000".into(),
             amount: 1,
             currency: "978".into(),
-            pan: Vault::new(&[7; 32]).seal("4111111111111111"),
+            masked_pan: "411111******1111".into(),
+            sealed_pan: Vec::new(),
             terminal: "T".into(),
             merchant: None,
             stan: "1".into(),
-            transmission: String::new(),
             local_time: Some(time.into()),
             local_date: Some(date.into()),
             entry_mode: None,
             condition: None,
             rrn: String::new(),
             original: None,
-            replacement: None,
         }
     }
 
@@ -667,34 +610,5 @@ mod tests {
             local_time(&request_at("0229", "101500"), "20240229", ts),
             "240229101500"
         );
-    }
-
-    #[test]
-    fn the_kind_is_read_from_the_payload_as_postcard_writes_it() {
-        for kind in TxnKind::ALL {
-            let vault = Vault::new(&[7; 32]);
-            let record = Record::Received(Box::new(Received {
-                kind,
-                mti: "0200".into(),
-                processing_code: "000000".into(),
-                amount: 1,
-                currency: "978".into(),
-                pan: vault.seal("4111111111111111"),
-                terminal: "T".into(),
-                merchant: None,
-                stan: "1".into(),
-                transmission: String::new(),
-                local_time: None,
-                local_date: None,
-                entry_mode: None,
-                condition: None,
-                rrn: String::new(),
-                original: None,
-                replacement: None,
-            }));
-            assert_eq!(received_kind(&encode(&record)), Some(kind), "{kind}");
-        }
-        assert_eq!(received_kind(&[1, 0]), None);
-        assert_eq!(received_kind(&[]), None);
     }
 }

@@ -43,9 +43,9 @@ use bytes::{Bytes, BytesMut};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::item::Presentment;
-use crate::iso8583::error::{CodecError, ErrorKind, Location};
-use crate::iso8583::spec::{Class, Length};
-use crate::iso8583::{Dialect, Message, Mti, SpecError};
+use iso8583::error::{CodecError, ErrorKind, Location};
+use iso8583::spec::{Class, Length};
+use iso8583::{Dialect, Message, Mti, SpecError};
 use crate::journal::TxnId;
 
 #[path = "pds.rs"]
@@ -53,7 +53,7 @@ pub mod pds;
 
 /// EBCDIC code page 500, the text of IPM files (the `ipm` dialect's
 /// `ebcdic = "cp500"`): kept here under its old name.
-pub use crate::iso8583::ebcdic::cp500;
+pub use iso8583::ebcdic::cp500;
 
 /// Bytes of VBS data in one 1014-byte block.
 pub const BLOCK_DATA: usize = 1012;
@@ -1385,7 +1385,7 @@ fn read_full<R: Read>(inner: &mut R, buf: &mut [u8]) -> io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clearing::ClearedKind;
+    use crate::ClearedKind;
 
     fn info(blocked: bool) -> FileInfo {
         FileInfo {

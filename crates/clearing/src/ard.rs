@@ -73,7 +73,7 @@ impl ArdPrefix {
 /// `YDDD` of a `YYYYMMDD` date: last digit of the year, then the day of the
 /// year (001–366).
 fn julian(date: &str) -> Option<String> {
-    let date = super::civil_date(date)?;
+    let date = crate::dates::civil_date(date)?;
     Some(format!(
         "{}{:03}",
         date.year().rem_euclid(10),
@@ -84,7 +84,7 @@ fn julian(date: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::card::luhn_valid;
+    use iso8583::card::luhn_valid;
 
     #[test]
     fn layout_and_check_digit() {
@@ -113,7 +113,7 @@ mod tests {
             assert!(luhn_valid(&a), "{a}");
             assert_eq!(
                 Some(a.as_str()),
-                crate::card::luhn_complete(&a[..22]).as_deref(),
+                iso8583::card::luhn_complete(&a[..22]).as_deref(),
                 "same as the card number check digit"
             );
         }
