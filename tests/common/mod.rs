@@ -46,7 +46,6 @@ pub const TEST_KEYS: [(&str, &str, &str, &str); 8] = [
 ];
 
 /// The test key `id` of [`TEST_KEYS`].
-#[allow(dead_code)]
 pub fn test_key(id: &str) -> cardswitch::security::SecretKey {
     let (_, _, alg, hex) = TEST_KEYS.iter().find(|k| k.0 == id).unwrap();
     cardswitch::security::SecretKey::new(alg.parse().unwrap(), &hex::decode(hex).unwrap()).unwrap()
@@ -54,7 +53,6 @@ pub fn test_key(id: &str) -> cardswitch::security::SecretKey {
 
 /// Writes a master key file (mode 0600) and a key store holding
 /// [`TEST_KEYS`] in `dir`, and returns the `[security]` section naming them.
-#[allow(dead_code)]
 pub fn security_section(dir: &Path) -> String {
     use cardswitch::security::keys::{KeyStore, MasterKey};
     std::fs::create_dir_all(dir).unwrap();
@@ -84,7 +82,6 @@ pub fn security_section(dir: &Path) -> String {
 
 /// Kills a spawned daemon (by pid) if the test panics before stopping it,
 /// so that no orphan keeps the test's output pipe open.
-#[allow(dead_code)]
 pub struct KillOnDrop(pub u32);
 
 impl Drop for KillOnDrop {
@@ -99,7 +96,6 @@ impl Drop for KillOnDrop {
 
 /// `count` purchases of 1.00 on `bin` from the POS simulator (iso87ascii,
 /// 2-byte binary lengths), each expecting `expected`.
-#[allow(dead_code)]
 pub async fn purchases(
     addr: std::net::SocketAddr,
     bin: &str,
@@ -125,7 +121,6 @@ pub async fn purchases(
 
 /// Sends `request` to the switch on an iso87ascii connection and reads the
 /// answer.
-#[allow(dead_code)]
 pub async fn exchange(
     conn: &mut tokio_util::codec::Framed<
         tokio::net::TcpStream,

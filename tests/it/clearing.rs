@@ -10,7 +10,7 @@
 //! day's traffic belongs to yesterday's business date, which has ended for
 //! clearing — the only way to clear a day within a test.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

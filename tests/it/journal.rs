@@ -2,7 +2,7 @@
 //! card data at rest, store-and-forward across a restart, duplicates,
 //! partial reversals, and the `journal` commands of the real binary.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! real daemon reports READY=1, feeds the watchdog, and announces reloads
 //! and its stop on $NOTIFY_SOCKET.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -10,7 +10,7 @@
 //! answer (the connection died) is reversed by the terminal (0400 naming it
 //! in field 90) after reconnecting, repeated until answered.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;

@@ -8,7 +8,7 @@
 //! do not create metric series (#16.18); the bearer scheme is
 //! case-insensitive (#16.19).
 
-mod common;
+use crate::common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! The switch end to end over real TCP on 127.0.0.1: POS simulator →
 //! switch → bank simulators (iso87binary, iso87ascii, iso93binary) and back.
 
-mod common;
+use crate::common;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;

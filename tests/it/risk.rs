@@ -2,7 +2,7 @@
 //! with its code before the bank sees the request, the decline is journaled
 //! with its rule id and counted, and a reload changes the rules.
 
-mod common;
+use crate::common;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! their TAK, the bank MACs in iso87binary under another key (its ZAK), and
 //! PIN blocks are re-enciphered from the terminal's zone to the bank's.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

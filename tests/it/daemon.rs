@@ -1,7 +1,7 @@
 //! The real `cardswitch serve` process: SIGHUP reloads routes (a broken file
 //! keeps the old table), SIGTERM lets a request in flight finish.
 
-mod common;
+use crate::common;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};

@@ -6,7 +6,7 @@
 //! listener certificate while established sessions carry on. The admin API
 //! over TLS, driven by `cardswitch ctl --ca`.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

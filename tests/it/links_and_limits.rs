@@ -1,7 +1,7 @@
 //! Reversals, echo-test failure and reconnection, and listener limits, over
 //! real TCP on 127.0.0.1.
 
-mod common;
+use crate::common;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
