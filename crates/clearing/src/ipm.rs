@@ -43,10 +43,10 @@ use bytes::{Bytes, BytesMut};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::item::Presentment;
+use crate::journal::TxnId;
 use iso8583::error::{CodecError, ErrorKind, Location};
 use iso8583::spec::{Class, Length};
 use iso8583::{Dialect, Message, Mti, SpecError};
-use crate::journal::TxnId;
 
 #[path = "pds.rs"]
 pub mod pds;
