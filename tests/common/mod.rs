@@ -1,4 +1,10 @@
-//! Shared by the integration tests.
+//! Shared by the integration tests: the [`daemon::Daemon`] builder,
+//! the test CA ([`ca::Ca`]), an HTTP client for the admin API, and the
+//! journal and key-store sections with their key files.
+
+pub mod ca;
+pub mod daemon;
+pub mod http;
 
 use std::path::Path;
 
@@ -78,20 +84,6 @@ pub fn security_section(dir: &Path) -> String {
         store.display(),
         master.display()
     )
-}
-
-/// Kills a spawned daemon (by pid) if the test panics before stopping it,
-/// so that no orphan keeps the test's output pipe open.
-pub struct KillOnDrop(pub u32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let _ = std::process::Command::new("kill")
-                .args(["-9", &self.0.to_string()])
-                .status();
-        }
-    }
 }
 
 /// `count` purchases of 1.00 on `bin` from the POS simulator (iso87ascii,

@@ -10,12 +10,11 @@
 //! answer (the connection died) is reversed by the terminal (0400 naming it
 //! in field 90) after reconnecting, repeated until answered.
 
-use crate::common;
+use crate::common::daemon::{Daemon, Destination, Listener, Terminal};
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -224,54 +223,24 @@ async fn run_terminal(addr: SocketAddr, terminal: String, all: Arc<Terminals>, s
     }
 }
 
-fn start_daemon(config: &Path, log: &Path) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_cardswitch"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap()
-}
-
-fn write_config(dir: &Path, listen: SocketAddr, bank: &BankHandle) -> PathBuf {
-    let mut text = common::journal_section(dir);
-    text.push_str(&format!(
-        r#"[switch]
-acquirer_id = "4123456"
-timeout_ms = 2000
-shutdown_grace_ms = 3000
-[[listener]]
-name = "pos"
-address = "{listen}"
-dialect = "iso87ascii"
-[[destination]]
-name = "bank"
-address = "{}"
-dialect = "iso87binary"
-links = 2
-reconnect_min_ms = 20
-reconnect_max_ms = 200
-[[route]]
-prefix = "476173"
-destination = "bank"
-"#,
-        bank.addr()
-    ));
+/// The daemon under test: its listener at `listen` (the same after each
+/// restart), one bank with two links, a terminal per load generator.
+fn daemon(dir: &Path, listen: SocketAddr, bank: &BankHandle) -> Daemon {
+    let mut daemon = Daemon::new(dir)
+        .timeout_ms(2000)
+        .shutdown_grace_ms(3000)
+        .listener(Listener::new("pos", "iso87ascii").address(listen))
+        .destination(
+            Destination::new("bank", bank.addr(), "iso87binary")
+                .links(2)
+                .reconnect_ms(20, 200),
+        )
+        .route("476173", "bank")
+        .env("RUST_LOG", "info");
     for t in 0..TERMINALS {
-        text.push_str(&format!(
-            "[[terminal]]\nid = \"CRASH{t:03}\"\nmerchant_id = \"M{t}\"\nname_location = \"SHOP\"\nmcc = \"5411\"\ncurrency = \"978\"\n"
-        ));
+        daemon = daemon.terminal(Terminal::new(&format!("CRASH{t:03}"), &format!("M{t}")));
     }
-    let path = dir.join("cardswitch.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    daemon
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,15 +259,14 @@ async fn kill_9_under_load_loses_nothing() {
         .unwrap()
         .port();
     let listen: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let config = write_config(dir.path(), listen, &bank);
-    let log = dir.path().join("daemon.log");
+    let config = daemon(dir.path(), listen, &bank);
 
     let all = Arc::new(Terminals::default());
     all.next_stan
         .store(fastrand::u32(1..900_000), Ordering::Relaxed);
     let load_for = Duration::from_millis(700) * (KILLS as u32 + 1) + Duration::from_secs(1);
     let stop_at = Instant::now() + load_for;
-    let mut daemon = start_daemon(&config, &log);
+    let mut daemon = config.spawn();
     let terminals: Vec<_> = (0..TERMINALS)
         .map(|t| {
             tokio::spawn(run_terminal(
@@ -311,10 +279,9 @@ async fn kill_9_under_load_loses_nothing() {
         .collect();
     for _ in 0..KILLS {
         tokio::time::sleep(Duration::from_millis(fastrand::u64(300..700))).await;
-        daemon.kill().unwrap();
-        daemon.wait().unwrap();
+        daemon.kill();
         tokio::time::sleep(Duration::from_millis(fastrand::u64(0..100))).await;
-        daemon = start_daemon(&config, &log);
+        daemon = config.spawn();
     }
     for t in terminals {
         tokio::time::timeout(Duration::from_secs(30), t)
@@ -338,11 +305,7 @@ async fn kill_9_under_load_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // SIGTERM: graceful stop, the index catches up and is flushed.
-    Command::new("kill")
-        .arg(daemon.id().to_string())
-        .status()
-        .unwrap();
-    daemon.wait().unwrap();
+    daemon.stop().await;
 
     let results = all.results.lock().unwrap().clone();
     let approved_at_terminal: HashSet<&str> = results

@@ -3,6 +3,7 @@
 //! partial reversals, and the `journal` commands of the real binary.
 
 use crate::common;
+use crate::common::daemon::{Daemon, Destination, Listener, Terminal};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -33,42 +34,21 @@ async fn bank_at(listener: TcpListener, rules: &str) -> BankHandle {
     .unwrap()
 }
 
+/// Writes the config: one bank whose PINs go under the ZPK, one terminal
+/// whose PINs come under the TPK, keys from the test key store.
 fn write_config(dir: &Path, bank: SocketAddr) -> PathBuf {
-    let text = format!(
-        r#"{journal}
-{security}
-[switch]
-acquirer_id = "4123456"
-timeout_ms = 300
-[[listener]]
-name = "pos"
-address = "127.0.0.1:0"
-dialect = "iso87ascii"
-[[destination]]
-name = "bank"
-address = "{bank}"
-dialect = "iso87binary"
-links = 1
-reconnect_min_ms = 20
-reconnect_max_ms = 100
-security = {{ pin_key = "zpk" }}
-[[route]]
-prefix = "476173"
-destination = "bank"
-[[terminal]]
-id = "TERM0001"
-merchant_id = "M1"
-name_location = "SHOP"
-mcc = "5411"
-currency = "978"
-security = {{ pin_key = "tpk" }}
-"#,
-        journal = common::journal_section(dir),
-        security = common::security_section(dir),
-    );
-    let path = dir.join("cardswitch.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    Daemon::new(dir)
+        .key_store()
+        .timeout_ms(300)
+        .listener(Listener::new("pos", "iso87ascii"))
+        .destination(
+            Destination::new("bank", bank, "iso87binary")
+                .reconnect_ms(20, 100)
+                .security(r#"pin_key = "zpk""#),
+        )
+        .route("476173", "bank")
+        .terminal(Terminal::new("TERM0001", "M1").security(r#"pin_key = "tpk""#))
+        .write()
 }
 
 async fn start(config: &Path) -> Running {

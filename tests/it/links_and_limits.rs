@@ -2,17 +2,16 @@
 //! real TCP on 127.0.0.1.
 
 use crate::common;
+use crate::common::daemon::{Daemon, Destination, Listener, Terminal};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cardswitch::config::Config;
 use cardswitch::iso8583::framing::{Frame, FrameCodec, LengthPrefix};
 use cardswitch::iso8583::{Dialect, Message, Mti};
-use cardswitch::server::{self, Running};
+use cardswitch::server::Running;
 use cardswitch::sim::bank::{BankHandle, BankSim};
 use cardswitch::sim::rules::Rules;
 use futures_util::{SinkExt, StreamExt};
@@ -35,48 +34,24 @@ async fn bank(rules: &str) -> BankHandle {
         .unwrap()
 }
 
-async fn switch(bank: SocketAddr, destination_extra: &str, listener_extra: &str) -> Running {
+/// The switch with one bank, its destination and listener as `destination`
+/// and `listener` make them; once the bank's link is up.
+async fn switch(
+    bank: SocketAddr,
+    destination: impl FnOnce(Destination) -> Destination,
+    listener: impl FnOnce(Listener) -> Listener,
+) -> Running {
     let dir = tempfile::tempdir().unwrap().keep();
-    let text = format!(
-        r#"
-{journal}
-[switch]
-acquirer_id = "4123456"
-timeout_ms = 1000
-[[listener]]
-name = "pos"
-address = "127.0.0.1:0"
-dialect = "iso87ascii"
-{listener_extra}
-[[destination]]
-name = "bank"
-address = "{bank}"
-dialect = "iso87binary"
-links = 1
-reconnect_min_ms = 20
-reconnect_max_ms = 100
-{destination_extra}
-[[route]]
-prefix = "476173"
-destination = "bank"
-[[terminal]]
-id = "TERM0001"
-merchant_id = "M1"
-name_location = "SHOP"
-mcc = "5411"
-currency = "978"
-"#,
-        journal = common::journal_section(&dir)
-    );
-    let running = server::start(Config::from_toml(&text, Path::new("test.toml")).unwrap())
+    Daemon::new(&dir)
+        .timeout_ms(1000)
+        .listener(listener(Listener::new("pos", "iso87ascii")))
+        .destination(destination(
+            Destination::new("bank", bank, "iso87binary").reconnect_ms(20, 100),
+        ))
+        .route("476173", "bank")
+        .terminal(Terminal::new("TERM0001", "M1"))
+        .start_in_process()
         .await
-        .unwrap();
-    let since = Instant::now();
-    while running.switch().destination("bank").unwrap().links_up() == 0 {
-        assert!(since.elapsed() < Duration::from_secs(5), "link up");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    running
 }
 
 fn request(mti: &str, stan: &str) -> Message {
@@ -95,7 +70,7 @@ fn request(mti: &str, stan: &str) -> Message {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reversals_reach_the_original_destination_with_the_switch_stan() {
     let bank = bank("[[rule]]\nmti = \"0200\"\namount = 9100\nno_answer = true\n").await;
-    let running = switch(bank.addr(), "", "").await;
+    let running = switch(bank.addr(), |d| d, |l| l).await;
     let mut conn = Framed::new(
         TcpStream::connect(running.address("pos").unwrap())
             .await
@@ -208,8 +183,13 @@ async fn a_link_that_misses_its_echoes_is_closed_and_reconnected() {
     let bank = bank("[[rule]]\nmti = \"0800\"\nno_answer = true\n").await;
     let running = switch(
         bank.addr(),
-        "sign_on = false\necho_interval_s = 1\necho_misses = 1\ntimeout_ms = 300",
-        "",
+        |d| {
+            d.line("sign_on = false")
+                .echo_interval_s(1)
+                .line("echo_misses = 1")
+                .timeout_ms(300)
+        },
+        |l| l,
     )
     .await;
     let destination = Arc::clone(running.switch().destination("bank").unwrap());
@@ -229,7 +209,12 @@ async fn a_link_that_misses_its_echoes_is_closed_and_reconnected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn excess_connections_are_refused_and_idle_ones_closed() {
     let bank = bank("").await;
-    let running = switch(bank.addr(), "", "max_connections = 2\nidle_timeout_s = 1").await;
+    let running = switch(
+        bank.addr(),
+        |d| d,
+        |l| l.max_connections(2).idle_timeout_s(1),
+    )
+    .await;
     let addr = running.address("pos").unwrap();
     let mut first = Framed::new(
         TcpStream::connect(addr).await.unwrap(),
@@ -321,7 +306,7 @@ async fn an_answer_without_a_readable_code_is_reversed() {
     let address = listener.local_addr().unwrap();
     let reversed = Arc::new(std::sync::Mutex::new(Vec::new()));
     let bank = tokio::spawn(unreadable_bank(listener, Arc::clone(&reversed)));
-    let running = switch(address, "", "").await;
+    let running = switch(address, |d| d, |l| l).await;
     let mut conn = Framed::new(
         TcpStream::connect(running.address("pos").unwrap())
             .await
@@ -360,7 +345,7 @@ async fn an_answer_without_a_readable_code_is_reversed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_half_closes_so_a_pipelining_terminal_reads_every_answer() {
     let bank = bank("[[rule]]\nmti = \"0200\"\ndelay_ms = 20\n").await;
-    let running = switch(bank.addr(), "", "").await;
+    let running = switch(bank.addr(), |d| d, |l| l).await;
     // A small receive buffer and a slow reader: answers wait in the
     // switch's send buffer when it stops, which a reset would discard.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -436,7 +421,7 @@ async fn a_stop_half_closes_so_a_pipelining_terminal_reads_every_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_copies_sent_at_once_are_one_transaction() {
     let bank = bank("[[rule]]\nmti = \"0200\"\ndelay_ms = 50\n").await;
-    let running = switch(bank.addr(), "", "").await;
+    let running = switch(bank.addr(), |d| d, |l| l).await;
     let connect = async || {
         Framed::new(
             TcpStream::connect(running.address("pos").unwrap())

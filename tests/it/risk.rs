@@ -6,13 +6,12 @@ use crate::common;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use cardswitch::config::Config;
+use crate::common::daemon::{Daemon, Destination, Listener, Terminal};
 use cardswitch::iso8583::Dialect;
 use cardswitch::iso8583::framing::{FrameCodec, LengthPrefix};
 use cardswitch::metrics::RuleLabels;
-use cardswitch::server::{self, Running};
+use cardswitch::server::Running;
 use cardswitch::sim::bank::{BankHandle, BankSim};
 use cardswitch::sim::pos::{self, PosConfig};
 use cardswitch::sim::rules::Rules;
@@ -24,39 +23,25 @@ const ONE_CARD: &str = "476173000000001";
 /// Another single card, blocked by its keyed hash.
 const HOT_CARD: &str = "476173000000002";
 
-fn config(bank: SocketAddr, journal: &str, risk: &str) -> String {
-    let terminal = |id: &str, merchant: &str, mcc: &str| {
-        format!(
-            "[[terminal]]\nid = \"{id}\"\nmerchant_id = \"{merchant}\"\nname_location = \"SHOP\"\nmcc = \"{mcc}\"\ncurrency = \"978\"\n"
-        )
-    };
-    format!(
-        r#"{journal}
-[switch]
-acquirer_id = "4123456"
-timeout_ms = 2000
-[[listener]]
-name = "pos"
-address = "127.0.0.1:0"
-dialect = "iso87ascii"
-[[destination]]
-name = "bank"
-address = "{bank}"
-dialect = "iso87binary"
-links = 1
-[[route]]
-prefix = "4"
-destination = "bank"
-{}{}{}{}{}{}
-{risk}
-"#,
-        terminal("TERM0001", "M1", "5411"),
-        terminal("TERM0002", "M2", "5411"),
-        terminal("TERM0003", "M3", "5411"),
-        terminal("TERM0004", "M4", "5411"),
-        terminal("TERM0005", "M5", "7995"),
-        terminal("TERM0006", "M6", "5411"),
-    )
+/// The switch with one bank (every BIN starting 4), six terminals
+/// (TERM0005 a gambling merchant) and the risk rules `risk`.
+fn switch(dir: &Path, bank: SocketAddr, risk: &str) -> Daemon {
+    let mut daemon = Daemon::new(dir)
+        .timeout_ms(2000)
+        .listener(Listener::new("pos", "iso87ascii"))
+        .destination(Destination::new("bank", bank, "iso87binary"))
+        .route("4", "bank");
+    for (id, merchant, mcc) in [
+        ("TERM0001", "M1", "5411"),
+        ("TERM0002", "M2", "5411"),
+        ("TERM0003", "M3", "5411"),
+        ("TERM0004", "M4", "5411"),
+        ("TERM0005", "M5", "7995"),
+        ("TERM0006", "M6", "5411"),
+    ] {
+        daemon = daemon.terminal(Terminal::new(id, merchant).mcc(mcc));
+    }
+    daemon.section(risk)
 }
 
 const RULES: &str = r#"
@@ -93,11 +78,11 @@ struct Harness {
     running: Running,
     bank: BankHandle,
     path: std::path::PathBuf,
-    dir: std::path::PathBuf,
+    dir: tempfile::TempDir,
 }
 
 impl Harness {
-    async fn start(dir: std::path::PathBuf, risk: &str) -> Harness {
+    async fn start(dir: tempfile::TempDir, risk: &str) -> Harness {
         let bank = Arc::new(BankSim::new(
             Dialect::builtin("iso87binary").unwrap().unwrap(),
             FrameCodec::new(LengthPrefix::Binary2),
@@ -105,15 +90,9 @@ impl Harness {
         ))
         .start(TcpListener::bind("127.0.0.1:0").await.unwrap())
         .unwrap();
-        let journal = common::journal_section(&dir);
-        let path = dir.join("cardswitch.toml");
-        std::fs::write(&path, config(bank.addr(), &journal, risk)).unwrap();
-        let running = server::start(Config::load(&path).unwrap()).await.unwrap();
-        let since = Instant::now();
-        while running.switch().destination("bank").unwrap().links_up() == 0 {
-            assert!(since.elapsed() < Duration::from_secs(10));
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let daemon = switch(dir.path(), bank.addr(), risk);
+        let path = daemon.path();
+        let running = daemon.start_in_process().await;
         Harness {
             running,
             bank,
@@ -156,23 +135,22 @@ impl Harness {
     async fn stop(self) {
         self.running.shutdown().await;
         self.bank.stop().await;
-        let _ = std::fs::remove_dir_all(self.dir);
     }
 }
 
-fn rewrite(path: &Path, risk: &str, bank: SocketAddr, dir: &Path) {
-    std::fs::write(path, config(bank, &common::journal_section(dir), risk)).unwrap();
+/// The config file of the harness, rewritten with the rules `risk`.
+fn rewrite(h: &Harness, risk: &str) {
+    switch(h.dir.path(), h.bank.addr(), risk).write();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rule_type_declines_before_the_bank_and_is_recorded() {
-    let dir = std::env::temp_dir().join(format!("cardswitch-risk-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    common::journal_section(&dir);
+    let dir = tempfile::tempdir().unwrap();
+    common::journal_section(dir.path());
     // The keyed hash operators put in a block list: what the journal keeps
     // to find a card, under the same data key.
     let pan = cardswitch::card::luhn_complete(HOT_CARD).unwrap();
-    let vault = cardswitch::journal::read_data_key(&dir.join("data.key")).unwrap();
+    let vault = cardswitch::journal::read_data_key(&dir.path().join("data.key")).unwrap();
     let rules = format!(
         "{RULES}\n[[risk.block]]\nid = \"hot-card\"\ncards = [\"{}\"]\n",
         hex::encode(vault.digest(&pan))
@@ -261,10 +239,8 @@ async fn every_rule_type_declines_before_the_bank_and_is_recorded() {
 
     // A reload replaces the rules: 476175 is no longer blocked, 476173 is.
     rewrite(
-        &h.path,
+        &h,
         "[[risk.block]]\nid = \"new-list\"\nbins = [\"476173\"]\n",
-        h.bank.addr(),
-        &h.dir,
     );
     h.running.reload().unwrap();
     h.run("TERM0001", purchase("476175", 100, "00"), 1).await;
@@ -272,10 +248,8 @@ async fn every_rule_type_declines_before_the_bank_and_is_recorded() {
     assert_eq!(h.declines("new-list", "62"), 1);
     // A broken rule file keeps the rules in force.
     rewrite(
-        &h.path,
+        &h,
         "[[risk.velocity]]\nid = \"bad\"\nwindow_secs = 0\nmax_count = 1\n",
-        h.bank.addr(),
-        &h.dir,
     );
     let e = h.running.reload().unwrap_err().to_string();
     assert!(e.contains("bad") && e.contains("window_secs"), "{e}");

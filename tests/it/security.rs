@@ -4,21 +4,21 @@
 //! PIN blocks are re-enciphered from the terminal's zone to the bank's.
 
 use crate::common;
+use crate::common::daemon::{Daemon, Destination, Listener, Terminal};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use cardswitch::config::Config;
 use cardswitch::iso8583::framing::{Frame, FrameCodec};
 use cardswitch::iso8583::{Dialect, Message, Mti};
 use cardswitch::security::mac::{self, MacAlgorithm};
 use cardswitch::security::pin::{self, PinFormat};
 use cardswitch::security::profile::{MacProfile, PinKey, PinProfile, Protection};
 use cardswitch::security::{SecretKey, dukpt};
-use cardswitch::server::{self, Running};
+use cardswitch::server::Running;
 use cardswitch::sim::{BankHandle, BankSim, PosConfig, Rules, Scenario, TxnTemplate};
 use common::test_key;
 use futures_util::{SinkExt, StreamExt};
@@ -78,21 +78,6 @@ async fn bank(dialect: Arc<Dialect>, security: Protection, pin: &str) -> BankHan
     .unwrap()
 }
 
-/// A `[journal]` section with its data key taken from the key store.
-fn stored_data_key(section: &str) -> String {
-    section
-        .lines()
-        .map(|l| {
-            if l.starts_with("data_key_file") {
-                "data_key = \"data\"".to_string()
-            } else {
-                l.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 struct Setup {
     running: Running,
     good: BankHandle,
@@ -134,79 +119,39 @@ async fn setup(bank_dialect: &str, zpk: &str) -> Setup {
     )
     .await;
     let wide_terminal = wide_pin_dialect(dir.path(), "iso87ascii");
-    let text = format!(
-        r#"{journal}
-{security}
-[switch]
-acquirer_id = "4123456"
-timeout_ms = 2000
-[[listener]]
-name = "pos"
-address = "127.0.0.1:0"
-dialect = "iso87ascii"
-[[listener]]
-name = "pos-aes"
-address = "127.0.0.1:0"
-dialect = "{wide_terminal}"
-[[destination]]
-name = "bank"
-address = "{good}"
-dialect = "{bank_dialect}"
-links = 1
-security = {{ mac = "retail", mac_key = "zak", pin_key = "{zpk}", pin_format = "{zpk_format}" }}
-[[destination]]
-name = "rogue"
-address = "{bad}"
-dialect = "iso87binary"
-links = 1
-security = {{ mac = "retail", mac_key = "zak" }}
-[[route]]
-prefix = "{BIN}"
-destination = "bank"
-[[route]]
-prefix = "{BAD_BIN}"
-destination = "rogue"
-[[terminal]]
-id = "TERM0001"
-merchant_id = "M1"
-name_location = "SHOP"
-mcc = "5411"
-currency = "978"
-security = {{ mac = "retail", mac_key = "tak", require_mac = true, pin_key = "tpk", pin_format = "iso0" }}
-[[terminal]]
-id = "DUKPT001"
-merchant_id = "M2"
-name_location = "SHOP"
-mcc = "5411"
-currency = "978"
-security = {{ dukpt = "tdes", dukpt_bdk = "bdk", ksn_field = 62 }}
-[[terminal]]
-id = "DUKPT002"
-merchant_id = "M3"
-name_location = "SHOP"
-mcc = "5411"
-currency = "978"
-security = {{ dukpt = "aes", dukpt_bdk = "bdk-aes", ksn_field = 62 }}
-"#,
+    let zpk_format = format!("{zpk_format:?}").to_lowercase();
+    let running = Daemon::new(dir.path())
         // The journal seals PANs under the key store's data key.
-        journal = stored_data_key(&common::journal_section(dir.path())),
-        security = common::security_section(dir.path()),
-        good = good.addr(),
-        bad = bad.addr(),
-        bank_dialect = bank_dialect_path.display(),
-        wide_terminal = wide_terminal.display(),
-        zpk_format = format!("{zpk_format:?}").to_lowercase(),
-    );
-    let path = dir.path().join("cardswitch.toml");
-    std::fs::write(&path, text).unwrap();
-    let running = server::start(Config::load(&path).unwrap()).await.unwrap();
-    let since = Instant::now();
-    for name in ["bank", "rogue"] {
-        while running.switch().destination(name).unwrap().links_up() == 0 {
-            assert!(since.elapsed() < Duration::from_secs(5), "link up");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
+        .data_key_from_store()
+        .timeout_ms(2000)
+        .listener(Listener::new("pos", "iso87ascii"))
+        .listener(Listener::new("pos-aes", wide_terminal.to_string_lossy()))
+        .destination(
+            Destination::new("bank", good.addr(), bank_dialect_path.to_string_lossy()).security(
+                &format!(
+                    r#"mac = "retail", mac_key = "zak", pin_key = "{zpk}", pin_format = "{zpk_format}""#
+                ),
+            ),
+        )
+        .destination(
+            Destination::new("rogue", bad.addr(), "iso87binary")
+                .security(r#"mac = "retail", mac_key = "zak""#),
+        )
+        .route(BIN, "bank")
+        .route(BAD_BIN, "rogue")
+        .terminal(Terminal::new("TERM0001", "M1").security(
+            r#"mac = "retail", mac_key = "tak", require_mac = true, pin_key = "tpk", pin_format = "iso0""#,
+        ))
+        .terminal(
+            Terminal::new("DUKPT001", "M2")
+                .security(r#"dukpt = "tdes", dukpt_bdk = "bdk", ksn_field = 62"#),
+        )
+        .terminal(
+            Terminal::new("DUKPT002", "M3")
+                .security(r#"dukpt = "aes", dukpt_bdk = "bdk-aes", ksn_field = 62"#),
+        )
+        .start_in_process()
+        .await;
     Setup {
         running,
         good,

@@ -1,17 +1,16 @@
 //! The switch end to end over real TCP on 127.0.0.1: POS simulator →
 //! switch → bank simulators (iso87binary, iso87ascii, iso93binary) and back.
 
-use crate::common;
+use crate::common::daemon::{Daemon, Destination, Listener, Terminal};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cardswitch::config::Config;
 use cardswitch::iso8583::framing::{Frame, FrameCodec, LengthPrefix};
 use cardswitch::iso8583::{Dialect, Message, Mti};
-use cardswitch::server::{self, Running};
+use cardswitch::server::Running;
 use cardswitch::sim::bank::{BankHandle, BankSim};
 use cardswitch::sim::pos::{self, PosConfig};
 use cardswitch::sim::report::PosReport;
@@ -68,140 +67,80 @@ async fn bank(dialect_name: &str, prefix: LengthPrefix) -> BankHandle {
 struct Harness {
     running: Running,
     banks: Vec<BankHandle>,
-    dir: std::path::PathBuf,
+    daemon: Daemon,
+    _dir: tempfile::TempDir,
 }
 
-fn config_text(
-    a: SocketAddr,
-    b: SocketAddr,
-    c: SocketAddr,
-    timeout_ms: u64,
-    extra: &str,
-) -> String {
-    format!(
-        r#"
-routes_file = "routes.toml"
-{{journal}}
-[switch]
-acquirer_id = "4123456"
-timeout_ms = {timeout_ms}
-shutdown_grace_ms = 2000
-
-[[listener]]
-name = "ascii"
-address = "127.0.0.1:0"
-dialect = "iso87ascii"
-framing = "binary2"
-max_connections = 1100
-idle_timeout_s = 30
-
-[[listener]]
-name = "nac"
-address = "127.0.0.1:0"
-dialect = "iso87binary"
-framing = "binary2"
-header = 5
-
-[[destination]]
-name = "bank_a"
-address = "{a}"
-dialect = "iso87binary"
-framing = "binary2"
-links = 2
-echo_interval_s = 1
-reconnect_min_ms = 20
-reconnect_max_ms = 200
-{extra}
-
-[[destination]]
-name = "bank_b"
-address = "{b}"
-dialect = "iso87ascii"
-framing = "ascii4"
-links = 2
-reconnect_min_ms = 20
-reconnect_max_ms = 200
-
-[[destination]]
-name = "bank_c"
-address = "{c}"
-dialect = "iso93binary"
-framing = "binary2"
-links = 1
-reconnect_min_ms = 20
-reconnect_max_ms = 200
-
-[[terminal]]
-id = "DISABLED"
-merchant_id = "M0"
-name_location = "CLOSED"
-mcc = "5999"
-currency = "978"
-enabled = false
-
-[[terminal]]
-id = "ONLYPUR"
-merchant_id = "M1"
-name_location = "PURCHASES ONLY"
-mcc = "5411"
-currency = "978"
-allowed = ["purchase"]
-"#
-    ) + &(0..1000)
-        .map(|i| {
-            format!(
-                "\n[[terminal]]\nid = \"{}\"\nmerchant_id = \"M{i}\"\nname_location = \"SHOP {i}\"\nmcc = \"5411\"\ncurrency = \"978\"\n",
-                pos::default_terminal(i)
-            )
-        })
-        .collect::<String>()
-}
-
-const ROUTES: &str = r#"
-[[route]]
-prefix = "476173"
-destination = "bank_a"
-
-[[route]]
-prefix = "476174"
-destination = "bank_a"
-
-[[route]]
-range = ["543210", "543219"]
-destination = "bank_b"
-
-[[route]]
-prefix = "455600"
-destination = "bank_c"
-"#;
-
-async fn harness(timeout_ms: u64, extra: &str) -> Harness {
+/// Three banks (one per bank dialect), two listeners (`ascii`, and `nac`
+/// with a TPDU), the routes in `routes.toml`, a disabled terminal, one
+/// for purchases only and the simulator's 1,000 terminals; `bank_a` as
+/// `bank_a` makes it.
+async fn harness(timeout_ms: u64, bank_a: impl FnOnce(Destination) -> Destination) -> Harness {
     let a = bank("iso87binary", LengthPrefix::Binary2).await;
     let b = bank("iso87ascii", LengthPrefix::Ascii4).await;
     let c = bank("iso93binary", LengthPrefix::Binary2).await;
-    let dir = std::env::temp_dir().join(format!(
-        "cardswitch-test-{}-{}",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("routes.toml"), ROUTES).unwrap();
-    let path = dir.join("cardswitch.toml");
-    let journal = common::journal_section(&dir);
-    std::fs::write(
-        &path,
-        config_text(a.addr(), b.addr(), c.addr(), timeout_ms, extra).replace("{journal}", &journal),
-    )
-    .unwrap();
-    let config = Config::load(&path).unwrap();
-    let running = server::start(config).await.unwrap();
-    let h = Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::new(dir.path())
+        .routes_in_file("routes.toml")
+        .timeout_ms(timeout_ms)
+        .shutdown_grace_ms(2000)
+        .listener(
+            Listener::new("ascii", "iso87ascii")
+                .framing("binary2")
+                .max_connections(1100)
+                .idle_timeout_s(30),
+        )
+        .listener(
+            Listener::new("nac", "iso87binary")
+                .framing("binary2")
+                .header(5),
+        )
+        .destination(bank_a(
+            Destination::new("bank_a", a.addr(), "iso87binary")
+                .framing("binary2")
+                .links(2)
+                .echo_interval_s(1)
+                .reconnect_ms(20, 200),
+        ))
+        .destination(
+            Destination::new("bank_b", b.addr(), "iso87ascii")
+                .framing("ascii4")
+                .links(2)
+                .reconnect_ms(20, 200),
+        )
+        .destination(
+            Destination::new("bank_c", c.addr(), "iso93binary")
+                .framing("binary2")
+                .reconnect_ms(20, 200),
+        )
+        .route("476173", "bank_a")
+        .route("476174", "bank_a")
+        .route_range("543210", "543219", "bank_b")
+        .route("455600", "bank_c")
+        .terminal(
+            Terminal::new("DISABLED", "M0")
+                .name_location("CLOSED")
+                .mcc("5999")
+                .enabled(false),
+        )
+        .terminal(
+            Terminal::new("ONLYPUR", "M1")
+                .name_location("PURCHASES ONLY")
+                .allowed(&["purchase"]),
+        );
+    for i in 0..1000 {
+        daemon = daemon.terminal(
+            Terminal::new(&pos::default_terminal(i), &format!("M{i}"))
+                .name_location(&format!("SHOP {i}")),
+        );
+    }
+    let running = daemon.start_in_process().await;
+    Harness {
         running,
         banks: vec![a, b, c],
-        dir,
-    };
-    h.wait_links(&["bank_a", "bank_b", "bank_c"]).await;
-    h
+        daemon,
+        _dir: dir,
+    }
 }
 
 impl Harness {
@@ -248,7 +187,6 @@ impl Harness {
         for b in self.banks {
             b.stop().await;
         }
-        let _ = std::fs::remove_dir_all(self.dir);
     }
 }
 
@@ -262,7 +200,7 @@ fn assert_all_ok(report: &PosReport) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approvals_and_declines_through_all_three_bank_dialects() {
-    let h = harness(2000, "").await;
+    let h = harness(2000, |d| d).await;
     let report = h
         .pos(
             vec![
@@ -312,7 +250,7 @@ async fn approvals_and_declines_through_all_three_bank_dialects() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nac_terminals_with_a_tpdu_in_the_binary_dialect() {
-    let h = harness(2000, "").await;
+    let h = harness(2000, |d| d).await;
     let mut cfg = PosConfig::new(
         h.addr("nac"),
         dialect("iso87binary"),
@@ -332,7 +270,7 @@ async fn nac_terminals_with_a_tpdu_in_the_binary_dialect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminal_checks_are_answered_locally() {
-    let h = harness(2000, "").await;
+    let h = harness(2000, |d| d).await;
     let one = |id: &str, t: TxnTemplate| {
         let mut cfg = PosConfig::new(
             h.addr("ascii"),
@@ -380,7 +318,7 @@ async fn terminal_checks_are_answered_locally() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bank_timeout_is_answered_91_within_the_timeout() {
-    let h = harness(300, "").await;
+    let h = harness(300, |d| d).await;
     let started = Instant::now();
     let report = h
         .pos(
@@ -409,7 +347,7 @@ async fn bank_timeout_is_answered_91_within_the_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bank_killed_and_restarted_fast_91_then_traffic_resumes() {
-    let mut h = harness(2000, "").await;
+    let mut h = harness(2000, |d| d).await;
     let bank_a = h.banks.remove(0);
     let address = bank_a.addr();
     bank_a.stop().await;
@@ -454,7 +392,7 @@ async fn bank_killed_and_restarted_fast_91_then_traffic_resumes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_links_down_goes_to_the_fallback_destination() {
-    let mut h = harness(2000, "fallback = \"bank_b\"").await;
+    let mut h = harness(2000, |d| d.fallback("bank_b")).await;
     let bank_a = h.banks.remove(0);
     bank_a.stop().await;
     let since = Instant::now();
@@ -482,7 +420,7 @@ async fn all_links_down_goes_to_the_fallback_destination() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_are_answered_out_of_order() {
-    let h = harness(2000, "").await;
+    let h = harness(2000, |d| d).await;
     let report = h
         .pos(
             vec![
@@ -504,7 +442,7 @@ async fn pipelined_requests_are_answered_out_of_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_terminal_connections() {
-    let h = harness(5000, "").await;
+    let h = harness(5000, |d| d).await;
     let report = h
         .pos(
             vec![TxnTemplate::purchase("many", BIN_B, 100)],
@@ -521,7 +459,7 @@ async fn a_thousand_concurrent_terminal_connections() {
 /// Bad input on some connections; a POS run on others must be unaffected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_affects_only_its_own_connection() {
-    let h = harness(2000, "").await;
+    let h = harness(2000, |d| d).await;
     let addr = h.addr("ascii");
     let load = {
         let mut cfg = PosConfig::new(
@@ -629,8 +567,8 @@ async fn bad_input_affects_only_its_own_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_with_a_broken_file_keeps_the_old_table() {
-    let h = harness(2000, "").await;
-    let routes = h.dir.join("routes.toml");
+    let h = harness(2000, |d| d).await;
+    let routes = h.daemon.dir().join("routes.toml");
     std::fs::write(
         &routes,
         "[[route]]\nprefix = \"4x\"\ndestination = \"bank_a\"\n",
@@ -652,11 +590,7 @@ async fn reload_with_a_broken_file_keeps_the_old_table() {
     assert_all_ok(&report);
 
     // A good file takes effect: 601100 now routes to bank_b.
-    std::fs::write(
-        &routes,
-        format!("{ROUTES}\n[[route]]\nprefix = \"601100\"\ndestination = \"bank_b\"\n"),
-    )
-    .unwrap();
+    h.daemon.clone().route("601100", "bank_b").write();
     h.running.reload().unwrap();
     let report = h
         .pos(

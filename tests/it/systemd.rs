@@ -3,10 +3,10 @@
 //! real daemon reports READY=1, feeds the watchdog, and announces reloads
 //! and its stop on $NOTIFY_SOCKET.
 
-use crate::common;
+use crate::common::daemon::{Daemon, Destination, Listener};
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -158,43 +158,15 @@ async fn the_daemon_notifies_ready_watchdog_reload_and_stop() {
     .start(TcpListener::bind("127.0.0.1:0").await.unwrap())
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("cardswitch.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"{journal}
-[switch]
-acquirer_id = "4123456"
-[[listener]]
-name = "pos"
-address = "127.0.0.1:0"
-dialect = "iso87ascii"
-[[destination]]
-name = "bank"
-address = "{bank}"
-dialect = "iso87binary"
-links = 1
-"#,
-            journal = common::journal_section(dir.path()),
-            bank = bank.addr(),
-        ),
-    )
-    .unwrap();
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_cardswitch"))
-        .args(["serve", "--config"])
-        .arg(&config)
+    let mut daemon = Daemon::new(dir.path())
+        .listener(Listener::new("pos", "iso87ascii"))
+        .destination(Destination::new("bank", bank.addr(), "iso87binary"))
         .env("NOTIFY_SOCKET", &socket_path)
         .env("WATCHDOG_USEC", "200000")
         .env_remove("WATCHDOG_PID")
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let _guard = common::KillOnDrop(pid);
-    let mut child = child;
+        .spawn();
     let mut buf = vec![0u8; 4096];
     let mut next = async || -> String {
         let n = tokio::time::timeout(Duration::from_secs(10), socket.recv(&mut buf))
@@ -218,12 +190,7 @@ links = 1
     }
     assert!(since.elapsed() < Duration::from_secs(2), "fed every 100 ms");
 
-    let signal = |s: &str| {
-        Command::new("kill")
-            .args([s, &pid.to_string()])
-            .status()
-            .unwrap()
-    };
+    let signal = |s: &str| daemon.signal(s);
     signal("-HUP");
     let mut seen = Vec::new();
     while !seen.iter().any(|m: &String| m.trim() == "READY=1") {
@@ -242,10 +209,7 @@ links = 1
             break;
         }
     }
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = daemon.wait().await;
     assert!(status.success());
     bank.stop().await;
 }

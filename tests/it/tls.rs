@@ -6,79 +6,23 @@
 //! listener certificate while established sessions carry on. The admin API
 //! over TLS, driven by `cardswitch ctl --ca`.
 
-use crate::common;
+use crate::common::ca::Ca;
+use crate::common::daemon::{Daemon, Destination, Listener, Terminal};
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cardswitch::config::Config;
 use cardswitch::iso8583::framing::{Frame, FrameCodec};
 use cardswitch::iso8583::{Dialect, Message, Mti};
 use cardswitch::security::tls::{ClientTlsFiles, ServerTlsFiles, TlsAcceptor, TlsConnector};
-use cardswitch::server;
 use cardswitch::sim::{BankSim, Rules};
 use futures_util::{SinkExt, StreamExt};
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair,
-};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
-
-/// A test certificate authority.
-struct Ca {
-    pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, name);
-        let key = KeyPair::generate().unwrap();
-        let pem = params.self_signed(&key).unwrap().pem();
-        Ca {
-            pem,
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// Writes `NAME.crt`, `NAME.key` (a leaf signed by this CA) and
-    /// `NAME-ca.crt` into `dir`.
-    fn issue(&self, dir: &Path, name: &str, server: bool) -> (PathBuf, PathBuf, PathBuf) {
-        let sans = if server {
-            vec!["localhost".to_string()]
-        } else {
-            vec![]
-        };
-        let mut params = CertificateParams::new(sans).unwrap();
-        params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.extended_key_usages = vec![if server {
-            ExtendedKeyUsagePurpose::ServerAuth
-        } else {
-            ExtendedKeyUsagePurpose::ClientAuth
-        }];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        let write = |file: String, text: &str| {
-            let path = dir.join(file);
-            cardswitch::files::write_private_atomically(&path, text.as_bytes()).unwrap();
-            path
-        };
-        (
-            write(format!("{name}.crt"), &cert.pem()),
-            write(format!("{name}.key"), &key.serialize_pem()),
-            write(format!("{name}-ca.crt"), &self.pem),
-        )
-    }
-}
 
 /// Financial approvals at the bank (its sign-on and echoes excluded).
 fn approvals(bank: &cardswitch::sim::BankHandle) -> u64 {
@@ -178,51 +122,22 @@ async fn tls_terminal_to_switch_to_mutual_tls_bank() {
     .start(TcpListener::bind("127.0.0.1:0").await.unwrap())
     .unwrap();
 
-    let text = format!(
-        r#"{journal}
-[switch]
-acquirer_id = "4123456"
-[[listener]]
-name = "pos"
-address = "127.0.0.1:0"
-dialect = "iso87ascii"
-tls = {{ cert = "{listener_cert}", key = "{listener_key}", client_ca = "{term_ca}" }}
-[[destination]]
-name = "bank"
-address = "{bank}"
-dialect = "iso87binary"
-links = 1
-tls = {{ ca = "{bank_ca}", server_name = "localhost", cert = "{link_cert}", key = "{link_key}" }}
-[[route]]
-prefix = "476173"
-destination = "bank"
-[[terminal]]
-id = "TERM0001"
-merchant_id = "M1"
-name_location = "SHOP"
-mcc = "5411"
-currency = "978"
-"#,
-        journal = common::journal_section(d),
-        listener_cert = listener_cert.display(),
-        listener_key = listener_key.display(),
-        term_ca = term_ca.display(),
-        bank = bank.addr(),
-        bank_ca = bank_ca_file.display(),
-        link_cert = link_cert.display(),
-        link_key = link_key.display(),
-    );
-    let path = d.join("cardswitch.toml");
-    std::fs::write(&path, text).unwrap();
-    let running = server::start(Config::load(&path).unwrap()).await.unwrap();
-    let since = Instant::now();
-    while running.switch().destination("bank").unwrap().links_up() == 0 {
-        assert!(
-            since.elapsed() < Duration::from_secs(5),
-            "mutual TLS link to the bank"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let running = Daemon::new(d)
+        .listener(Listener::new("pos", "iso87ascii").tls(
+            &listener_cert,
+            &listener_key,
+            Some(&term_ca),
+        ))
+        .destination(Destination::new("bank", bank.addr(), "iso87binary").tls(
+            &bank_ca_file,
+            "localhost",
+            Some((&link_cert, &link_key)),
+        ))
+        .route("476173", "bank")
+        .terminal(Terminal::new("TERM0001", "M1"))
+        // Waits for the mutual TLS link to the bank.
+        .start_in_process()
+        .await;
     let addr = running.address("pos").unwrap();
 
     let mut good = terminal(addr, &listener_ca, Some((&term_cert, &term_key)))
@@ -305,29 +220,11 @@ async fn admin_api_over_tls_with_ctl() {
     let token =
         cardswitch::admin::auth::add(&tokens, "otto", cardswitch::admin::auth::Role::Operator)
             .unwrap();
-    let text = format!(
-        r#"{journal}
-[switch]
-acquirer_id = "4123456"
-[admin]
-address = "127.0.0.1:0"
-tokens_file = "{tokens}"
-audit_log = "{audit}"
-tls = {{ cert = "{cert}", key = "{key}" }}
-[[listener]]
-name = "pos"
-address = "127.0.0.1:0"
-dialect = "iso87ascii"
-"#,
-        journal = common::journal_section(d),
-        tokens = tokens.display(),
-        audit = d.join("audit.log").display(),
-        cert = cert.display(),
-        key = key.display(),
-    );
-    let path = d.join("cardswitch.toml");
-    std::fs::write(&path, text).unwrap();
-    let running = server::start(Config::load(&path).unwrap()).await.unwrap();
+    let running = Daemon::new(d)
+        .admin_tls(&cert, &key)
+        .listener(Listener::new("pos", "iso87ascii"))
+        .start_in_process()
+        .await;
     let port = running.admin_address().unwrap().port();
     let ctl = move |url: String, args: &'static [&'static str]| {
         let ca_file = ca_file.clone();
