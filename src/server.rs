@@ -76,7 +76,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let mut saf_tasks = JoinSet::new();
     let context = SafContext {
         journal: Arc::clone(&journal),
-        settings: config.switch.clone(),
+        institution: config.switch.institution.clone(),
         retry_min: config.journal.saf_retry_min,
         retry_max: config.journal.saf_retry_max,
     };

@@ -27,7 +27,6 @@ use crate::codes;
 use crate::iso8583::spec::IsoVersion;
 use crate::iso8583::{Dialect, Message, Mti};
 use crate::registry::Terminal;
-use crate::switch::SwitchSettings;
 use crate::txn::TxnKind;
 
 /// What the switch remembers of a forwarded request, to build the original
@@ -47,6 +46,16 @@ pub struct OriginalRef {
     pub local_93: Option<String>,
 }
 
+/// The switch's own institution ids, put in field 32 (acquiring) and 33
+/// (forwarding, when set) of what it sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Institution {
+    /// Acquiring institution id (field 32).
+    pub acquirer_id: String,
+    /// Forwarding institution id (field 33), when set.
+    pub forwarding_id: Option<String>,
+}
+
 /// Everything needed to build one outgoing request.
 #[derive(Debug)]
 pub struct Outgoing<'a> {
@@ -56,8 +65,8 @@ pub struct Outgoing<'a> {
     pub request: &'a Message,
     /// The terminal's registry entry.
     pub terminal: &'a Terminal,
-    /// Switch settings (institution ids).
-    pub settings: &'a SwitchSettings,
+    /// The switch's institution ids.
+    pub institution: &'a Institution,
     /// The original, for reversals.
     pub original: Option<&'a OriginalRef>,
     /// The RRN to send when the terminal sent none (unique across the switch).
@@ -104,10 +113,10 @@ pub fn request_for(destination: &Dialect, out: &Outgoing<'_>) -> Message {
     }
     m.set(7, out.now.mmddhhmmss())
         .set(18, out.terminal.mcc.clone())
-        .set(32, out.settings.acquirer_id.clone())
+        .set(32, out.institution.acquirer_id.clone())
         .set(42, out.terminal.merchant_id.clone())
         .set(43, out.terminal.name_location.clone());
-    if let Some(forwarding) = &out.settings.forwarding_id {
+    if let Some(forwarding) = &out.institution.forwarding_id {
         m.set(33, forwarding.clone());
     }
     if let Some(original) = out.original {
@@ -118,8 +127,8 @@ pub fn request_for(destination: &Dialect, out: &Outgoing<'_>) -> Message {
                 original.mti,
                 original.switch_stan,
                 original.transmission,
-                out.settings.acquirer_id,
-                out.settings.forwarding_id.as_deref().unwrap_or("0"),
+                out.institution.acquirer_id,
+                out.institution.forwarding_id.as_deref().unwrap_or("0"),
             ),
         );
     }
@@ -158,7 +167,7 @@ fn to_1993(mut m: Message, out: &Outgoing<'_>) -> Message {
     m.set(24, function);
     m.remove(90);
     if let Some(original) = out.original {
-        let acquirer = &out.settings.acquirer_id;
+        let acquirer = &out.institution.acquirer_id;
         m.set(
             56,
             format!(

@@ -137,12 +137,13 @@ impl ClearingArgs {
             journal: &config.journal,
             vault: &vault,
             clearing: &clearing,
-            acquiring_institution: &config.switch.acquirer_id,
+            acquiring_institution: &config.switch.institution.acquirer_id,
             forwarding_institution: config
                 .switch
+                .institution
                 .forwarding_id
                 .as_deref()
-                .unwrap_or(&config.switch.acquirer_id),
+                .unwrap_or(&config.switch.institution.acquirer_id),
         };
         let bar = bar();
         let started = std::time::Instant::now();

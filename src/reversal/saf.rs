@@ -28,7 +28,6 @@ use crate::journal::Journal;
 use crate::journal::index::TxnState;
 use crate::journal::record::{Forwarded, Received, Record, TxnId};
 use crate::registry::Terminal;
-use crate::switch::SwitchSettings;
 use crate::translate::{self, OriginalRef, Outgoing};
 use crate::txn::TxnKind;
 
@@ -101,8 +100,8 @@ impl Saf {
 pub struct SafContext {
     /// The journal.
     pub journal: Arc<Journal>,
-    /// Switch settings (institution ids).
-    pub settings: SwitchSettings,
+    /// The switch's institution ids.
+    pub institution: translate::Institution,
     /// First retry delay.
     pub retry_min: Duration,
     /// Longest retry delay.
@@ -311,7 +310,7 @@ fn reversal_message(
         kind: TxnKind::Reversal,
         request: &m,
         terminal: &terminal,
-        settings: &context.settings,
+        institution: &context.institution,
         original: Some(&original),
         rrn: None,
         now: DateTime::now(),

@@ -475,7 +475,7 @@ impl Switch {
             kind: txn.kind(),
             request: txn.request(),
             terminal: to.terminal,
-            settings: &self.settings,
+            institution: &self.settings.institution,
             original: to.original.as_ref(),
             rrn: (!txn.has_rrn()).then(|| live.request.rrn.clone()),
             now,

@@ -13,6 +13,8 @@
 
 use std::time::Duration;
 
+use crate::translate::Institution;
+
 use serde::Deserialize;
 
 /// `[switch]` as written.
@@ -79,8 +81,10 @@ impl RawSwitch {
     /// The settings (meaningful once [`RawSwitch::problems`] is empty).
     pub fn settings(&self) -> SwitchSettings {
         SwitchSettings {
-            acquirer_id: self.acquirer_id.clone(),
-            forwarding_id: self.forwarding_id.clone(),
+            institution: Institution {
+                acquirer_id: self.acquirer_id.clone(),
+                forwarding_id: self.forwarding_id.clone(),
+            },
             timeout: Duration::from_millis(self.timeout_ms),
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
             recent_cache: self.recent_cache,
@@ -91,10 +95,8 @@ impl RawSwitch {
 /// Switch-wide settings.
 #[derive(Debug, Clone)]
 pub struct SwitchSettings {
-    /// Acquiring institution id, put in field 32.
-    pub acquirer_id: String,
-    /// Forwarding institution id, put in field 33 when set.
-    pub forwarding_id: Option<String>,
+    /// The switch's institution ids (fields 32 and 33).
+    pub institution: Institution,
     /// Default time a destination has to answer.
     pub timeout: Duration,
     /// How long shutdown waits for in-flight requests.
