@@ -12,9 +12,9 @@
 
 pub mod adapter;
 pub mod admin;
-pub use ::iso8583::card;
-pub use ::clearing;
 pub use ::base::clock;
+pub use ::clearing;
+pub use ::iso8583::card;
 pub use ::iso8583::codes;
 pub mod config;
 pub mod demo;

@@ -71,8 +71,8 @@ use thiserror::Error;
 
 use super::ipm::{IpmError, IpmMessage, IpmReader};
 use super::item::Presentment;
-use iso8583::card::mask_pan;
 use crate::journal::TxnId;
+use iso8583::card::mask_pan;
 
 /// The header line of a CSV bank settlement file.
 pub const CSV_HEADER: &str = "rrn,ard,pan,amount,currency,auth_code,type";

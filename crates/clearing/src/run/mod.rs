@@ -282,7 +282,9 @@ pub fn resolve_date(date: &str, journal: &dyn Journal) -> Result<String, Clearin
 
 /// The `YYYYMMDD` before a `YYYYMMDD` date.
 fn day_before(date: &str) -> Option<String> {
-    Some(crate::dates::compact(crate::dates::civil_date(date)?.yesterday().ok()?))
+    Some(crate::dates::compact(
+        crate::dates::civil_date(date)?.yesterday().ok()?,
+    ))
 }
 
 /// `YYYYMMDD` of a `YYYY-MM-DD` date.

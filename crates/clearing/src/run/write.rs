@@ -81,10 +81,17 @@ impl Sinks<'_> {
     /// Takes one item of the day.
     fn take(&mut self, item: DayItem) -> Result<(), ClearingError> {
         let p = match item {
-            DayItem::Reversed(r) => return self.settlement.add_reversal(&r).map_err(ClearingError::from),
+            DayItem::Reversed(r) => {
+                return self
+                    .settlement
+                    .add_reversal(&r)
+                    .map_err(ClearingError::from);
+            }
             DayItem::Presented(p) => p,
         };
-        self.settlement.add_presentment(&p).map_err(ClearingError::from)?;
+        self.settlement
+            .add_presentment(&p)
+            .map_err(ClearingError::from)?;
         if !self.open.contains_key(&p.destination) {
             let file = open_file(self.job, &self.date, &p.destination)?;
             self.open.insert(p.destination.clone(), file);
@@ -314,4 +321,3 @@ impl<W: Write> Write for Hashing<W> {
         self.inner.flush()
     }
 }
-
