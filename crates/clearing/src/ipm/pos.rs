@@ -53,6 +53,43 @@ pub fn pos_data_code(entry_mode: &str, condition: &str) -> [u8; 12] {
         b'8' => b'5',        // PIN pad inoperative
         _ => b'9',           // unknown
     };
+    let [capture, environment, cardholder, card] = presence(condition, ecommerce, card_read);
+    // 7 card data input mode.
+    let input_mode = match pan_mode {
+        b"01" | b"79" => b'6', // key entered at a terminal
+        b"02" => b'2',         // magnetic stripe, track data not required
+        b"05" => b'C',         // chip, online authorised
+        b"07" => b'M',         // contactless M/Chip
+        b"09" => b'R',         // e-commerce with DSRP cryptogram
+        b"10" => b'7',         // credential on file
+        b"80" | b"90" => b'B', // magnetic stripe, track data unaltered
+        b"81" => b'S',         // electronic commerce
+        b"82" => b'T',         // PAN auto-entry via server
+        b"91" => b'A',         // contactless magnetic stripe
+        _ => b'0',
+    };
+    // 12 PIN capture capability.
+    let pin_capture = if pin == b'2' { b'0' } else { b'1' };
+    [
+        input_capability,
+        auth_capability,
+        capture,
+        environment,
+        cardholder,
+        card,
+        input_mode,
+        b'9', // 8 cardholder authentication method: unknown
+        b'9', // 9 cardholder authentication entity: unknown
+        b'0', // 10 card data output capability: unknown
+        b'0', // 11 terminal data output capability: unknown
+        pin_capture,
+    ]
+}
+
+/// Subfields 3 to 6 of the POS data code (card capture capability,
+/// terminal operating environment, cardholder present, card present), from
+/// the POS condition code and what the entry mode says of the card.
+fn presence(condition: &[u8], ecommerce: bool, card_read: bool) -> [u8; 4] {
     // 3 card capture capability: ISO condition 02 is an unattended terminal
     // able to retain the card.
     let capture = if condition == b"02" { b'1' } else { b'9' };
@@ -88,36 +125,7 @@ pub fn pos_data_code(entry_mode: &str, condition: &str) -> [u8; 12] {
             _ => b'9',
         }
     };
-    // 7 card data input mode.
-    let input_mode = match pan_mode {
-        b"01" | b"79" => b'6', // key entered at a terminal
-        b"02" => b'2',         // magnetic stripe, track data not required
-        b"05" => b'C',         // chip, online authorised
-        b"07" => b'M',         // contactless M/Chip
-        b"09" => b'R',         // e-commerce with DSRP cryptogram
-        b"10" => b'7',         // credential on file
-        b"80" | b"90" => b'B', // magnetic stripe, track data unaltered
-        b"81" => b'S',         // electronic commerce
-        b"82" => b'T',         // PAN auto-entry via server
-        b"91" => b'A',         // contactless magnetic stripe
-        _ => b'0',
-    };
-    // 12 PIN capture capability.
-    let pin_capture = if pin == b'2' { b'0' } else { b'1' };
-    [
-        input_capability,
-        auth_capability,
-        capture,
-        environment,
-        cardholder,
-        card,
-        input_mode,
-        b'9', // 8 cardholder authentication method: unknown
-        b'9', // 9 cardholder authentication entity: unknown
-        b'0', // 10 card data output capability: unknown
-        b'0', // 11 terminal data output capability: unknown
-        pin_capture,
-    ]
+    [capture, environment, cardholder, card]
 }
 
 /// PDS 0023 (terminal type): `CT6` (cardholder-activated terminal level 6,

@@ -429,6 +429,31 @@ fn presentment(
         m.set(38, values.put(&[approval, fill]));
     }
 
+    acceptor(m, values, p)?;
+
+    let terminal_type = terminal_type(&pos, mcc);
+    let pds_head = pds::head(23, terminal_type.len());
+    m.set(48, values.put(&[&pds_head, terminal_type]));
+
+    let currency = p.currency.as_bytes();
+    if currency.len() != 3 || !all_digits(currency) {
+        return Err(err(49, "currency must be 3 digits (ISO 4217 numeric)"));
+    }
+    m.set(49, values.put(&[currency]));
+
+    m.set(71, values.number(number, 8));
+    m.set(94, institutions.forwarder.clone());
+    Ok(())
+}
+
+/// DE 42 (card acceptor ID) and DE 43 (card acceptor name/location) of `p`,
+/// checked and set in `m`.
+fn acceptor(m: &mut Message, values: &mut Values, p: &Presentment) -> Result<(), IpmError> {
+    let err = |de: u8, reason: &'static str| IpmError::Field {
+        txn: p.txn,
+        de,
+        reason,
+    };
     let merchant = p.merchant_id.as_bytes();
     if merchant.is_empty() || merchant.len() > 15 {
         return Err(err(42, "card acceptor ID must be 1 to 15 characters"));
@@ -458,18 +483,5 @@ fn presentment(
             &location.country,
         ]),
     );
-
-    let terminal_type = terminal_type(&pos, mcc);
-    let pds_head = pds::head(23, terminal_type.len());
-    m.set(48, values.put(&[&pds_head, terminal_type]));
-
-    let currency = p.currency.as_bytes();
-    if currency.len() != 3 || !all_digits(currency) {
-        return Err(err(49, "currency must be 3 digits (ISO 4217 numeric)"));
-    }
-    m.set(49, values.put(&[currency]));
-
-    m.set(71, values.number(number, 8));
-    m.set(94, institutions.forwarder.clone());
     Ok(())
 }
