@@ -25,7 +25,7 @@ pub mod metrics;
 pub mod registry;
 pub mod risk;
 pub mod route;
-pub mod security;
+pub use ::security;
 pub mod server;
 pub mod sim;
 pub mod switch;

@@ -17,8 +17,8 @@ use cipher::KeyInit;
 use retail_mac::Mac;
 use serde::{Deserialize, Serialize};
 
-use crate::iso8583::{Dialect, Message};
-use crate::security::block::{KeyAlgorithm, SecretKey};
+use crate::block::{KeyAlgorithm, SecretKey};
+use iso8583::{Dialect, Message};
 
 /// Length of a MAC in ISO 8583 fields 64 and 128.
 pub const MAC_LEN: usize = 8;
@@ -192,7 +192,7 @@ fn encoded_mac_len(dialect: &Dialect, field: u8) -> Result<usize, MacError> {
         .field(field)
         .ok_or_else(|| MacError::Encode(format!("the dialect has no field {field}")))?;
     let mut out = BytesMut::new();
-    crate::iso8583::field::encode(spec, &[0; MAC_LEN], &mut out)
+    iso8583::field::encode(spec, &[0; MAC_LEN], &mut out)
         .map_err(|e| MacError::Encode(e.to_string()))?;
     Ok(out.len())
 }
@@ -322,7 +322,7 @@ mod tests {
             ("iso93binary", "1200"),
         ] {
             let d = Dialect::resolve(dialect).unwrap();
-            let mut m = Message::new(crate::iso8583::Mti::parse(mti).unwrap());
+            let mut m = Message::new(iso8583::Mti::parse(mti).unwrap());
             m.set(3, "000000").set(4, "000000001000").set(11, "000123");
             let frame = sign(&d, &mut m, MacAlgorithm::Retail, &k).unwrap();
             let decoded = Message::decode(&d, frame.clone()).unwrap();
@@ -345,7 +345,7 @@ mod tests {
     fn fields_after_the_mac_field_are_refused() {
         let k = key(KeyAlgorithm::Tdes2, "0123456789ABCDEFFEDCBA9876543210");
         let d = Dialect::resolve("iso87ascii").unwrap();
-        let mut m = Message::new(crate::iso8583::Mti::parse("0200").unwrap());
+        let mut m = Message::new(iso8583::Mti::parse("0200").unwrap());
         m.set(11, "000123")
             .set(64, Bytes::from_static(&[0; 8]))
             .set(70, "301");
@@ -368,7 +368,7 @@ mod tests {
     fn message_without_mac_is_reported() {
         let k = key(KeyAlgorithm::Tdes2, "0123456789ABCDEFFEDCBA9876543210");
         let d = Dialect::resolve("iso87ascii").unwrap();
-        let mut m = Message::new(crate::iso8583::Mti::parse("0200").unwrap());
+        let mut m = Message::new(iso8583::Mti::parse("0200").unwrap());
         m.set(11, "000123");
         let frame = m.to_bytes(&d).unwrap();
         assert_eq!(

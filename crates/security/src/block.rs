@@ -171,7 +171,7 @@ impl SecretKey {
     /// first 5 bytes of the AES-CMAC of a zero block (ANSI X9.24-1:2017).
     pub fn kcv(&self) -> String {
         if self.algorithm.is_aes() {
-            let mac = crate::security::mac::aes_cmac_full(self, &[0u8; 16]);
+            let mac = crate::mac::aes_cmac_full(self, &[0u8; 16]);
             hex::encode_upper(mac.get(..5).unwrap_or_default())
         } else {
             let mut block = vec![0u8; self.algorithm.block_len()];
