@@ -13,11 +13,9 @@
 //! 8-byte binary fields (16 hex characters in ASCII dialects).
 
 use bytes::{Bytes, BytesMut};
-use cipher::KeyInit;
-use retail_mac::Mac;
 use serde::{Deserialize, Serialize};
 
-use crate::block::{KeyAlgorithm, SecretKey};
+use crate::block::{KeyAlgorithm, SecretKey, aes_cmac_full, full_mac};
 use iso8583::{Dialect, Message};
 
 /// Length of a MAC in ISO 8583 fields 64 and 128.
@@ -111,28 +109,6 @@ impl MacAlgorithm {
                 actual: key,
             })
         }
-    }
-}
-
-/// The full AES-CMAC of `data` (16 bytes). `key` must be an AES key; any
-/// other key gives an empty result.
-pub(crate) fn aes_cmac_full(key: &SecretKey, data: &[u8]) -> Vec<u8> {
-    let k = key.expose();
-    match key.algorithm() {
-        KeyAlgorithm::Aes128 => full_mac::<cmac::Cmac<aes::Aes128>>(k, data),
-        KeyAlgorithm::Aes192 => full_mac::<cmac::Cmac<aes::Aes192>>(k, data),
-        KeyAlgorithm::Aes256 => full_mac::<cmac::Cmac<aes::Aes256>>(k, data),
-        _ => Vec::new(),
-    }
-}
-
-fn full_mac<M: Mac + KeyInit>(key: &[u8], data: &[u8]) -> Vec<u8> {
-    match <M as KeyInit>::new_from_slice(key) {
-        Ok(mut mac) => {
-            mac.update(data);
-            mac.finalize().into_bytes().to_vec()
-        }
-        Err(_) => Vec::new(),
     }
 }
 
