@@ -27,7 +27,7 @@ pub mod risk;
 pub mod route;
 pub use ::security;
 pub mod server;
-pub mod sim;
+pub use ::sim;
 pub mod switch;
 pub mod terminal;
 pub mod translate;

@@ -39,7 +39,7 @@
 //!
 //! Actions, exactly one of: `decline = "CODE"` (a 1987 response code such as
 //! `"51"`, or a 1993 action code such as `"116"`; the simulator converts it to
-//! the style of its dialect with [`codes::in_style`](crate::codes::in_style)),
+//! the style of its dialect with [`codes::in_style`](iso8583::codes::in_style)),
 //! `delay_ms = N` (answer after N ms; approve unless `decline` is also given),
 //! `no_answer = true`, `close = true`.
 
@@ -48,7 +48,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::iso8583::{Message, Mti};
+use iso8583::{Message, Mti};
 
 /// A PAN prefix that [`Rules::builtin_demo`] answers slowly (20 ms).
 pub const DEMO_SLOW_BIN: &str = "455599";

@@ -3,12 +3,12 @@
 //!
 //! Templates are written in 1987 terms (`0200`, response code `51`); against
 //! a 1993 dialect the generator sends `1200` and expects the action code of
-//! [`codes::to_action_code`](crate::codes::to_action_code).
+//! [`codes::to_action_code`](iso8583::codes::to_action_code).
 
 use serde::{Deserialize, Serialize};
 
-use crate::card::luhn_complete;
-use crate::iso8583::Mti;
+use iso8583::Mti;
+use iso8583::card::luhn_complete;
 
 /// Length of the PANs the generator makes.
 pub const PAN_LENGTH: usize = 16;
@@ -233,7 +233,7 @@ impl Scenario {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::card::luhn_valid;
+    use iso8583::card::luhn_valid;
 
     #[test]
     fn pans_are_luhn_valid_on_the_bin_unless_asked_otherwise() {

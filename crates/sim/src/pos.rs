@@ -35,15 +35,15 @@ use tracing::warn;
 
 use super::report::{Latency, MAX_ERRORS, MAX_MISMATCHES, PosReport};
 use super::scenario::Scenario;
-use crate::card::mask_pan;
-use crate::clock::DateTime;
-use crate::codes;
-use crate::iso8583::framing::{Frame, FrameCodec, FramingError};
-use crate::iso8583::spec::Length;
-use crate::iso8583::{Dialect, Message, Mti};
-use crate::security::mac;
-use crate::security::pin;
-use crate::security::profile::Protection;
+use base::clock::DateTime;
+use iso8583::card::mask_pan;
+use iso8583::codes;
+use iso8583::framing::{Frame, FrameCodec, FramingError};
+use iso8583::spec::Length;
+use iso8583::{Dialect, Message, Mti};
+use security::mac;
+use security::pin;
+use security::profile::Protection;
 use zeroize::Zeroizing;
 
 /// Default wait for each response.
