@@ -33,6 +33,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::encode::{EncodeError, encode};
 use super::ledger::Ledger;
 use super::rules::{Action, Rules};
 use iso8583::codes;
@@ -528,11 +529,9 @@ impl BankSim {
     fn encode(&self, message: &Message) -> Option<Bytes> {
         let encoded = match &self.security.mac {
             Some(m) if !message.mti().is_network_management() => {
-                let mut signed = message.clone();
-                mac::sign(&self.dialect, &mut signed, m.algorithm, &m.key)
-                    .map_err(|e| e.to_string())
+                encode(&self.dialect, &mut message.clone(), Some(m))
             }
-            _ => message.to_bytes(&self.dialect).map_err(|e| e.to_string()),
+            _ => message.to_bytes(&self.dialect).map_err(EncodeError::from),
         };
         match encoded {
             Ok(bytes) => Some(bytes),

@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod bank;
+mod encode;
 pub mod ledger;
 pub mod pos;
 pub mod report;
@@ -30,5 +31,5 @@ pub use bank::{BankHandle, BankSim, BankStats, BankStatsSnapshot};
 pub use ledger::{Approval, Ledger};
 pub use pos::{PosConfig, PosError, run};
 pub use report::{Latency, PosReport};
-pub use rules::{Action, Match, Rule, Rules, RulesError};
-pub use scenario::{Scenario, ScenarioError, TxnTemplate};
+pub use rules::{Action, Match, Rule, RuleError, Rules, RulesError};
+pub use scenario::{Scenario, ScenarioError, TemplateError, TxnTemplate};
