@@ -3,12 +3,12 @@
 //!
 //! Templates are written in 1987 terms (`0200`, response code `51`); against
 //! a 1993 dialect the generator sends `1200` and expects the action code of
-//! [`codes::to_action_code`](crate::codes::to_action_code).
+//! [`codes::to_action_code`](iso8583::codes::to_action_code).
 
 use serde::{Deserialize, Serialize};
 
-use crate::card::luhn_complete;
-use crate::iso8583::Mti;
+use iso8583::Mti;
+use iso8583::card::luhn_complete;
 
 /// Length of the PANs the generator makes.
 pub const PAN_LENGTH: usize = 16;
@@ -26,8 +26,41 @@ pub enum ScenarioError {
         /// The template's name.
         name: String,
         /// What is wrong with it.
-        reason: String,
+        #[source]
+        reason: TemplateError,
     },
+}
+
+/// What is wrong with one template.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TemplateError {
+    /// The name is empty.
+    #[error("the name must not be empty")]
+    NoName,
+    /// The weight is 0.
+    #[error("the weight must be at least 1")]
+    NoWeight,
+    /// The MTI is not a 1987 request MTI.
+    #[error("mti {0:?} is not a 1987 request MTI such as \"0200\"")]
+    Mti(String),
+    /// The processing code is not six digits.
+    #[error("processing_code {0:?} must be six digits")]
+    ProcessingCode(String),
+    /// The BIN is not 1 to `max` digits.
+    #[error("bin {bin:?} must be 1 to {max} digits")]
+    Bin {
+        /// The BIN given.
+        bin: String,
+        /// The longest BIN.
+        max: usize,
+    },
+    /// The amount is beyond 12 digits.
+    #[error("amount {0} does not fit 12 digits")]
+    Amount(u64),
+    /// The expected code is not a response code.
+    #[error("expected {0:?} is not a response code")]
+    Expected(String),
 }
 
 /// One kind of transaction the generator sends.
@@ -108,42 +141,35 @@ impl TxnTemplate {
         self
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), TemplateError> {
         if self.name.trim().is_empty() {
-            return Err("the name must not be empty".into());
+            return Err(TemplateError::NoName);
         }
         if self.weight == 0 {
-            return Err("the weight must be at least 1".into());
+            return Err(TemplateError::NoWeight);
         }
         let request = Mti::parse(&self.mti)
             .ok()
             .filter(|m| m.is_request() && m.response().is_some());
         if request.is_none() || !self.mti.starts_with('0') {
-            return Err(format!(
-                "mti {:?} is not a 1987 request MTI such as \"0200\"",
-                self.mti
-            ));
+            return Err(TemplateError::Mti(self.mti.clone()));
         }
         if self.processing_code.len() != 6 || !all_digits(&self.processing_code) {
-            return Err(format!(
-                "processing_code {:?} must be six digits",
-                self.processing_code
-            ));
+            return Err(TemplateError::ProcessingCode(self.processing_code.clone()));
         }
         if self.bin.is_empty() || self.bin.len() >= PAN_LENGTH || !all_digits(&self.bin) {
-            return Err(format!(
-                "bin {:?} must be 1 to {} digits",
-                self.bin,
-                PAN_LENGTH - 1
-            ));
+            return Err(TemplateError::Bin {
+                bin: self.bin.clone(),
+                max: PAN_LENGTH - 1,
+            });
         }
         if self.amount > 999_999_999_999 {
-            return Err(format!("amount {} does not fit 12 digits", self.amount));
+            return Err(TemplateError::Amount(self.amount));
         }
         if let Some(code) = &self.expected
             && !super::rules::is_response_code(code)
         {
-            return Err(format!("expected {code:?} is not a response code"));
+            return Err(TemplateError::Expected(code.clone()));
         }
         Ok(())
     }
@@ -233,7 +259,7 @@ impl Scenario {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::card::luhn_valid;
+    use iso8583::card::luhn_valid;
 
     #[test]
     fn pans_are_luhn_valid_on_the_bin_unless_asked_otherwise() {

@@ -33,15 +33,16 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::encode::{EncodeError, encode};
 use super::ledger::Ledger;
 use super::rules::{Action, Rules};
-use crate::codes;
-use crate::iso8583::framing::{Frame, FrameCodec};
-use crate::iso8583::{Dialect, Message, Mti};
-use crate::security::mac;
-use crate::security::pin::{self, ClearPin};
-use crate::security::profile::Protection;
-use crate::security::tls::TlsAcceptor;
+use iso8583::codes;
+use iso8583::framing::{Frame, FrameCodec};
+use iso8583::{Dialect, Message, Mti};
+use security::mac;
+use security::pin::{self, ClearPin};
+use security::profile::Protection;
+use security::tls::TlsAcceptor;
 
 /// Fields never echoed in a response: track data, PIN block, ICC data, MACs.
 pub const DROPPED_FIELDS: [u8; 6] = [35, 45, 52, 55, 64, 128];
@@ -528,11 +529,9 @@ impl BankSim {
     fn encode(&self, message: &Message) -> Option<Bytes> {
         let encoded = match &self.security.mac {
             Some(m) if !message.mti().is_network_management() => {
-                let mut signed = message.clone();
-                mac::sign(&self.dialect, &mut signed, m.algorithm, &m.key)
-                    .map_err(|e| e.to_string())
+                encode(&self.dialect, &mut message.clone(), Some(m))
             }
-            _ => message.to_bytes(&self.dialect).map_err(|e| e.to_string()),
+            _ => message.to_bytes(&self.dialect).map_err(EncodeError::from),
         };
         match encoded {
             Ok(bytes) => Some(bytes),
@@ -546,7 +545,7 @@ impl BankSim {
 
     /// A frame that did not decode: a bare format error if its MTI can be
     /// read and is a request, else close the connection.
-    fn format_error(&self, frame: Frame, error: &crate::iso8583::CodecError) -> Reply {
+    fn format_error(&self, frame: Frame, error: &iso8583::CodecError) -> Reply {
         bump(&self.stats.format_errors);
         let response_mti = Message::peek_mti(&self.dialect, &frame.message)
             .as_ref()

@@ -152,11 +152,11 @@ impl fmt::Display for PosReport {
         writeln!(f, "responses by code")?;
         for (code, count) in &self.by_code {
             let rc87 = if code.len() == 3 {
-                crate::codes::from_action_code(code)
+                iso8583::codes::from_action_code(code)
             } else {
                 code
             };
-            let meaning = crate::codes::meaning(rc87).unwrap_or("");
+            let meaning = iso8583::codes::meaning(rc87).unwrap_or("");
             writeln!(f, "  {code:<5} {count:>10}  {meaning}")?;
         }
         writeln!(f, "by template")?;

@@ -10,18 +10,18 @@
 //! security = { dukpt = "aes", dukpt_bdk = "bdk-1", ksn_field = 62, pin_format = "iso4" }
 //! ```
 //!
-//! Key names refer to the key store ([`crate::security::keys`]). A terminal
+//! Key names refer to the key store ([`crate::keys`]). A terminal
 //! uses TAK and TPK (or a BDK), a destination ZAK and ZPK; a key of another
 //! type is a configuration error.
 
 use serde::Deserialize;
 
-use crate::iso8583::{Dialect, Message};
-use crate::security::block::{KeyAlgorithm, SecretKey};
-use crate::security::dukpt::{self, AesKeyType, AesKeyUsage, TdesVariant};
-use crate::security::keys::{KeyStore, KeyType};
-use crate::security::mac::MacAlgorithm;
-use crate::security::pin::PinFormat;
+use crate::block::{KeyAlgorithm, SecretKey};
+use crate::dukpt::{self, AesKeyType, AesKeyUsage, TdesVariant};
+use crate::keys::{KeyStore, KeyType};
+use crate::mac::MacAlgorithm;
+use crate::pin::PinFormat;
+use iso8583::{Dialect, Message};
 
 /// Why keys named in a profile cannot be had without a key store.
 pub const NO_KEY_STORE: &str = "keys need a key store: set [security] key_store";
@@ -178,6 +178,22 @@ fn ksn_of(message: &Message, field: u8) -> Option<Vec<u8>> {
     }
 }
 
+/// The key `id` of type `key_type` in `store`.
+fn lookup(store: Option<&KeyStore>, id: &str, key_type: KeyType) -> Result<SecretKey, LookupError> {
+    Ok(store.ok_or(LookupError::NoKeyStore)?.get(id, key_type)?)
+}
+
+/// Why a key named in a protection entry cannot be had.
+#[derive(Debug, thiserror::Error)]
+enum LookupError {
+    /// No key store is configured.
+    #[error("{}", NO_KEY_STORE)]
+    NoKeyStore,
+    /// The key store does not hold it as asked.
+    #[error(transparent)]
+    Store(#[from] crate::keys::KeyStoreError),
+}
+
 impl ProtectionEntry {
     /// Whether the entry asks for anything.
     pub fn is_empty(&self) -> bool {
@@ -196,15 +212,10 @@ impl ProtectionEntry {
     ) -> Result<Protection, Vec<(String, String)>> {
         let mut problems: Vec<(String, String)> = Vec::new();
         let mut problem = |key: &str, reason: String| problems.push((key.to_string(), reason));
-        let lookup = |id: &str, key_type: KeyType| -> Result<SecretKey, String> {
-            store
-                .ok_or_else(|| NO_KEY_STORE.to_string())?
-                .get(id, key_type)
-                .map_err(|e| e.to_string())
-        };
-        let (mac_type, pin_type) = match side {
-            Side::Terminal => (KeyType::Tak, KeyType::Tpk),
-            Side::Destination => (KeyType::Zak, KeyType::Zpk),
+        let lookup = |id: &str, key_type: KeyType| lookup(store, id, key_type);
+        let mac_type = match side {
+            Side::Terminal => KeyType::Tak,
+            Side::Destination => KeyType::Zak,
         };
 
         let mac = match (self.mac, &self.mac_key) {
@@ -217,7 +228,7 @@ impl ProtectionEntry {
                     }
                 },
                 Err(e) => {
-                    problem("mac_key", e);
+                    problem("mac_key", e.to_string());
                     None
                 }
             },
@@ -236,7 +247,52 @@ impl ProtectionEntry {
             problem("require_mac", "needs `mac` and `mac_key`".into());
         }
 
-        let key = match (&self.pin_key, self.dukpt, &self.dukpt_bdk) {
+        let key = self.pin_key(side, store, &mut problem);
+        let pin = key.map(|key| self.pin_profile(key, side, &mut problem));
+        if let (Some(pin), Some(dialect)) = (&pin, dialect) {
+            let needs = iso8583::spec::Length::Fixed(pin.format.block_len());
+            if dialect.field(52).map(|f| f.length) != Some(needs) {
+                problem(
+                    "pin_format",
+                    format!(
+                        "{:?} blocks are {} bytes, and the dialect's field 52 is not",
+                        pin.format,
+                        pin.format.block_len()
+                    ),
+                );
+            }
+        }
+        if self.pin_format.is_some()
+            && pin.is_none()
+            && self.pin_key.is_none()
+            && self.dukpt.is_none()
+        {
+            problem("pin_format", "needs `pin_key` or `dukpt`".into());
+        }
+        if problems.is_empty() {
+            Ok(Protection {
+                mac,
+                require_mac,
+                pin,
+            })
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The PIN key of the entry: a static key, or a DUKPT BDK.
+    fn pin_key(
+        &self,
+        side: Side,
+        store: Option<&KeyStore>,
+        problem: &mut dyn FnMut(&str, String),
+    ) -> Option<PinKey> {
+        let pin_type = match side {
+            Side::Terminal => KeyType::Tpk,
+            Side::Destination => KeyType::Zpk,
+        };
+        let lookup = |id: &str, key_type: KeyType| lookup(store, id, key_type);
+        match (&self.pin_key, self.dukpt, &self.dukpt_bdk) {
             (None, None, None) => None,
             (Some(id), None, None) => match lookup(id, pin_type) {
                 Ok(key) if key.algorithm() == KeyAlgorithm::Des => {
@@ -248,7 +304,7 @@ impl ProtectionEntry {
                 }
                 Ok(key) => Some(PinKey::Static(key)),
                 Err(e) => {
-                    problem("pin_key", e);
+                    problem("pin_key", e.to_string());
                     None
                 }
             },
@@ -290,7 +346,7 @@ impl ProtectionEntry {
                         })
                     }
                     Err(e) => {
-                        problem("dukpt_bdk", e);
+                        problem("dukpt_bdk", e.to_string());
                         None
                     }
                 }
@@ -302,60 +358,38 @@ impl ProtectionEntry {
                 );
                 None
             }
+        }
+    }
+
+    /// The PIN block format for `key`, checked against the key and the side.
+    fn pin_profile(
+        &self,
+        key: PinKey,
+        side: Side,
+        problem: &mut dyn FnMut(&str, String),
+    ) -> PinProfile {
+        let wide = match &key {
+            PinKey::Static(k) => k.algorithm().block_len() == 16,
+            PinKey::Dukpt { scheme, .. } => *scheme == DukptScheme::Aes,
         };
-        let pin = key.map(|key| {
-            let wide = match &key {
-                PinKey::Static(k) => k.algorithm().block_len() == 16,
-                PinKey::Dukpt { scheme, .. } => *scheme == DukptScheme::Aes,
-            };
-            let default = if wide {
-                PinFormat::Iso4
-            } else {
-                PinFormat::Iso0
-            };
-            let format = self.pin_format.unwrap_or(default);
-            if wide != (format == PinFormat::Iso4) {
-                problem(
-                    "pin_format",
-                    "iso4 needs an AES or SM4 key; iso0, iso1 and iso3 a TDES key".into(),
-                );
-            }
-            if side == Side::Destination && format == PinFormat::Iso1 {
-                problem(
-                    "pin_format",
-                    "iso1 is not bound to the PAN; PIN blocks are never translated into it (ISO 9564-1)".into(),
-                );
-            }
-            PinProfile { key, format }
-        });
-        if let (Some(pin), Some(dialect)) = (&pin, dialect) {
-            let needs = crate::iso8583::spec::Length::Fixed(pin.format.block_len());
-            if dialect.field(52).map(|f| f.length) != Some(needs) {
-                problem(
-                    "pin_format",
-                    format!(
-                        "{:?} blocks are {} bytes, and the dialect's field 52 is not",
-                        pin.format,
-                        pin.format.block_len()
-                    ),
-                );
-            }
-        }
-        if self.pin_format.is_some()
-            && pin.is_none()
-            && self.pin_key.is_none()
-            && self.dukpt.is_none()
-        {
-            problem("pin_format", "needs `pin_key` or `dukpt`".into());
-        }
-        if problems.is_empty() {
-            Ok(Protection {
-                mac,
-                require_mac,
-                pin,
-            })
+        let default = if wide {
+            PinFormat::Iso4
         } else {
-            Err(problems)
+            PinFormat::Iso0
+        };
+        let format = self.pin_format.unwrap_or(default);
+        if wide != (format == PinFormat::Iso4) {
+            problem(
+                "pin_format",
+                "iso4 needs an AES or SM4 key; iso0, iso1 and iso3 a TDES key".into(),
+            );
         }
+        if side == Side::Destination && format == PinFormat::Iso1 {
+            problem(
+                "pin_format",
+                "iso1 is not bound to the PAN; PIN blocks are never translated into it (ISO 9564-1)".into(),
+            );
+        }
+        PinProfile { key, format }
     }
 }

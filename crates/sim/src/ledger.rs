@@ -12,7 +12,7 @@
 //!
 //! The ledger also knows what the bank settles, and writes it as the bank's
 //! settlement file ([`Ledger::settlement_csv`], the CSV format of
-//! [`crate::clearing::recon`]): every approved financial request with
+//! [`clearing::recon`]): every approved financial request with
 //! processing code `00…` (a debit) or `20…` (a credit) and every approved
 //! completion advice (`0220`/`1220`, a debit of its field 4); approved
 //! authorisations (`0100`) by themselves do not settle. A full reversal takes
@@ -28,9 +28,9 @@ use std::sync::Mutex;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::card::mask_pan;
-use crate::clearing::recon::{BankItem, BreakKind, Direction, write_bank_csv};
-use crate::iso8583::Message;
+use clearing::recon::{BankItem, BreakKind, Direction, write_bank_csv};
+use iso8583::Message;
+use iso8583::card::mask_pan;
 
 /// One approved request and what happened to it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -306,7 +306,7 @@ impl Ledger {
     }
 
     /// Writes the bank's settlement file (CSV, see
-    /// [`crate::clearing::recon`]) of [`Ledger::settlement`], with `breaks`
+    /// [`clearing::recon`]) of [`Ledger::settlement`], with `breaks`
     /// put in on purpose; returns the RRNs broken. Which items are broken
     /// and where invented items go depend only on the ledger and
     /// `breaks.seed`. Amounts change by +1 minor unit (−1 at `u64::MAX`),
@@ -412,8 +412,8 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clearing::recon::{SwitchItem, read_bank_csv, reconcile};
-    use crate::iso8583::Mti;
+    use clearing::recon::{SwitchItem, read_bank_csv, reconcile};
+    use iso8583::Mti;
 
     const PAN: &str = "4761739001010119";
 
@@ -603,7 +603,7 @@ mod tests {
         ledger
     }
 
-    fn rrns(recon: &crate::clearing::recon::Recon, kind: BreakKind) -> Vec<String> {
+    fn rrns(recon: &clearing::recon::Recon, kind: BreakKind) -> Vec<String> {
         let mut rrns: Vec<String> = recon
             .breaks()
             .iter()

@@ -29,7 +29,7 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::security::block::{KeyAlgorithm, KeyError, SecretKey};
+use crate::block::{KeyAlgorithm, KeyError, SecretKey};
 
 /// Environment variable that may hold the master key (64 hex characters).
 pub const MASTER_KEY_ENV: &str = "CARDSWITCH_MASTER_KEY";
@@ -225,7 +225,7 @@ impl MasterKey {
     /// Reads a master key file, refusing one that group or others can read.
     pub fn from_file(path: &Path) -> Result<MasterKey, KeyStoreError> {
         let text =
-            crate::files::read_private_file(path).map_err(|reason| KeyStoreError::MasterKey {
+            base::files::read_private_file(path).map_err(|reason| KeyStoreError::MasterKey {
                 source_name: path.display().to_string(),
                 reason,
             })?;
@@ -412,7 +412,7 @@ fn parent_dir(path: &Path) -> &Path {
 }
 
 fn now_rfc3339() -> String {
-    crate::clock::DateTime::now().rfc3339()
+    base::clock::DateTime::now().rfc3339()
 }
 
 impl KeyStore {
@@ -511,7 +511,7 @@ impl KeyStore {
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&sealed);
-        crate::files::write_private_atomically(&self.path, &out)
+        base::files::write_private_atomically(&self.path, &out)
             .map_err(|e| file_error(format!("cannot write: {e}")))
     }
 

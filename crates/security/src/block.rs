@@ -8,6 +8,7 @@
 use std::fmt;
 
 use cipher::{Block, BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
+use retail_mac::Mac;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -171,7 +172,7 @@ impl SecretKey {
     /// first 5 bytes of the AES-CMAC of a zero block (ANSI X9.24-1:2017).
     pub fn kcv(&self) -> String {
         if self.algorithm.is_aes() {
-            let mac = crate::security::mac::aes_cmac_full(self, &[0u8; 16]);
+            let mac = aes_cmac_full(self, &[0u8; 16]);
             hex::encode_upper(mac.get(..5).unwrap_or_default())
         } else {
             let mut block = vec![0u8; self.algorithm.block_len()];
@@ -184,6 +185,29 @@ impl SecretKey {
 impl fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SecretKey({}, kcv {})", self.algorithm, self.kcv())
+    }
+}
+
+/// The full AES-CMAC of `data` (16 bytes). `key` must be an AES key; any
+/// other key gives an empty result.
+pub(crate) fn aes_cmac_full(key: &SecretKey, data: &[u8]) -> Vec<u8> {
+    let k = key.expose();
+    match key.algorithm() {
+        KeyAlgorithm::Aes128 => full_mac::<cmac::Cmac<aes::Aes128>>(k, data),
+        KeyAlgorithm::Aes192 => full_mac::<cmac::Cmac<aes::Aes192>>(k, data),
+        KeyAlgorithm::Aes256 => full_mac::<cmac::Cmac<aes::Aes256>>(k, data),
+        _ => Vec::new(),
+    }
+}
+
+/// The full MAC `M` of `data` under `key`; empty if the key does not fit.
+pub(crate) fn full_mac<M: Mac + KeyInit>(key: &[u8], data: &[u8]) -> Vec<u8> {
+    match <M as KeyInit>::new_from_slice(key) {
+        Ok(mut mac) => {
+            mac.update(data);
+            mac.finalize().into_bytes().to_vec()
+        }
+        Err(_) => Vec::new(),
     }
 }
 

@@ -39,7 +39,7 @@
 //!
 //! Actions, exactly one of: `decline = "CODE"` (a 1987 response code such as
 //! `"51"`, or a 1993 action code such as `"116"`; the simulator converts it to
-//! the style of its dialect with [`codes::in_style`](crate::codes::in_style)),
+//! the style of its dialect with [`codes::in_style`](iso8583::codes::in_style)),
 //! `delay_ms = N` (answer after N ms; approve unless `decline` is also given),
 //! `no_answer = true`, `close = true`.
 
@@ -48,7 +48,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::iso8583::{Message, Mti};
+use iso8583::{Message, Mti};
 
 /// A PAN prefix that [`Rules::builtin_demo`] answers slowly (20 ms).
 pub const DEMO_SLOW_BIN: &str = "455599";
@@ -87,8 +87,51 @@ pub enum RulesError {
         /// Position of the `[[rule]]` table in the file, from 1.
         index: usize,
         /// What is wrong with it.
-        reason: String,
+        #[source]
+        reason: RuleError,
     },
+}
+
+/// What is wrong with one rule.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuleError {
+    /// A value has the wrong type or an unknown key (the TOML message).
+    #[error("{0}")]
+    Value(String),
+    /// `amount_min` is above `amount_max`.
+    #[error("amount_min {min} is above amount_max {max}")]
+    AmountRange {
+        /// `amount_min`.
+        min: u64,
+        /// `amount_max`.
+        max: u64,
+    },
+    /// `amount` given with `amount_min` or `amount_max`.
+    #[error("give `amount` or `amount_min`/`amount_max`, not both")]
+    AmountBoth,
+    /// A bad `pan_prefix`.
+    #[error("pan_prefix {0:?} must be 1 to 19 digits")]
+    PanPrefix(String),
+    /// A bad `terminal`.
+    #[error("terminal {0:?} must be 1 to 8 printable characters")]
+    Terminal(String),
+    /// A bad `mti`.
+    #[error("mti {0:?} is not a request MTI such as \"0200\"")]
+    Mti(String),
+    /// A bad `decline`.
+    #[error(
+        "decline {0:?} is not a response code (two characters such as \"51\", or three digits such as \"116\")"
+    )]
+    Decline(String),
+    /// No action given.
+    #[error("no action: give one of `decline`, `delay_ms`, `no_answer = true`, `close = true`")]
+    NoAction,
+    /// Actions that exclude each other.
+    #[error(
+        "`no_answer` and `close` cannot be combined with each other or with `decline`/`delay_ms`"
+    )]
+    Combined,
 }
 
 /// When a rule applies. Every key given must hold.
@@ -217,14 +260,14 @@ impl Rules {
         })?;
         let mut rules = Vec::with_capacity(raw.rule.len());
         for (i, value) in raw.rule.into_iter().enumerate() {
-            let fail = |reason: String| RulesError::Rule {
+            let fail = |reason: RuleError| RulesError::Rule {
                 file: file.to_string(),
                 index: i + 1,
                 reason,
             };
-            let raw: RawRule = value
-                .try_into()
-                .map_err(|e: toml::de::Error| fail(e.message().trim_end().to_string()))?;
+            let raw: RawRule = value.try_into().map_err(|e: toml::de::Error| {
+                fail(RuleError::Value(e.message().trim_end().to_string()))
+            })?;
             rules.push(raw.validate().map_err(fail)?);
         }
         Ok(Rules { rules })
@@ -314,51 +357,46 @@ pub(crate) fn is_response_code(code: &str) -> bool {
 }
 
 impl RawRule {
-    fn validate(self) -> Result<Rule, String> {
+    fn validate(self) -> Result<Rule, RuleError> {
         if let (Some(min), Some(max)) = (self.amount_min, self.amount_max)
             && min > max
         {
-            return Err(format!("amount_min {min} is above amount_max {max}"));
+            return Err(RuleError::AmountRange { min, max });
         }
         if self.amount.is_some() && (self.amount_min.is_some() || self.amount_max.is_some()) {
-            return Err("give `amount` or `amount_min`/`amount_max`, not both".into());
+            return Err(RuleError::AmountBoth);
         }
         if let Some(prefix) = &self.pan_prefix
             && (prefix.is_empty()
                 || prefix.len() > 19
                 || !prefix.bytes().all(|b| b.is_ascii_digit()))
         {
-            return Err(format!("pan_prefix {prefix:?} must be 1 to 19 digits"));
+            return Err(RuleError::PanPrefix(prefix.clone()));
         }
         if let Some(terminal) = &self.terminal
             && (terminal.trim_end().is_empty()
                 || terminal.trim_end().len() > 8
                 || !terminal.bytes().all(|b| (0x20..=0x7E).contains(&b)))
         {
-            return Err(format!(
-                "terminal {terminal:?} must be 1 to 8 printable characters"
-            ));
+            return Err(RuleError::Terminal(terminal.clone()));
         }
-        let mti =
-            match &self.mti {
-                Some(text) => Some(Mti::parse(text).ok().filter(Mti::is_request).ok_or_else(
-                    || format!("mti {text:?} is not a request MTI such as \"0200\""),
-                )?),
-                None => None,
-            };
+        let mti = match &self.mti {
+            Some(text) => Some(
+                Mti::parse(text)
+                    .ok()
+                    .filter(Mti::is_request)
+                    .ok_or_else(|| RuleError::Mti(text.clone()))?,
+            ),
+            None => None,
+        };
         if let Some(code) = &self.decline
             && !is_response_code(code)
         {
-            return Err(format!(
-                "decline {code:?} is not a response code (two characters such as \"51\", or three digits such as \"116\")"
-            ));
+            return Err(RuleError::Decline(code.clone()));
         }
         let action = match (self.decline, self.delay_ms, self.no_answer, self.close) {
             (None, None, false, false) => {
-                return Err(
-                    "no action: give one of `decline`, `delay_ms`, `no_answer = true`, `close = true`"
-                        .into(),
-                );
+                return Err(RuleError::NoAction);
             }
             (decline, delay, false, false) => Action::Respond {
                 delay: Duration::from_millis(delay.unwrap_or(0)),
@@ -367,10 +405,7 @@ impl RawRule {
             (None, None, true, false) => Action::NoAnswer,
             (None, None, false, true) => Action::Close,
             _ => {
-                return Err(
-                    "`no_answer` and `close` cannot be combined with each other or with `decline`/`delay_ms`"
-                        .into(),
-                );
+                return Err(RuleError::Combined);
             }
         };
         Ok(Rule {

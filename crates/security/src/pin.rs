@@ -17,7 +17,7 @@
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::security::block::{KeyError, SecretKey};
+use crate::block::{KeyError, SecretKey};
 
 /// A PIN block could not be built, read or translated. No variant carries
 /// PIN digits or key material.
@@ -341,7 +341,7 @@ pub fn translate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::security::block::KeyAlgorithm;
+    use crate::block::KeyAlgorithm;
 
     fn key(alg: KeyAlgorithm, hex: &str) -> SecretKey {
         SecretKey::new(alg, &hex::decode(hex).unwrap()).unwrap()

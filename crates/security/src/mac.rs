@@ -13,12 +13,10 @@
 //! 8-byte binary fields (16 hex characters in ASCII dialects).
 
 use bytes::{Bytes, BytesMut};
-use cipher::KeyInit;
-use retail_mac::Mac;
 use serde::{Deserialize, Serialize};
 
-use crate::iso8583::{Dialect, Message};
-use crate::security::block::{KeyAlgorithm, SecretKey};
+use crate::block::{KeyAlgorithm, SecretKey, aes_cmac_full, full_mac};
+use iso8583::{Dialect, Message};
 
 /// Length of a MAC in ISO 8583 fields 64 and 128.
 pub const MAC_LEN: usize = 8;
@@ -114,28 +112,6 @@ impl MacAlgorithm {
     }
 }
 
-/// The full AES-CMAC of `data` (16 bytes). `key` must be an AES key; any
-/// other key gives an empty result.
-pub(crate) fn aes_cmac_full(key: &SecretKey, data: &[u8]) -> Vec<u8> {
-    let k = key.expose();
-    match key.algorithm() {
-        KeyAlgorithm::Aes128 => full_mac::<cmac::Cmac<aes::Aes128>>(k, data),
-        KeyAlgorithm::Aes192 => full_mac::<cmac::Cmac<aes::Aes192>>(k, data),
-        KeyAlgorithm::Aes256 => full_mac::<cmac::Cmac<aes::Aes256>>(k, data),
-        _ => Vec::new(),
-    }
-}
-
-fn full_mac<M: Mac + KeyInit>(key: &[u8], data: &[u8]) -> Vec<u8> {
-    match <M as KeyInit>::new_from_slice(key) {
-        Ok(mut mac) => {
-            mac.update(data);
-            mac.finalize().into_bytes().to_vec()
-        }
-        Err(_) => Vec::new(),
-    }
-}
-
 /// The 8-byte MAC of `data` under `key`.
 pub fn compute(
     algorithm: MacAlgorithm,
@@ -192,7 +168,7 @@ fn encoded_mac_len(dialect: &Dialect, field: u8) -> Result<usize, MacError> {
         .field(field)
         .ok_or_else(|| MacError::Encode(format!("the dialect has no field {field}")))?;
     let mut out = BytesMut::new();
-    crate::iso8583::field::encode(spec, &[0; MAC_LEN], &mut out)
+    iso8583::field::encode(spec, &[0; MAC_LEN], &mut out)
         .map_err(|e| MacError::Encode(e.to_string()))?;
     Ok(out.len())
 }
@@ -322,7 +298,7 @@ mod tests {
             ("iso93binary", "1200"),
         ] {
             let d = Dialect::resolve(dialect).unwrap();
-            let mut m = Message::new(crate::iso8583::Mti::parse(mti).unwrap());
+            let mut m = Message::new(iso8583::Mti::parse(mti).unwrap());
             m.set(3, "000000").set(4, "000000001000").set(11, "000123");
             let frame = sign(&d, &mut m, MacAlgorithm::Retail, &k).unwrap();
             let decoded = Message::decode(&d, frame.clone()).unwrap();
@@ -345,7 +321,7 @@ mod tests {
     fn fields_after_the_mac_field_are_refused() {
         let k = key(KeyAlgorithm::Tdes2, "0123456789ABCDEFFEDCBA9876543210");
         let d = Dialect::resolve("iso87ascii").unwrap();
-        let mut m = Message::new(crate::iso8583::Mti::parse("0200").unwrap());
+        let mut m = Message::new(iso8583::Mti::parse("0200").unwrap());
         m.set(11, "000123")
             .set(64, Bytes::from_static(&[0; 8]))
             .set(70, "301");
@@ -368,7 +344,7 @@ mod tests {
     fn message_without_mac_is_reported() {
         let k = key(KeyAlgorithm::Tdes2, "0123456789ABCDEFFEDCBA9876543210");
         let d = Dialect::resolve("iso87ascii").unwrap();
-        let mut m = Message::new(crate::iso8583::Mti::parse("0200").unwrap());
+        let mut m = Message::new(iso8583::Mti::parse("0200").unwrap());
         m.set(11, "000123");
         let frame = m.to_bytes(&d).unwrap();
         assert_eq!(

@@ -1,4 +1,4 @@
-//! Simulators: a bank host that answers what a switch forwards, and a fleet
+//! cardswitch's simulators: a bank host that answers what a switch forwards, and a fleet
 //! of POS terminals that load a switch (or a bank) and check every answer.
 //!
 //! * [`bank`] — [`BankSim`]: approves by default, follows [`Rules`] keyed on
@@ -14,9 +14,13 @@
 //!
 //! Both simulators speak any dialect: against a dialect whose field 39 holds
 //! three characters (`iso93binary`) they use 1993 MTIs (`1200`) and action
-//! codes ([`codes`](crate::codes)).
+//! codes ([`codes`](iso8583::codes)).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod bank;
+mod encode;
 pub mod ledger;
 pub mod pos;
 pub mod report;
@@ -27,5 +31,5 @@ pub use bank::{BankHandle, BankSim, BankStats, BankStatsSnapshot};
 pub use ledger::{Approval, Ledger};
 pub use pos::{PosConfig, PosError, run};
 pub use report::{Latency, PosReport};
-pub use rules::{Action, Match, Rule, Rules, RulesError};
-pub use scenario::{Scenario, ScenarioError, TxnTemplate};
+pub use rules::{Action, Match, Rule, RuleError, Rules, RulesError};
+pub use scenario::{Scenario, ScenarioError, TemplateError, TxnTemplate};
