@@ -201,6 +201,11 @@ struct Inner {
 /// new requests are refused.
 pub const HARD_LIMIT: usize = 4;
 
+/// However small the cache, this many transactions may wait in it for the
+/// index before new requests are refused: a short lag of the index (a
+/// group it applies at once) must not turn into refusals.
+pub const LAG_FLOOR: usize = 1_024;
+
 /// How many claimed reversals are remembered (older ones are in the index).
 const CLAIMS_KEPT: usize = 1_000_000;
 
@@ -248,11 +253,13 @@ impl Recent {
         }
     }
 
-    /// Whether the cache holds [`HARD_LIMIT`] times its size: the index is
-    /// so far behind that nothing more may be taken on (memory would grow
-    /// without bound, and nothing the index lacks may be forgotten).
+    /// Whether the cache holds [`HARD_LIMIT`] times its size (and at least
+    /// [`LAG_FLOOR`] transactions): the index is so far behind that nothing
+    /// more may be taken on (memory would grow without bound, and nothing
+    /// the index lacks may be forgotten).
     pub fn is_full(&self) -> bool {
-        self.lock().order.len() >= self.kept.saturating_mul(HARD_LIMIT)
+        let limit = self.kept.saturating_mul(HARD_LIMIT).max(LAG_FLOOR);
+        self.lock().order.len() >= limit
     }
 
     /// The newest transaction with this key.
@@ -383,5 +390,24 @@ mod tests {
         });
         recent.insert(key_of(13), Arc::new(answered(13)), 13);
         assert!(recent.get(&key_of(8)).is_none(), "answered: forgotten");
+    }
+
+    /// A lagging index fills the cache up to four times its size, and never
+    /// less than the floor, before new requests are refused.
+    #[test]
+    fn the_cache_is_full_at_four_times_its_size_or_the_floor() {
+        let small = Recent::new(5);
+        for id in 1..LAG_FLOOR as u64 {
+            small.insert(key_of(id as u32), Arc::new(answered(id)), 0);
+        }
+        assert!(!small.is_full(), "a tiny cache still waits for the index");
+        small.insert(key_of(0), Arc::new(answered(LAG_FLOOR as u64)), 0);
+        assert!(small.is_full());
+        let large = Recent::new(LAG_FLOOR);
+        for id in 1..=(LAG_FLOOR * HARD_LIMIT) as u64 {
+            assert!(!large.is_full());
+            large.insert(key_of(id as u32), Arc::new(answered(id)), 0);
+        }
+        assert!(large.is_full());
     }
 }

@@ -1,7 +1,7 @@
 //! Business dates as the journal writes them, `YYYYMMDD`.
 
 /// The calendar date of a `YYYYMMDD` text; `None` unless it is one.
-pub(crate) fn civil_date(text: &str) -> Option<jiff::civil::Date> {
+pub fn civil_date(text: &str) -> Option<jiff::civil::Date> {
     if text.len() != 8 || !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -14,6 +14,6 @@ pub(crate) fn civil_date(text: &str) -> Option<jiff::civil::Date> {
 }
 
 /// `YYYYMMDD` of a calendar date.
-pub(crate) fn compact(date: jiff::civil::Date) -> String {
+pub fn compact(date: jiff::civil::Date) -> String {
     format!("{:04}{:02}{:02}", date.year(), date.month(), date.day())
 }

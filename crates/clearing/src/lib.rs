@@ -13,7 +13,7 @@
 pub mod ard;
 pub mod csv;
 pub mod currency;
-mod dates;
+pub mod dates;
 pub mod ipm;
 pub mod item;
 pub mod journal;
