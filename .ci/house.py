@@ -3,7 +3,8 @@
 
 1. No Rust source file over 800 lines (src/, crates/*/src, tests/, benches/).
 2. No function over 100 lines outside tests (`#[cfg(test)]` modules, files
-   under tests/ and files named tests.rs are exempt).
+   under tests/, files under any tests/ directory inside a crate's src/,
+   and files named tests.rs or *_tests.rs are exempt).
 3. No import cycle between modules: in every crate, for every module, its
    child modules (each with its whole subtree) form a graph with an edge
    A -> B when code in A names B (`crate::…`, `super::…`, `self::…` paths and
@@ -124,6 +125,23 @@ def long_functions(path, code):
         if length > MAX_FN:
             found.append((path, no, m.group(6), length))
     return found
+
+
+def is_test_file(rel):
+    """Whether a file (path relative to the root) holds only tests: under the
+    top-level tests/, under a tests/ directory inside src/ or crates/*/src,
+    or named tests.rs or *_tests.rs."""
+    parts = rel.split(os.sep)
+    name = parts[-1]
+    if parts[0] == "tests" or name == "tests.rs" or name.endswith("_tests.rs"):
+        return True
+    if parts[0] == "src":
+        inner = parts[1:-1]
+    elif parts[0] == "crates" and len(parts) > 3 and parts[2] == "src":
+        inner = parts[3:-1]
+    else:
+        return False
+    return "tests" in inner
 
 
 def crate_roots(root):
@@ -267,7 +285,7 @@ def main():
         n = text.count("\n")
         if n > MAX_FILE:
             problems.append(f"{rel}: {n} lines (at most {MAX_FILE})")
-        if rel.startswith("tests" + os.sep) or os.path.basename(path) == "tests.rs":
+        if is_test_file(rel):
             continue
         for _, no, name, length in long_functions(rel, strip(text)):
             problems.append(f"{rel}:{no}: fn {name} is {length} lines (at most {MAX_FN})")

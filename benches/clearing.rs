@@ -23,6 +23,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use cardswitch::journal::record::{Forwarded, Merchant, Received, Record, ReversalReason, Source};
+use cardswitch::journal::vault::SealedPan;
 use cardswitch::journal::wal::{Wal, WalConfig};
 use cardswitch::journal::{Cutover, Durability, Vault};
 use cardswitch::txn::TxnKind;
@@ -49,25 +50,57 @@ fn generate(dir: &Path, txns: u64) -> String {
         cutover: generator_cutover(),
     })
     .expect("open the log");
-    let cards: Vec<_> = (0..CARDS)
-        .map(|i| {
-            let body = format!("{}{:09}", if i % 2 == 0 { "476173" } else { "541333" }, i);
-            let pan = cardswitch::card::luhn_complete(&body).expect("pan");
-            (vault.seal(&pan), i % 2 == 0)
-        })
-        .collect();
-    let merchants: Vec<Merchant> = (0..MERCHANTS)
-        .map(|i| Merchant {
-            id: format!("MERCH{i:010}"),
-            mcc: "5411".into(),
-            name_location: format!("{:<22} {:<13} GBR", format!("SHOP {i}"), "LONDON"),
-        })
-        .collect();
+    let day = Population::new(&vault);
     let mut rng = fastrand::Rng::with_seed(42);
     let started = Instant::now();
     for n in 0..txns {
-        let (pan, on_a) = &cards[rng.usize(..CARDS)];
-        let merchant = &merchants[rng.usize(..MERCHANTS)];
+        day.append(&wal, &mut rng, n);
+        if n > 0 && n % 1_000_000 == 0 {
+            eprintln!(
+                "generated {n} transactions ({:.0}/s)",
+                n as f64 / started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    wal.close();
+    eprintln!(
+        "generated {txns} transactions in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    generator_cutover().date(cardswitch::journal::wal::now_micros())
+}
+
+/// Who trades on the generated day: the cards (sealed, and whether
+/// `bank_a` issues them rather than `bank_b`) and the merchants.
+struct Population {
+    cards: Vec<(SealedPan, bool)>,
+    merchants: Vec<Merchant>,
+}
+
+impl Population {
+    fn new(vault: &Vault) -> Population {
+        let cards = (0..CARDS)
+            .map(|i| {
+                let body = format!("{}{:09}", if i % 2 == 0 { "476173" } else { "541333" }, i);
+                let pan = cardswitch::card::luhn_complete(&body).expect("pan");
+                (vault.seal(&pan), i % 2 == 0)
+            })
+            .collect();
+        let merchants = (0..MERCHANTS)
+            .map(|i| Merchant {
+                id: format!("MERCH{i:010}"),
+                mcc: "5411".into(),
+                name_location: format!("{:<22} {:<13} GBR", format!("SHOP {i}"), "LONDON"),
+            })
+            .collect();
+        Population { cards, merchants }
+    }
+
+    /// Appends the records of transaction `n`, drawn from `rng`: received,
+    /// forwarded and responded, and for some a reversal queued.
+    fn append(&self, wal: &Wal, rng: &mut fastrand::Rng, n: u64) {
+        let (pan, on_a) = &self.cards[rng.usize(..CARDS)];
+        let merchant = &self.merchants[rng.usize(..MERCHANTS)];
         let currency = ["978", "840", "392"][rng.usize(..3)];
         let roll = rng.u32(..100);
         let kind = if (80..88).contains(&roll) {
@@ -130,19 +163,7 @@ fn generate(dir: &Path, txns: u64) -> String {
             })
             .expect("append");
         }
-        if n > 0 && n % 1_000_000 == 0 {
-            eprintln!(
-                "generated {n} transactions ({:.0}/s)",
-                n as f64 / started.elapsed().as_secs_f64()
-            );
-        }
     }
-    wal.close();
-    eprintln!(
-        "generated {txns} transactions in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    generator_cutover().date(cardswitch::journal::wal::now_micros())
 }
 
 fn config(dir: &Path) -> std::path::PathBuf {

@@ -334,20 +334,69 @@ fn inside(before: &[(f64, f64)], after: &[(f64, f64)]) -> Inside {
     }
 }
 
-fn run_benchmark() {
-    let count: u64 = std::env::var("E2E_COUNT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200_000);
-    let seconds: u64 = std::env::var("E2E_SECONDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
-    let dir = std::env::temp_dir().join(format!("cardswitch-e2e-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+/// How much load the runs put on: `E2E_COUNT` transactions per throughput
+/// run, `E2E_SECONDS` per fixed-rate run.
+#[derive(Debug, Clone, Copy)]
+struct Load {
+    count: u64,
+    seconds: u64,
+}
 
+impl Load {
+    fn from_env() -> Load {
+        let count: u64 = std::env::var("E2E_COUNT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(200_000);
+        let seconds: u64 = std::env::var("E2E_SECONDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5);
+        Load { count, seconds }
+    }
+
+    /// A throughput run against `addr`, with the CPU time (µs per
+    /// transaction) of process `pid` when given.
+    fn throughput(&self, addr: SocketAddr, pid: Option<u32>) -> (Run, Option<f64>) {
+        let before = pid.map(cpu_seconds).unwrap_or_default();
+        let run = pos(addr, &["--count".into(), self.count.to_string()]);
+        let cpu = pid.map(|p| (cpu_seconds(p) - before) / run.count.max(1) as f64 * 1e6);
+        (run, cpu)
+    }
+
+    /// A fixed-rate run against `addr`.
+    fn at_rate(&self, addr: SocketAddr, rate: u64) -> Run {
+        pos(
+            addr,
+            &[
+                "--rate".into(),
+                rate.to_string(),
+                "--duration".into(),
+                self.seconds.to_string(),
+                "--count".into(),
+                "100000000".into(),
+            ],
+        )
+    }
+}
+
+/// The rates of the fixed-rate runs, in transactions per second.
+const RATES: [u64; 2] = [5_000, 20_000];
+
+/// One switch's results: its throughput run (with CPU µs per
+/// transaction) and, per rate of [`RATES`], the fixed-rate run and what the
+/// switch measured inside itself.
+struct SwitchRun {
+    durability: &'static str,
+    run: Run,
+    cpu: Option<f64>,
+    rates: Vec<(Run, Inside)>,
+}
+
+/// The bank simulator, on CPU 0, once it listens.
+fn start_bank() -> (Child, SocketAddr) {
     let bank_addr = free_port();
-    let mut bank = pinned(
+    let bank = pinned(
         "0",
         Path::new(BIN),
         &[
@@ -362,81 +411,99 @@ fn run_benchmark() {
         ],
     );
     wait_listening(bank_addr);
+    (bank, bank_addr)
+}
 
+/// The bare relay in front of the bank (this executable, `relay` mode), on
+/// CPU 1, once it listens.
+fn start_relay(bank_addr: SocketAddr) -> (Child, SocketAddr) {
     let relay_addr = free_port();
     let me = std::env::current_exe().expect("bench executable");
-    let mut relay_child = pinned(
+    let relay_child = pinned(
         "1",
         &me,
         &["relay", &relay_addr.to_string(), &bank_addr.to_string()],
     );
     wait_listening(relay_addr);
+    (relay_child, relay_addr)
+}
 
-    let n = count.to_string();
-    let throughput = |addr: SocketAddr, pid: Option<u32>| {
-        let before = pid.map(cpu_seconds).unwrap_or_default();
-        let run = pos(addr, &["--count".into(), n.clone()]);
-        let cpu = pid.map(|p| (cpu_seconds(p) - before) / run.count.max(1) as f64 * 1e6);
-        (run, cpu)
-    };
-    let at_rate = |addr: SocketAddr, rate: u64| {
-        pos(
-            addr,
-            &[
-                "--rate".into(),
-                rate.to_string(),
-                "--duration".into(),
-                seconds.to_string(),
-                "--count".into(),
-                "100000000".into(),
-            ],
-        )
-    };
+/// Starts a switch on CPU 1 with the given journal durability, warms it
+/// up, runs the throughput run and the fixed-rate runs against it, then
+/// stops it.
+fn bench_switch(
+    dir: &Path,
+    bank_addr: SocketAddr,
+    durability: &'static str,
+    load: Load,
+) -> SwitchRun {
+    let switch_addr = free_port();
+    let admin = free_port();
+    let (config, token) = switch_config(dir, switch_addr, bank_addr, admin, durability);
+    let mut switch = Command::new("taskset")
+        .args(["-c", "1", BIN, "serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start switch");
+    wait_listening(switch_addr);
+    // Warm up (and wait for the bank links to sign on).
+    let since = Instant::now();
+    while !pos(switch_addr, &["--count".into(), "200".into()]).ok {
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "switch never served"
+        );
+    }
+    let (run, cpu) = load.throughput(switch_addr, Some(switch.id()));
+    let rates: Vec<(Run, Inside)> = RATES
+        .iter()
+        .map(|rate| {
+            let before = switch_added(admin, &token);
+            let run = load.at_rate(switch_addr, *rate);
+            (run, inside(&before, &switch_added(admin, &token)))
+        })
+        .collect();
+    let _ = switch.kill();
+    let _ = switch.wait();
+    SwitchRun {
+        durability,
+        run,
+        cpu,
+        rates,
+    }
+}
+
+fn run_benchmark() {
+    let load = Load::from_env();
+    let dir = std::env::temp_dir().join(format!("cardswitch-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+
+    let (mut bank, bank_addr) = start_bank();
+    let (mut relay_child, relay_addr) = start_relay(bank_addr);
+
     pos(relay_addr, &["--count".into(), "200".into()]);
-    let (direct, _) = throughput(bank_addr, None);
-    let (relayed, relay_cpu) = throughput(relay_addr, Some(relay_child.id()));
+    let (direct, _) = load.throughput(bank_addr, None);
+    let (relayed, relay_cpu) = load.throughput(relay_addr, Some(relay_child.id()));
 
     // The switch twice, one after the other on the same core: journal
     // synced with fdatasync (the default), then not synced.
-    let mut switches = Vec::new();
-    for durability in ["fsync", "none"] {
-        let switch_addr = free_port();
-        let admin = free_port();
-        let (config, token) = switch_config(&dir, switch_addr, bank_addr, admin, durability);
-        let mut switch = Command::new("taskset")
-            .args(["-c", "1", BIN, "serve", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start switch");
-        wait_listening(switch_addr);
-        // Warm up (and wait for the bank links to sign on).
-        let since = Instant::now();
-        while !pos(switch_addr, &["--count".into(), "200".into()]).ok {
-            assert!(
-                since.elapsed() < Duration::from_secs(10),
-                "switch never served"
-            );
-        }
-        let (run, cpu) = throughput(switch_addr, Some(switch.id()));
-        let rates: Vec<(Run, Inside)> = [5_000u64, 20_000]
-            .iter()
-            .map(|rate| {
-                let before = switch_added(admin, &token);
-                let run = at_rate(switch_addr, *rate);
-                (run, inside(&before, &switch_added(admin, &token)))
-            })
-            .collect();
-        let _ = switch.kill();
-        let _ = switch.wait();
-        switches.push((durability, run, cpu, rates));
-    }
+    let switches: Vec<SwitchRun> = ["fsync", "none"]
+        .into_iter()
+        .map(|durability| bench_switch(&dir, bank_addr, durability, load))
+        .collect();
 
-    let rates: Vec<(u64, Run, Run)> = [5_000u64, 20_000]
+    let rates: Vec<(u64, Run, Run)> = RATES
         .iter()
-        .map(|rate| (*rate, at_rate(bank_addr, *rate), at_rate(relay_addr, *rate)))
+        .map(|rate| {
+            (
+                *rate,
+                load.at_rate(bank_addr, *rate),
+                load.at_rate(relay_addr, *rate),
+            )
+        })
         .collect();
 
     for child in [&mut relay_child, &mut bank] {
@@ -445,6 +512,18 @@ fn run_benchmark() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 
+    print_throughput(load.count, &direct, &relayed, relay_cpu, &switches);
+    print_latency(&rates, &switches);
+}
+
+/// The throughput table: direct, relay and each switch.
+fn print_throughput(
+    count: u64,
+    direct: &Run,
+    relayed: &Run,
+    relay_cpu: Option<f64>,
+    switches: &[SwitchRun],
+) {
     println!(
         "\n## End-to-end ({CONNECTIONS} connections × {PIPELINE} in flight, {count} transactions; pos+bank on CPU 0, switch/relay on CPU 1)\n"
     );
@@ -463,22 +542,27 @@ fn run_benchmark() {
             r.ok
         );
     };
-    row("pos → bank (direct)", &direct, None);
-    row("pos → relay → bank", &relayed, relay_cpu);
-    for (durability, run, cpu, _) in &switches {
+    row("pos → bank (direct)", direct, None);
+    row("pos → relay → bank", relayed, relay_cpu);
+    for s in switches {
         row(
-            &format!("pos → switch → bank, journal {durability}"),
-            run,
-            *cpu,
+            &format!("pos → switch → bank, journal {}", s.durability),
+            &s.run,
+            s.cpu,
         );
     }
-    if let [(_, synced, _, _), (_, unsynced, _, _)] = &switches[..] {
+    if let [synced, unsynced] = switches {
         println!(
             "\nswitch (fsync) / relay: {:.0}%; switch fsync / switch none: {:.0}%\n",
-            100.0 * synced.throughput / relayed.throughput.max(1.0),
-            100.0 * synced.throughput / unsynced.throughput.max(1.0)
+            100.0 * synced.run.throughput / relayed.throughput.max(1.0),
+            100.0 * synced.run.throughput / unsynced.run.throughput.max(1.0)
         );
     }
+}
+
+/// The fixed-rate table: per rate, direct, relay and each switch, with
+/// the latency each adds over the direct path.
+fn print_latency(rates: &[(u64, Run, Run)], switches: &[SwitchRun]) {
     println!(
         "| rate | path | p50 µs | p99 µs | max µs | added p99 µs (vs direct) | inside the switch: ≤ 5 ms | inside: p99 ≤ |"
     );
@@ -495,10 +579,11 @@ fn run_benchmark() {
             r.max,
             r.p99.saturating_sub(d.p99)
         );
-        for (durability, _, _, at) in &switches {
-            if let Some((s, inner)) = at.get(i) {
+        for switch in switches {
+            if let Some((s, inner)) = switch.rates.get(i) {
                 println!(
-                    "| {rate}/s | switch, journal {durability} | {} | {} | {} | {} | {:.2}% | {} ms |",
+                    "| {rate}/s | switch, journal {} | {} | {} | {} | {} | {:.2}% | {} ms |",
+                    switch.durability,
                     s.p50,
                     s.p99,
                     s.max,

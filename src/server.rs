@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::adapter::Destination;
+use crate::admin::AdminConfig;
 use crate::admin::audit::AuditLog;
 use crate::admin::auth::Tokens;
 use crate::config::{Config, ConfigError};
@@ -64,15 +65,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let sessions = CancellationToken::new();
     let saf_token = CancellationToken::new();
     let links = CancellationToken::new();
-    let destinations: Vec<Arc<Destination>> = config
-        .destinations
-        .iter()
-        .map(|d| Destination::new(d.clone()))
-        .collect();
-    let mut link_tasks = JoinSet::new();
-    for destination in &destinations {
-        destination.start(&mut link_tasks, &links);
-    }
+    let (destinations, link_tasks) = open_destinations(&config, &links);
     let mut saf_tasks = JoinSet::new();
     let context = SafContext {
         journal: Arc::clone(&journal),
@@ -87,12 +80,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         &mut saf_tasks,
         &saf_token,
     );
-    let tokens = match &config.admin {
-        Some(admin) => {
-            Tokens::load(&admin.tokens_file).map_err(|e| ServeError::Admin(e.to_string()))?
-        }
-        None => Tokens::default(),
-    };
+    let tokens = load_tokens(&config)?;
     let tables = Tables {
         terminals: config.terminals.clone(),
         routes: config.routes.clone(),
@@ -106,6 +94,60 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         saf,
     ));
     let mut listener_tasks = JoinSet::new();
+    let bound = bind_listeners(&config, &switch, &sessions, &mut listener_tasks).await?;
+    let admin = BoundAdmin::bind(config.admin.clone()).await?;
+    let audit = admin.as_ref().map(|admin| Arc::clone(&admin.audit));
+    let control = Arc::new(Control::new(config, switch, bound, tokens, audit));
+    let admin = admin.map(|admin| admin.spawn(&control, &sessions, &mut listener_tasks));
+    Ok(Running {
+        control,
+        admin,
+        sessions,
+        saf: saf_token,
+        links,
+        listener_tasks,
+        saf_tasks,
+        link_tasks,
+    })
+}
+
+/// One [`Destination`] per configured destination, each with its links
+/// opened as tasks that stop when `links` is cancelled.
+fn open_destinations(
+    config: &Config,
+    links: &CancellationToken,
+) -> (Vec<Arc<Destination>>, JoinSet<()>) {
+    let destinations: Vec<Arc<Destination>> = config
+        .destinations
+        .iter()
+        .map(|d| Destination::new(d.clone()))
+        .collect();
+    let mut link_tasks = JoinSet::new();
+    for destination in &destinations {
+        destination.start(&mut link_tasks, links);
+    }
+    (destinations, link_tasks)
+}
+
+/// The admin API's bearer tokens, or none when the admin API is off.
+fn load_tokens(config: &Config) -> Result<Tokens, ServeError> {
+    match &config.admin {
+        Some(admin) => {
+            Tokens::load(&admin.tokens_file).map_err(|e| ServeError::Admin(e.to_string()))
+        }
+        None => Ok(Tokens::default()),
+    }
+}
+
+/// Binds every terminal listener in config order and spawns its accept
+/// loop on `tasks`; returns each listener's name, bound address and
+/// counters. The first address that cannot be bound ends the start.
+async fn bind_listeners(
+    config: &Config,
+    switch: &Arc<Switch>,
+    sessions: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> Result<Vec<(String, SocketAddr, Arc<ListenerStats>)>, ServeError> {
     let mut bound = Vec::new();
     for l in &config.listeners {
         let socket = TcpListener::bind(l.address)
@@ -119,55 +161,68 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         let stats = Arc::new(ListenerStats::default());
         info!(listener = %l.name, %address, dialect = l.dialect.name(), "listening");
         bound.push((l.name.clone(), address, Arc::clone(&stats)));
-        listener_tasks.spawn(listener::run(
+        tasks.spawn(listener::run(
             socket,
             Arc::new(l.clone()),
-            Arc::clone(&switch),
+            Arc::clone(switch),
             stats,
             sessions.clone(),
         ));
     }
-    let admin = match config.admin.clone() {
-        None => None,
-        Some(admin) => {
-            let socket =
-                TcpListener::bind(admin.address)
-                    .await
-                    .map_err(|source| ServeError::Bind {
-                        name: "admin".into(),
-                        address: admin.address,
-                        source,
-                    })?;
-            let audit = AuditLog::open(&admin.audit_log).map_err(|e| {
-                ServeError::Admin(format!("audit log {}: {e}", admin.audit_log.display()))
+    Ok(bound)
+}
+
+/// The admin API between binding its socket and serving it: the control
+/// it serves is built in between, with the audit log opened here.
+struct BoundAdmin {
+    socket: TcpListener,
+    config: AdminConfig,
+    audit: Arc<AuditLog>,
+}
+
+impl BoundAdmin {
+    /// Binds the admin address and opens the audit log, when the admin API
+    /// is configured.
+    async fn bind(config: Option<AdminConfig>) -> Result<Option<BoundAdmin>, ServeError> {
+        let Some(admin) = config else {
+            return Ok(None);
+        };
+        let socket = TcpListener::bind(admin.address)
+            .await
+            .map_err(|source| ServeError::Bind {
+                name: "admin".into(),
+                address: admin.address,
+                source,
             })?;
-            Some((socket, admin, Arc::new(audit)))
-        }
-    };
-    let audit = admin.as_ref().map(|(_, _, audit)| Arc::clone(audit));
-    let control = Arc::new(Control::new(config, switch, bound, tokens, audit));
-    let admin = admin.map(|(socket, admin, audit)| {
-        let address = socket.local_addr().unwrap_or(admin.address);
-        info!(%address, tls = admin.tls.is_some(), "admin API listening");
-        listener_tasks.spawn(crate::admin::run(
+        let audit = AuditLog::open(&admin.audit_log).map_err(|e| {
+            ServeError::Admin(format!("audit log {}: {e}", admin.audit_log.display()))
+        })?;
+        Ok(Some(BoundAdmin {
             socket,
-            admin,
-            Arc::clone(&control) as Arc<dyn crate::admin::Operations>,
-            audit,
+            config: admin,
+            audit: Arc::new(audit),
+        }))
+    }
+
+    /// Spawns the admin API on `tasks` (it stops with the sessions) and
+    /// returns the address it listens on.
+    fn spawn(
+        self,
+        control: &Arc<Control>,
+        sessions: &CancellationToken,
+        tasks: &mut JoinSet<()>,
+    ) -> SocketAddr {
+        let address = self.socket.local_addr().unwrap_or(self.config.address);
+        info!(%address, tls = self.config.tls.is_some(), "admin API listening");
+        tasks.spawn(crate::admin::run(
+            self.socket,
+            self.config,
+            Arc::clone(control) as Arc<dyn crate::admin::Operations>,
+            self.audit,
             sessions.clone(),
         ));
         address
-    });
-    Ok(Running {
-        control,
-        admin,
-        sessions,
-        saf: saf_token,
-        links,
-        listener_tasks,
-        saf_tasks,
-        link_tasks,
-    })
+    }
 }
 
 impl Drop for Running {

@@ -33,7 +33,7 @@ use tracing::{debug, info, warn};
 
 use super::DestinationConfig;
 use crate::clock::DateTime;
-use crate::iso8583::framing::Frame;
+use crate::iso8583::framing::{Frame, FrameCodec};
 use crate::iso8583::{Message, Mti};
 use crate::metrics::Latency;
 use crate::security::mac;
@@ -503,101 +503,13 @@ impl Destination {
         W: AsyncWrite + Unpin + Send + 'static,
     {
         let codec = self.config.codec;
-        let mut reader = FramedRead::new(read_half, codec);
+        let reader = FramedRead::new(read_half, codec);
         let writer = FramedWrite::new(write_half, codec);
         let (tx, rx) = mpsc::channel::<Frame>(4096);
         let mut write_task = tokio::spawn(crate::wire::write_frames(writer, rx));
-        let name = &self.config.name;
-        let read_task = {
-            let tx = tx.clone();
-            let header = self.config.header.clone();
-            let dialect = Arc::clone(&self.config.dialect);
-            let deliver = |m: Message, read_at| self.deliver(m, read_at);
-            async move {
-                while let Some(item) = reader.next().await {
-                    let read_at = Instant::now();
-                    let frame = match item {
-                        Ok(frame) => frame,
-                        Err(e) => {
-                            warn!(destination = %name, link = index, error = %e, "framing error from host, closing link");
-                            break;
-                        }
-                    };
-                    match Message::decode(&dialect, frame.message.clone()) {
-                        Ok(m) if m.mti().is_request() => {
-                            // The host's own network management: answer it.
-                            if let Some(answer) = answer_host_request(&m)
-                                && let Ok(bytes) = answer.to_bytes(&dialect)
-                            {
-                                let _ = tx
-                                    .send(Frame {
-                                        header: header.clone(),
-                                        message: bytes,
-                                    })
-                                    .await;
-                            }
-                        }
-                        Ok(m) => match self.check_response_mac(&m, &frame.message) {
-                            Ok(()) => deliver(m, read_at),
-                            Err(reason) => self.reject(m, index, &reason),
-                        },
-                        Err(e) => {
-                            warn!(destination = %name, link = index, error = %e, "undecodable frame from host")
-                        }
-                    }
-                }
-            }
-        };
-        let version = self.config.dialect.version();
-        let manage = async {
-            if self.config.sign_on {
-                let sign_on = translate::network_request(version, Network::SignOn, DateTime::now());
-                match self
-                    .request_on(index, &tx, sign_on, |_| std::future::ready(true))
-                    .await
-                {
-                    Ok(ex) if translate::network_accepted(version, &ex.response) => {}
-                    Ok(_) => {
-                        warn!(destination = %self.config.name, link = index, "sign-on refused");
-                        return false;
-                    }
-                    Err(e) => {
-                        warn!(destination = %self.config.name, link = index, error = %e, "sign-on failed");
-                        return false;
-                    }
-                }
-            }
-            if let Some(slot) = self.links.get(index)
-                && let Ok(mut slot) = slot.lock()
-            {
-                *slot = Some(tx.clone());
-            }
-            self.up.fetch_add(1, Ordering::Relaxed);
-            info!(destination = %self.config.name, link = index, "link up");
-            let mut misses = 0;
-            let mut ticker = tokio::time::interval(self.config.echo_interval);
-            ticker.tick().await;
-            loop {
-                ticker.tick().await;
-                let echo = translate::network_request(version, Network::Echo, DateTime::now());
-                match self
-                    .request_on(index, &tx, echo, |_| std::future::ready(true))
-                    .await
-                {
-                    Ok(ex) if translate::network_accepted(version, &ex.response) => misses = 0,
-                    _ => {
-                        misses += 1;
-                        if misses >= self.config.echo_misses {
-                            warn!(destination = %self.config.name, link = index, misses, "echo tests missed, closing link");
-                            return true;
-                        }
-                    }
-                }
-            }
-        };
         let was_up = tokio::select! {
-            up = manage => up,
-            _ = read_task => true,
+            up = self.manage_link(index, &tx) => up,
+            _ = self.read_from_host(index, reader, tx.clone()) => true,
             _ = &mut write_task => true,
             _ = shutdown.cancelled() => true,
         };
@@ -608,6 +520,105 @@ impl Destination {
             info!(destination = %self.config.name, link = index, "link down");
         }
         was_up
+    }
+
+    /// Reads a link until the host closes it or sends a frame that cannot
+    /// be framed: answers the host's own network management requests on
+    /// `tx`, hands responses whose MAC holds to the requests waiting for
+    /// them, and logs what cannot be decoded.
+    async fn read_from_host<R: AsyncRead + Unpin>(
+        &self,
+        index: usize,
+        mut reader: FramedRead<R, FrameCodec>,
+        tx: mpsc::Sender<Frame>,
+    ) {
+        let name = &self.config.name;
+        let header = &self.config.header;
+        let dialect = &self.config.dialect;
+        while let Some(item) = reader.next().await {
+            let read_at = Instant::now();
+            let frame = match item {
+                Ok(frame) => frame,
+                Err(e) => {
+                    warn!(destination = %name, link = index, error = %e, "framing error from host, closing link");
+                    break;
+                }
+            };
+            match Message::decode(dialect, frame.message.clone()) {
+                Ok(m) if m.mti().is_request() => {
+                    // The host's own network management: answer it.
+                    if let Some(answer) = answer_host_request(&m)
+                        && let Ok(bytes) = answer.to_bytes(dialect)
+                    {
+                        let _ = tx
+                            .send(Frame {
+                                header: header.clone(),
+                                message: bytes,
+                            })
+                            .await;
+                    }
+                }
+                Ok(m) => match self.check_response_mac(&m, &frame.message) {
+                    Ok(()) => self.deliver(m, read_at),
+                    Err(reason) => self.reject(m, index, &reason),
+                },
+                Err(e) => {
+                    warn!(destination = %name, link = index, error = %e, "undecodable frame from host")
+                }
+            }
+        }
+    }
+
+    /// Signs the link on (when the destination wants it), puts it in
+    /// rotation, then sends echo tests until too many in a row are missed.
+    /// Returns whether the link got up; it returns only when sign-on fails
+    /// or the echoes are missed.
+    async fn manage_link(&self, index: usize, tx: &mpsc::Sender<Frame>) -> bool {
+        let version = self.config.dialect.version();
+        if self.config.sign_on {
+            let sign_on = translate::network_request(version, Network::SignOn, DateTime::now());
+            match self
+                .request_on(index, tx, sign_on, |_| std::future::ready(true))
+                .await
+            {
+                Ok(ex) if translate::network_accepted(version, &ex.response) => {}
+                Ok(_) => {
+                    warn!(destination = %self.config.name, link = index, "sign-on refused");
+                    return false;
+                }
+                Err(e) => {
+                    warn!(destination = %self.config.name, link = index, error = %e, "sign-on failed");
+                    return false;
+                }
+            }
+        }
+        if let Some(slot) = self.links.get(index)
+            && let Ok(mut slot) = slot.lock()
+        {
+            *slot = Some(tx.clone());
+        }
+        self.up.fetch_add(1, Ordering::Relaxed);
+        info!(destination = %self.config.name, link = index, "link up");
+        let mut misses = 0;
+        let mut ticker = tokio::time::interval(self.config.echo_interval);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            let echo = translate::network_request(version, Network::Echo, DateTime::now());
+            match self
+                .request_on(index, tx, echo, |_| std::future::ready(true))
+                .await
+            {
+                Ok(ex) if translate::network_accepted(version, &ex.response) => misses = 0,
+                _ => {
+                    misses += 1;
+                    if misses >= self.config.echo_misses {
+                        warn!(destination = %self.config.name, link = index, misses, "echo tests missed, closing link");
+                        return true;
+                    }
+                }
+            }
+        }
     }
 
     /// Takes a link out of rotation; returns whether it was in it.

@@ -18,7 +18,8 @@
 //! is the truth: deleting the sled directory loses nothing
 //! ([`Index::rebuild`]).
 
-use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -439,104 +440,16 @@ impl Index {
         let Some(last) = entries.last().map(|(seq, _, _)| *seq) else {
             return Ok(());
         };
-        let mut batch = sled::Batch::default();
-        let mut touched: BTreeMap<TxnId, TxnState> = BTreeMap::new();
-        // Transactions that begin in this batch: nothing of theirs is in
-        // the index yet, so there is nothing to remove.
-        let mut fresh = std::collections::HashSet::new();
-        // Approved completions: (pre-authorisation, completion).
-        let mut completions = Vec::new();
-        // The first transaction of each business date in this batch.
-        let mut dates: BTreeMap<String, TxnId> = BTreeMap::new();
+        let mut staged = Staged::default();
         for (seq, ts, record) in entries {
             let id = record.txn(seq);
-            let record = match record {
-                Record::Received(request) => Ok(*request),
-                other => Err(other),
-            };
-            if let Ok(request) = record {
-                let state = TxnState::new(id, ts, &self.cutover, request);
-                let mut key = request_key(
-                    &state.request.terminal,
-                    &state.request.stan,
-                    &state.request.transmission,
-                );
-                key.extend_from_slice(&id.to_be_bytes());
-                batch.insert(key, &[]);
-                let mut rrn = format!("r{:<12.12}", state.request.rrn).into_bytes();
-                rrn.extend_from_slice(&id.to_be_bytes());
-                batch.insert(rrn, &[]);
-                if !dates.contains_key(&state.date) {
-                    dates.insert(state.date.clone(), id);
-                }
-                touched.insert(id, state);
-                fresh.insert(id);
-                continue;
-            }
-            let state = match touched.entry(id) {
-                std::collections::btree_map::Entry::Occupied(slot) => slot.into_mut(),
-                std::collections::btree_map::Entry::Vacant(slot) => match self.txn(id)? {
-                    Some(state) => slot.insert(state),
-                    None => {
-                        tracing::warn!(
-                            txn = id,
-                            seq,
-                            "journal index: record for an unknown transaction"
-                        );
-                        continue;
-                    }
-                },
-            };
-            let Err(record) = record else {
-                continue;
-            };
-            let was_pending = state.reversal_pending();
-            state.apply(seq, &record);
-            if let Record::Responded { code, .. } = &record
-                && state.request.kind == crate::txn::TxnKind::Completion
-                && crate::codes::approves(code)
-                && let Some(original) = state.request.original
-            {
-                completions.push((original, id));
-            }
-            if let (Some(r), Some(f)) = (&state.reversal, &state.forwarded) {
-                let key = saf_key(&f.destination, r.queued_seq, id);
-                if state.reversal_pending() {
-                    batch.insert(key, &[]);
-                } else if was_pending {
-                    batch.remove(key);
-                }
+            match record {
+                Record::Received(request) => staged.receive(self, id, ts, *request),
+                other => staged.advance(self, seq, id, other)?,
             }
         }
-        for (original, completion) in completions {
-            let state = match touched.entry(original) {
-                std::collections::btree_map::Entry::Occupied(slot) => slot.into_mut(),
-                std::collections::btree_map::Entry::Vacant(slot) => match self.txn(original)? {
-                    Some(state) => slot.insert(state),
-                    None => continue,
-                },
-            };
-            state.completed_by.get_or_insert(completion);
-        }
-        for (id, state) in touched {
-            if state.phase.ended() {
-                if !fresh.contains(&id) {
-                    batch.remove(&id_key(b'i', id));
-                }
-            } else {
-                batch.insert(&id_key(b'i', id), &[]);
-            }
-            batch.insert(
-                &id_key(b't', id),
-                postcard::to_stdvec(&state).unwrap_or_default(),
-            );
-        }
-        for (date, first) in dates {
-            let key = format!("d{date}");
-            if self.store(self.db.get(&key))?.is_none() {
-                batch.insert(key.as_bytes(), &first.to_be_bytes());
-            }
-        }
+        staged.link_completions(self)?;
+        let mut batch = staged.into_batch(self)?;
         batch.insert(APPLIED, &last.to_be_bytes());
         self.store(self.db.apply_batch(batch))
     }
@@ -600,6 +513,138 @@ impl Index {
     pub fn flush(&self) -> Result<(), IndexError> {
         self.store(self.db.flush().map(|_| ()))
     }
+}
+
+/// One [`Index::apply`] batch while it is built: the sled writes so far and
+/// the transactions its records touch.
+#[derive(Default)]
+struct Staged {
+    batch: sled::Batch,
+    touched: BTreeMap<TxnId, TxnState>,
+    /// Transactions that begin in this batch: nothing of theirs is in the
+    /// index yet, so there is nothing to remove.
+    fresh: HashSet<TxnId>,
+    /// Approved completions: (pre-authorisation, completion).
+    completions: Vec<(TxnId, TxnId)>,
+    /// The first transaction of each business date in this batch.
+    dates: BTreeMap<String, TxnId>,
+}
+
+impl Staged {
+    /// A transaction begins: its state, and its terminal and RRN keys.
+    fn receive(&mut self, index: &Index, id: TxnId, ts: u64, request: Received) {
+        let state = TxnState::new(id, ts, &index.cutover, request);
+        let mut key = request_key(
+            &state.request.terminal,
+            &state.request.stan,
+            &state.request.transmission,
+        );
+        key.extend_from_slice(&id.to_be_bytes());
+        self.batch.insert(key, &[]);
+        let mut rrn = format!("r{:<12.12}", state.request.rrn).into_bytes();
+        rrn.extend_from_slice(&id.to_be_bytes());
+        self.batch.insert(rrn, &[]);
+        if !self.dates.contains_key(&state.date) {
+            self.dates.insert(state.date.clone(), id);
+        }
+        self.touched.insert(id, state);
+        self.fresh.insert(id);
+    }
+
+    /// A later record of a transaction: its state moves on, an approved
+    /// completion is noted for its pre-authorisation, and the transaction
+    /// joins or leaves its destination's store-and-forward queue. A record
+    /// for a transaction the index does not know is logged and skipped.
+    fn advance(
+        &mut self,
+        index: &Index,
+        seq: u64,
+        id: TxnId,
+        record: Record,
+    ) -> Result<(), IndexError> {
+        let Some(state) = touched_state(&mut self.touched, index, id)? else {
+            tracing::warn!(
+                txn = id,
+                seq,
+                "journal index: record for an unknown transaction"
+            );
+            return Ok(());
+        };
+        let was_pending = state.reversal_pending();
+        state.apply(seq, &record);
+        if let Record::Responded { code, .. } = &record
+            && state.request.kind == crate::txn::TxnKind::Completion
+            && crate::codes::approves(code)
+            && let Some(original) = state.request.original
+        {
+            self.completions.push((original, id));
+        }
+        if let (Some(r), Some(f)) = (&state.reversal, &state.forwarded) {
+            let key = saf_key(&f.destination, r.queued_seq, id);
+            if state.reversal_pending() {
+                self.batch.insert(key, &[]);
+            } else if was_pending {
+                self.batch.remove(key);
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks each pre-authorisation with the first approved completion
+    /// seen for it (one the index does not know is skipped).
+    fn link_completions(&mut self, index: &Index) -> Result<(), IndexError> {
+        for (original, completion) in std::mem::take(&mut self.completions) {
+            if let Some(state) = touched_state(&mut self.touched, index, original)? {
+                state.completed_by.get_or_insert(completion);
+            }
+        }
+        Ok(())
+    }
+
+    /// The finished batch: every touched state and its in-flight mark, and
+    /// the first transaction of each business date not yet indexed.
+    fn into_batch(self, index: &Index) -> Result<sled::Batch, IndexError> {
+        let Staged {
+            mut batch,
+            touched,
+            fresh,
+            dates,
+            ..
+        } = self;
+        for (id, state) in touched {
+            if state.phase.ended() {
+                if !fresh.contains(&id) {
+                    batch.remove(&id_key(b'i', id));
+                }
+            } else {
+                batch.insert(&id_key(b'i', id), &[]);
+            }
+            batch.insert(
+                &id_key(b't', id),
+                postcard::to_stdvec(&state).unwrap_or_default(),
+            );
+        }
+        for (date, first) in dates {
+            let key = format!("d{date}");
+            if index.store(index.db.get(&key))?.is_none() {
+                batch.insert(key.as_bytes(), &first.to_be_bytes());
+            }
+        }
+        Ok(batch)
+    }
+}
+
+/// A transaction's state as this batch has it, read from the index the
+/// first time the batch touches it; `None` when the index does not know it.
+fn touched_state<'a>(
+    touched: &'a mut BTreeMap<TxnId, TxnState>,
+    index: &Index,
+    id: TxnId,
+) -> Result<Option<&'a mut TxnState>, IndexError> {
+    Ok(match touched.entry(id) {
+        Entry::Occupied(slot) => Some(slot.into_mut()),
+        Entry::Vacant(slot) => index.txn(id)?.map(|state| slot.insert(state)),
+    })
 }
 
 #[cfg(test)]

@@ -4,7 +4,10 @@ use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use super::config::{DEFAULT_MAX_CARDS, RiskConfig, RiskError};
+use super::config::{
+    AmountLimitRule, BlockRule, CurrencyRule, DEFAULT_MAX_CARDS, MerchantDailyRule, RiskConfig,
+    RiskError, VelocityRule,
+};
 use super::key::{BuildKeyHasher, SHORT, short_key};
 use crate::txn::TxnKind;
 
@@ -333,113 +336,23 @@ impl RuleSet {
         };
         for r in &config.block {
             let id = ids.add(&r.id)?;
-            let mut cards =
-                HashSet::with_capacity_and_hasher(r.cards.len(), BuildKeyHasher::default());
-            for (i, card) in r.cards.iter().enumerate() {
-                let mut digest = [0u8; 32];
-                hex::decode_to_slice(card, &mut digest).map_err(|_| {
-                    RiskError::rule(&r.id, format!("cards[{i}]"), "must be 64 hex characters")
-                })?;
-                cards.insert(self::digest(&digest));
-            }
-            set.block.push(Block {
-                bins: Bins::parse(&r.id, &r.bins, &r.ranges)?,
-                cards,
-                terminals: Names::parse(&r.id, "terminals", &r.terminals)?,
-                id,
-            });
+            set.block.push(Block::compile(r, id)?);
         }
         for r in &config.amount_limit {
             let id = ids.add(&r.id)?;
-            for (i, mcc) in r.mcc.iter().enumerate() {
-                if mcc.len() != 4 || !mcc.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(RiskError::rule(
-                        &r.id,
-                        format!("mcc[{i}]"),
-                        "must be 4 digits",
-                    ));
-                }
-            }
-            set.amount_limit.push(AmountLimit {
-                mcc: Names::parse(&r.id, "mcc", &r.mcc)?,
-                terminals: Names::parse(&r.id, "terminals", &r.terminals)?,
-                currency: currency(&r.id, "currency", &r.currency)?,
-                max_amount: r.max_amount,
-                kinds: Kinds::parse(&r.id, r.kinds.as_deref(), Kinds::SPENDING)?,
-                id,
-            });
+            set.amount_limit.push(AmountLimit::compile(r, id)?);
         }
         for r in &config.velocity {
             let id = ids.add(&r.id)?;
-            if r.window_secs == 0 {
-                return Err(RiskError::rule(
-                    &r.id,
-                    "window_secs",
-                    "must be greater than 0",
-                ));
-            }
-            let window_ms = r
-                .window_secs
-                .checked_mul(1000)
-                .ok_or_else(|| RiskError::rule(&r.id, "window_secs", "is too large"))?;
-            if r.max_count == 0 {
-                return Err(RiskError::rule(
-                    &r.id,
-                    "max_count",
-                    "must be greater than 0",
-                ));
-            }
-            let currency = match &r.currency {
-                Some(c) => Some(currency(&r.id, "currency", c)?),
-                None if r.max_amount.is_some() => {
-                    return Err(RiskError::rule(
-                        &r.id,
-                        "max_amount",
-                        "needs `currency` (amounts of different currencies do not add up)",
-                    ));
-                }
-                None => None,
-            };
-            set.velocity.push(Velocity {
-                window_ms,
-                max_count: r.max_count,
-                max_amount: r.max_amount,
-                currency,
-                kinds: Kinds::parse(&r.id, r.kinds.as_deref(), Kinds::SPENDING)?,
-                id,
-            });
+            set.velocity.push(Velocity::compile(r, id)?);
         }
         for r in &config.merchant_daily {
             let id = ids.add(&r.id)?;
-            set.merchant_daily.push(MerchantDaily {
-                merchants: Names::parse(&r.id, "merchants", &r.merchants)?,
-                currency: currency(&r.id, "currency", &r.currency)?,
-                max_amount: r.max_amount,
-                kinds: Kinds::parse(&r.id, r.kinds.as_deref(), Kinds::SPENDING)?,
-                id,
-            });
+            set.merchant_daily.push(MerchantDaily::compile(r, id)?);
         }
         for r in &config.currencies {
             let id = ids.add(&r.id)?;
-            if r.allowed.is_empty() {
-                return Err(RiskError::rule(
-                    &r.id,
-                    "allowed",
-                    "must list at least one currency",
-                ));
-            }
-            let allowed = r
-                .allowed
-                .iter()
-                .enumerate()
-                .map(|(i, c)| currency(&r.id, &format!("allowed[{i}]"), c))
-                .collect::<Result<Vec<_>, _>>()?;
-            set.currencies.push(Currencies {
-                merchants: Names::parse(&r.id, "merchants", &r.merchants)?,
-                allowed,
-                kinds: Kinds::parse(&r.id, r.kinds.as_deref(), Kinds::NOT_REVERSAL)?,
-                id,
-            });
+            set.currencies.push(Currencies::compile(r, id)?);
         }
         Ok(set)
     }
@@ -463,5 +376,129 @@ impl RuleSet {
             .chain(daily)
             .cloned()
             .collect()
+    }
+}
+
+impl Block {
+    /// Compiles one `[[risk.block]]` whose id `Ids` has accepted.
+    fn compile(r: &BlockRule, id: Arc<str>) -> Result<Block, RiskError> {
+        let mut cards = HashSet::with_capacity_and_hasher(r.cards.len(), BuildKeyHasher::default());
+        for (i, card) in r.cards.iter().enumerate() {
+            let mut digest = [0u8; 32];
+            hex::decode_to_slice(card, &mut digest).map_err(|_| {
+                RiskError::rule(&r.id, format!("cards[{i}]"), "must be 64 hex characters")
+            })?;
+            cards.insert(self::digest(&digest));
+        }
+        Ok(Block {
+            bins: Bins::parse(&r.id, &r.bins, &r.ranges)?,
+            cards,
+            terminals: Names::parse(&r.id, "terminals", &r.terminals)?,
+            id,
+        })
+    }
+}
+
+impl AmountLimit {
+    /// Compiles one `[[risk.amount_limit]]` whose id `Ids` has accepted.
+    fn compile(r: &AmountLimitRule, id: Arc<str>) -> Result<AmountLimit, RiskError> {
+        for (i, mcc) in r.mcc.iter().enumerate() {
+            if mcc.len() != 4 || !mcc.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(RiskError::rule(
+                    &r.id,
+                    format!("mcc[{i}]"),
+                    "must be 4 digits",
+                ));
+            }
+        }
+        Ok(AmountLimit {
+            mcc: Names::parse(&r.id, "mcc", &r.mcc)?,
+            terminals: Names::parse(&r.id, "terminals", &r.terminals)?,
+            currency: currency(&r.id, "currency", &r.currency)?,
+            max_amount: r.max_amount,
+            kinds: Kinds::parse(&r.id, r.kinds.as_deref(), Kinds::SPENDING)?,
+            id,
+        })
+    }
+}
+
+impl Velocity {
+    /// Compiles one `[[risk.velocity]]` whose id `Ids` has accepted.
+    fn compile(r: &VelocityRule, id: Arc<str>) -> Result<Velocity, RiskError> {
+        if r.window_secs == 0 {
+            return Err(RiskError::rule(
+                &r.id,
+                "window_secs",
+                "must be greater than 0",
+            ));
+        }
+        let window_ms = r
+            .window_secs
+            .checked_mul(1000)
+            .ok_or_else(|| RiskError::rule(&r.id, "window_secs", "is too large"))?;
+        if r.max_count == 0 {
+            return Err(RiskError::rule(
+                &r.id,
+                "max_count",
+                "must be greater than 0",
+            ));
+        }
+        let currency = match &r.currency {
+            Some(c) => Some(currency(&r.id, "currency", c)?),
+            None if r.max_amount.is_some() => {
+                return Err(RiskError::rule(
+                    &r.id,
+                    "max_amount",
+                    "needs `currency` (amounts of different currencies do not add up)",
+                ));
+            }
+            None => None,
+        };
+        Ok(Velocity {
+            window_ms,
+            max_count: r.max_count,
+            max_amount: r.max_amount,
+            currency,
+            kinds: Kinds::parse(&r.id, r.kinds.as_deref(), Kinds::SPENDING)?,
+            id,
+        })
+    }
+}
+
+impl MerchantDaily {
+    /// Compiles one `[[risk.merchant_daily]]` whose id `Ids` has accepted.
+    fn compile(r: &MerchantDailyRule, id: Arc<str>) -> Result<MerchantDaily, RiskError> {
+        Ok(MerchantDaily {
+            merchants: Names::parse(&r.id, "merchants", &r.merchants)?,
+            currency: currency(&r.id, "currency", &r.currency)?,
+            max_amount: r.max_amount,
+            kinds: Kinds::parse(&r.id, r.kinds.as_deref(), Kinds::SPENDING)?,
+            id,
+        })
+    }
+}
+
+impl Currencies {
+    /// Compiles one `[[risk.currencies]]` whose id `Ids` has accepted.
+    fn compile(r: &CurrencyRule, id: Arc<str>) -> Result<Currencies, RiskError> {
+        if r.allowed.is_empty() {
+            return Err(RiskError::rule(
+                &r.id,
+                "allowed",
+                "must list at least one currency",
+            ));
+        }
+        let allowed = r
+            .allowed
+            .iter()
+            .enumerate()
+            .map(|(i, c)| currency(&r.id, &format!("allowed[{i}]"), c))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Currencies {
+            merchants: Names::parse(&r.id, "merchants", &r.merchants)?,
+            allowed,
+            kinds: Kinds::parse(&r.id, r.kinds.as_deref(), Kinds::NOT_REVERSAL)?,
+            id,
+        })
     }
 }
