@@ -64,6 +64,14 @@ pub enum CutoverError {
         /// The current business date.
         date: String,
     },
+    /// The time zone is not in the system's time zone database.
+    #[error("time zone `{zone}`: {source}")]
+    UnknownZone {
+        /// The zone's name as given.
+        zone: String,
+        /// Why it was not found.
+        source: jiff::Error,
+    },
 }
 
 /// A cutover time in a time zone, with the business dates an operator
@@ -127,8 +135,11 @@ impl Cutover {
     /// A cutover `secs` seconds after local midnight in the IANA time zone
     /// `zone` (e.g. `Europe/London`, read from the system's time zone
     /// database). The error says why the zone is not known.
-    pub fn new(secs: u32, zone: &str) -> Result<Cutover, String> {
-        let found = TimeZone::get(zone).map_err(|e| format!("time zone `{zone}`: {e}"))?;
+    pub fn new(secs: u32, zone: &str) -> Result<Cutover, CutoverError> {
+        let found = TimeZone::get(zone).map_err(|source| CutoverError::UnknownZone {
+            zone: zone.to_string(),
+            source,
+        })?;
         Ok(Cutover {
             secs: secs % 86_400,
             zone: found,
@@ -367,6 +378,7 @@ mod tests {
         assert!(
             Cutover::new(0, "Mars/Olympus")
                 .unwrap_err()
+                .to_string()
                 .contains("Mars/Olympus")
         );
     }

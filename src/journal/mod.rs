@@ -291,7 +291,7 @@ impl Journal {
     /// closed); `None` while it works.
     pub fn failed(&self) -> Option<String> {
         match &self.wal {
-            Some(wal) => wal.failed(),
+            Some(wal) => wal.failed().map(|e| e.to_string()),
             None => Some("closed".into()),
         }
     }

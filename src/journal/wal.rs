@@ -116,7 +116,7 @@ pub enum WalError {
     },
     /// An earlier write or sync failed; the log takes no more records.
     #[error("journal unavailable after an earlier failure: {0}")]
-    Poisoned(String),
+    Poisoned(#[source] Box<WalError>),
     /// The log was closed.
     #[error("journal closed")]
     Closed,
@@ -173,7 +173,7 @@ struct Pending {
     next_seq: u64,
     waiters: Vec<oneshot::Sender<Result<(), WalError>>>,
     closed: bool,
-    failed: Option<String>,
+    failed: Option<WalError>,
 }
 
 struct Shared {
@@ -392,7 +392,7 @@ impl Wal {
         let ts = now_micros();
         let mut p = lock(&self.shared);
         if let Some(reason) = &p.failed {
-            return Err(WalError::Poisoned(reason.clone()));
+            return Err(WalError::Poisoned(Box::new(reason.clone())));
         }
         if p.closed {
             return Err(WalError::Closed);
@@ -446,7 +446,7 @@ impl Wal {
     }
 
     /// Why the log takes no more records, if a write or sync failed.
-    pub fn failed(&self) -> Option<String> {
+    pub fn failed(&self) -> Option<WalError> {
         lock(&self.shared).failed.clone()
     }
 
@@ -498,7 +498,7 @@ fn write_loop(shared: &Shared, config: WalConfig, mut active: Option<Active>) {
         if let Err(e) = &result {
             error!(error = %e, "journal write failed; the journal takes no more records");
             let mut p = lock(shared);
-            p.failed = Some(e.to_string());
+            p.failed = Some(e.clone());
             p.buf.clear();
             for waiter in p.waiters.drain(..) {
                 let _ = waiter.send(Err(e.clone()));
