@@ -39,7 +39,7 @@ pub enum ServeError {
     Journal(#[from] JournalError),
     /// The admin API could not start.
     #[error("admin API: {0}")]
-    Admin(String),
+    Admin(#[from] crate::admin::StartError),
 }
 
 /// A running switch.
@@ -88,9 +88,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         &saf_token,
     );
     let tokens = match &config.admin {
-        Some(admin) => {
-            Tokens::load(&admin.tokens_file).map_err(|e| ServeError::Admin(e.to_string()))?
-        }
+        Some(admin) => Tokens::load(&admin.tokens_file).map_err(crate::admin::StartError::from)?,
         None => Tokens::default(),
     };
     let tables = Tables {
@@ -138,8 +136,11 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
                         address: admin.address,
                         source,
                     })?;
-            let audit = AuditLog::open(&admin.audit_log).map_err(|e| {
-                ServeError::Admin(format!("audit log {}: {e}", admin.audit_log.display()))
+            let audit = AuditLog::open(&admin.audit_log).map_err(|source| {
+                crate::admin::StartError::AuditLog {
+                    path: admin.audit_log.clone(),
+                    source,
+                }
             })?;
             Some((socket, admin, Arc::new(audit)))
         }
