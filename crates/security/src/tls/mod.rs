@@ -399,6 +399,3 @@ fn read_roots(path: &Path) -> Result<RootCertStore, TlsError> {
     }
     Ok(roots)
 }
-
-#[cfg(test)]
-mod tests;
