@@ -263,7 +263,7 @@ fn verify(out: &mut impl Write, dir: &Path) -> Result<ExitCode, Box<dyn std::err
                 return Err(wal::WalError::Corrupt {
                     segment: name.clone(),
                     offset: e.offset,
-                    reason: format!("record {} passes its CRC but does not decode", e.seq),
+                    reason: wal::Corruption::Undecodable(e.seq),
                 });
             }
             Ok(())

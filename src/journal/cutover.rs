@@ -53,7 +53,8 @@ pub enum CutoverError {
         /// The file.
         path: PathBuf,
         /// What is wrong.
-        reason: String,
+        #[source]
+        reason: Damage,
     },
     /// The current business date already started early: the next one
     /// starts at its scheduled time.
@@ -72,6 +73,22 @@ pub enum CutoverError {
         /// Why it was not found.
         source: jiff::Error,
     },
+}
+
+/// What is wrong with the file of early starts.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Damage {
+    /// It is not the JSON the switch writes, or it could not be written as
+    /// JSON.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// A start's date is not a date.
+    #[error("`{0}` is not a YYYYMMDD date")]
+    NotADate(String),
+    /// The calendar has no date after this one.
+    #[error("no date follows `{0}`")]
+    LastDate(String),
 }
 
 /// A cutover time in a time zone, with the business dates an operator
@@ -204,12 +221,12 @@ impl Cutover {
         let starts: Vec<EarlyStart> =
             serde_json::from_slice(&text).map_err(|e| CutoverError::Damaged {
                 path: path.clone(),
-                reason: e.to_string(),
+                reason: e.into(),
             })?;
         if let Some(bad) = starts.iter().find(|e| civil_date(&e.date).is_none()) {
             return Err(CutoverError::Damaged {
                 path,
-                reason: format!("`{}` is not a YYYYMMDD date", bad.date),
+                reason: Damage::NotADate(bad.date.clone()),
             });
         }
         *self.early.write().unwrap_or_else(|p| p.into_inner()) = starts;
@@ -241,7 +258,7 @@ impl Cutover {
             .map(compact)
             .ok_or_else(|| CutoverError::Damaged {
                 path: dir.join(EARLY_FILE),
-                reason: format!("no date follows `{current}`"),
+                reason: Damage::LastDate(current.clone()),
             })?;
         let start = EarlyStart {
             at_micros: now,
@@ -252,7 +269,7 @@ impl Cutover {
         let path = dir.join(EARLY_FILE);
         let bytes = serde_json::to_vec_pretty(&starts).map_err(|e| CutoverError::Damaged {
             path: path.clone(),
-            reason: e.to_string(),
+            reason: e.into(),
         })?;
         crate::files::write_atomically(&path, &bytes)
             .map_err(|source| CutoverError::Io { path, source })?;

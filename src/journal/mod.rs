@@ -391,12 +391,10 @@ fn start_indexer(
         .map_err(|e| WalError::Io {
             path: String::new(),
             action: "start the indexer thread",
-            reason: e.to_string(),
+            source: Arc::new(e),
         })?;
-    let started = opened.recv().map_err(|_| WalError::Io {
+    let started = opened.recv().map_err(|_| WalError::IndexerEnded {
         path: config.index_dir().display().to_string(),
-        action: "open the index",
-        reason: "the indexer thread ended".into(),
     })?;
     let (index, replayed) = started?;
     Ok((index, replayed, indexer))
