@@ -40,7 +40,7 @@ pub enum ServeError {
     Journal(#[from] JournalError),
     /// The admin API could not start.
     #[error("admin API: {0}")]
-    Admin(String),
+    Admin(#[from] crate::admin::StartError),
 }
 
 /// A running switch.
@@ -133,7 +133,7 @@ fn open_destinations(
 fn load_tokens(config: &Config) -> Result<Tokens, ServeError> {
     match &config.admin {
         Some(admin) => {
-            Tokens::load(&admin.tokens_file).map_err(|e| ServeError::Admin(e.to_string()))
+            Tokens::load(&admin.tokens_file).map_err(|e| crate::admin::StartError::from(e).into())
         }
         None => Ok(Tokens::default()),
     }
@@ -194,8 +194,11 @@ impl BoundAdmin {
                 address: admin.address,
                 source,
             })?;
-        let audit = AuditLog::open(&admin.audit_log).map_err(|e| {
-            ServeError::Admin(format!("audit log {}: {e}", admin.audit_log.display()))
+        let audit = AuditLog::open(&admin.audit_log).map_err(|source| {
+            crate::admin::StartError::AuditLog {
+                path: admin.audit_log.clone(),
+                source,
+            }
         })?;
         Ok(Some(BoundAdmin {
             socket,

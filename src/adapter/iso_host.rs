@@ -59,7 +59,19 @@ pub enum LinkError {
     NotJournaled,
     /// The request could not be encoded in the destination's dialect.
     #[error("cannot encode for the destination: {0}")]
-    Encode(String),
+    Encode(#[source] EncodeError),
+}
+
+/// Why a request could not be put on a destination's wire.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// The message could not be MACed.
+    #[error(transparent)]
+    Mac(#[from] mac::MacError),
+    /// The message could not be encoded in the dialect.
+    #[error(transparent)]
+    Codec(#[from] crate::iso8583::CodecError),
 }
 
 /// A response and the STAN the switch used for the request.
@@ -323,11 +335,11 @@ impl Destination {
         let bytes = match &self.config.protection.mac {
             Some(m) if !message.mti().is_network_management() => {
                 mac::sign(&self.config.dialect, &mut message, m.algorithm, &m.key)
-                    .map_err(|e| LinkError::Encode(e.to_string()))?
+                    .map_err(|e| LinkError::Encode(e.into()))?
             }
             _ => message
                 .to_bytes(&self.config.dialect)
-                .map_err(|e| LinkError::Encode(e.to_string()))?,
+                .map_err(|e| LinkError::Encode(e.into()))?,
         };
         let frame = Frame {
             header: self.config.header.clone(),
@@ -398,11 +410,10 @@ impl Destination {
 
     /// Verifies a response's MAC under the destination's ZAK, when the
     /// destination MACs its messages (network management excepted).
-    fn check_response_mac(&self, response: &Message, frame: &[u8]) -> Result<(), String> {
+    fn check_response_mac(&self, response: &Message, frame: &[u8]) -> Result<(), mac::MacError> {
         match &self.config.protection.mac {
             Some(m) if !response.mti().is_network_management() => {
                 mac::verify_message(&self.config.dialect, frame, response, m.algorithm, &m.key)
-                    .map_err(|e| e.to_string())
             }
             _ => Ok(()),
         }
@@ -411,7 +422,7 @@ impl Destination {
     /// A response whose MAC fails counts as no response: its request is
     /// failed at once as lost, so the switch answers the terminal 91 and
     /// queues a reversal, exactly as for a timeout.
-    fn reject(&self, response: Message, link: usize, reason: &str) {
+    fn reject(&self, response: Message, link: usize, reason: &mac::MacError) {
         self.stats.mac_failures.fetch_add(1, Ordering::Relaxed);
         let stan = response.stan().unwrap_or_default();
         warn!(destination = %self.config.name, link, mti = %response.mti(), stan, %reason, "response MAC verification failed: treated as no response");

@@ -126,12 +126,37 @@ pub fn bearer(header: Option<&[u8]>) -> Result<&str, AuthFailure> {
 #[non_exhaustive]
 pub enum TokenError {
     /// It could not be read or written.
-    #[error("token file {file}: {reason}")]
+    #[error("token file {file}: {source}")]
     Io {
         /// The file.
         file: String,
         /// Why.
-        reason: String,
+        source: std::io::Error,
+    },
+    /// It is not TOML of the token file's shape.
+    #[error("token file {file}: {}", .source.to_string().trim_end())]
+    Syntax {
+        /// The file.
+        file: String,
+        /// The parser's error.
+        source: toml::de::Error,
+    },
+    /// The tokens could not be written as TOML.
+    #[error("token file {file}: {source}")]
+    Serialize {
+        /// The file.
+        file: String,
+        /// The serializer's error.
+        source: toml::ser::Error,
+    },
+    /// No random bytes for a new token.
+    #[error("token file {file}: no randomness: {cause}")]
+    Randomness {
+        /// The file.
+        file: String,
+        /// Why (getrandom's error, which is no `std` error without its
+        /// `std` feature, so not a source).
+        cause: getrandom::Error,
     },
     /// An entry is invalid.
     #[error("token file {file}: token[{index}]: {reason}")]
@@ -141,7 +166,8 @@ pub enum TokenError {
         /// Entry number, from 0.
         index: usize,
         /// Why.
-        reason: String,
+        #[source]
+        reason: EntryProblem,
     },
     /// A token with this name already exists, or none does.
     #[error("token file {file}: {reason}")]
@@ -149,8 +175,39 @@ pub enum TokenError {
         /// The file.
         file: String,
         /// Why.
-        reason: String,
+        #[source]
+        reason: NameProblem,
     },
+}
+
+/// What is wrong with one entry of the token file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EntryProblem {
+    /// The entry has an empty name.
+    #[error("name: must not be empty")]
+    NoName,
+    /// The hash is not 64 hex digits.
+    #[error("sha256: must be 64 hex digits")]
+    Sha256,
+    /// Two entries hold the same hash.
+    #[error("sha256: the same token is listed twice")]
+    Duplicate,
+}
+
+/// Why a token name cannot be added or removed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NameProblem {
+    /// An empty name.
+    #[error("a token needs a name")]
+    Empty,
+    /// A token with this name exists.
+    #[error("a token named `{0}` exists; remove it first")]
+    Exists(String),
+    /// No token has this name.
+    #[error("no token named `{0}`")]
+    Unknown(String),
 }
 
 /// One entry of the token file.
@@ -187,17 +244,9 @@ fn read_file(path: &Path) -> Result<TokenFile, TokenError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(TokenFile::default()),
-        Err(e) => {
-            return Err(TokenError::Io {
-                file,
-                reason: e.to_string(),
-            });
-        }
+        Err(source) => return Err(TokenError::Io { file, source }),
     };
-    toml::from_str(&text).map_err(|e| TokenError::Io {
-        file,
-        reason: e.to_string().trim_end().to_string(),
-    })
+    toml::from_str(&text).map_err(|source| TokenError::Syntax { file, source })
 }
 
 impl Tokens {
@@ -207,23 +256,23 @@ impl Tokens {
         let file = path.display().to_string();
         let mut by_hash = HashMap::new();
         for (index, entry) in read_file(path)?.tokens.into_iter().enumerate() {
-            let invalid = |reason: &str| TokenError::Invalid {
+            let invalid = |reason| TokenError::Invalid {
                 file: file.clone(),
                 index,
-                reason: reason.to_string(),
+                reason,
             };
             if entry.name.is_empty() {
-                return Err(invalid("name: must not be empty"));
+                return Err(invalid(EntryProblem::NoName));
             }
             let mut digest = [0u8; 32];
             hex::decode_to_slice(&entry.sha256, &mut digest)
-                .map_err(|_| invalid("sha256: must be 64 hex digits"))?;
+                .map_err(|_| invalid(EntryProblem::Sha256))?;
             let principal = Principal {
                 name: entry.name,
                 role: entry.role,
             };
             if by_hash.insert(digest, principal).is_some() {
-                return Err(invalid("sha256: the same token is listed twice"));
+                return Err(invalid(EntryProblem::Duplicate));
             }
         }
         Ok(Tokens { by_hash })
@@ -261,19 +310,19 @@ pub fn add(path: &Path, name: &str, role: Role) -> Result<String, TokenError> {
     if name.is_empty() {
         return Err(TokenError::Name {
             file,
-            reason: "a token needs a name".into(),
+            reason: NameProblem::Empty,
         });
     }
     if tokens.tokens.iter().any(|t| t.name == name) {
         return Err(TokenError::Name {
             file,
-            reason: format!("a token named `{name}` exists; remove it first"),
+            reason: NameProblem::Exists(name.to_string()),
         });
     }
     let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret).map_err(|e| TokenError::Io {
+    getrandom::fill(&mut secret).map_err(|cause| TokenError::Randomness {
         file: file.clone(),
-        reason: format!("no randomness: {e}"),
+        cause,
     })?;
     let token = hex::encode(secret);
     tokens.tokens.push(TokenEntry {
@@ -293,7 +342,7 @@ pub fn remove(path: &Path, name: &str) -> Result<(), TokenError> {
     if tokens.tokens.len() == before {
         return Err(TokenError::Name {
             file: path.display().to_string(),
-            reason: format!("no token named `{name}`"),
+            reason: NameProblem::Unknown(name.to_string()),
         });
     }
     write(path, &tokens)
@@ -305,12 +354,15 @@ pub fn list(path: &Path) -> Result<Vec<TokenEntry>, TokenError> {
 }
 
 fn write(path: &Path, tokens: &TokenFile) -> Result<(), TokenError> {
-    let io = |reason: String| TokenError::Io {
-        file: path.display().to_string(),
-        reason,
-    };
-    let text = toml::to_string(tokens).map_err(|e| io(e.to_string()))?;
-    crate::files::write_private_atomically(path, text.as_bytes()).map_err(|e| io(e.to_string()))
+    let file = || path.display().to_string();
+    let text = toml::to_string(tokens).map_err(|source| TokenError::Serialize {
+        file: file(),
+        source,
+    })?;
+    crate::files::write_private_atomically(path, text.as_bytes()).map_err(|source| TokenError::Io {
+        file: file(),
+        source,
+    })
 }
 
 #[cfg(test)]

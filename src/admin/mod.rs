@@ -84,6 +84,41 @@ pub trait Operations: Send + Sync + std::fmt::Debug {
 #[error("{}", .0.join("\n"))]
 pub struct ReloadProblems(pub Vec<String>);
 
+/// Why the admin API could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The token file could not be used.
+    #[error(transparent)]
+    Tokens(#[from] auth::TokenError),
+    /// The audit log could not be opened.
+    #[error("audit log {}: {source}", .path.display())]
+    AuditLog {
+        /// The audit log file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Why one admin API connection ended before the client or the daemon
+/// closed it (logged at debug level).
+#[derive(Debug, thiserror::Error)]
+enum ConnectionEnd {
+    /// HTTP on the connection failed.
+    #[error(transparent)]
+    Http(#[from] hyper::Error),
+    /// The TLS handshake failed.
+    #[error("TLS handshake failed: {0}")]
+    Handshake(#[source] std::io::Error),
+    /// The TLS handshake did not finish in time.
+    #[error("TLS handshake timed out")]
+    HandshakeTimeout,
+    /// A newer connection took the slot of this idle one.
+    #[error("pushed out for a newer connection while idle")]
+    PushedOut,
+}
+
 /// `[admin]` of the config file, validated.
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
@@ -157,7 +192,7 @@ pub async fn run(
                     None => http
                         .serve_connection(TokioIo::new(stream), service)
                         .await
-                        .map_err(|e| e.to_string()),
+                        .map_err(ConnectionEnd::from),
                     Some(tls) => {
                         let accepted =
                             tokio::time::timeout(HEADER_TIMEOUT, tls.acceptor().accept(stream))
@@ -166,9 +201,9 @@ pub async fn run(
                             Ok(Ok(stream)) => http
                                 .serve_connection(TokioIo::new(stream), service)
                                 .await
-                                .map_err(|e| e.to_string()),
-                            Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
-                            Err(_) => Err("TLS handshake timed out".into()),
+                                .map_err(ConnectionEnd::from),
+                            Ok(Err(e)) => Err(ConnectionEnd::Handshake(e)),
+                            Err(_) => Err(ConnectionEnd::HandshakeTimeout),
                         }
                     }
                 }
@@ -176,7 +211,7 @@ pub async fn run(
             let served = tokio::select! {
                 r = served => r,
                 _ = shutdown.cancelled() => Ok(()),
-                _ = closed.cancelled() => Err("pushed out for a newer connection while idle".into()),
+                _ = closed.cancelled() => Err(ConnectionEnd::PushedOut),
             };
             if let Err(error) = served {
                 debug!(%peer, %error, "admin API connection ended");

@@ -72,6 +72,102 @@ enum CtlCommand {
     Metrics,
 }
 
+/// Why `ctl` could not ask the admin API, or could not understand its
+/// own arguments.
+#[derive(Debug, thiserror::Error)]
+enum CtlError {
+    /// The URL has another scheme.
+    #[error("--url {0}: must start with http:// or https://")]
+    Scheme(String),
+    /// The URL has no port.
+    #[error("--url {0}: needs a port")]
+    NoPort(String),
+    /// The URL's port is not a port number.
+    #[error("--url {url}: bad port `{port}`")]
+    Port {
+        /// The URL.
+        url: String,
+        /// Its port as written.
+        port: String,
+        /// Why it does not parse.
+        source: std::num::ParseIntError,
+    },
+    /// The token file could not be read.
+    #[error("{}: {source}", .path.display())]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// An `https` URL without `--ca`.
+    #[error("an https --url needs --ca")]
+    NoCa,
+    /// The CA file could not be read.
+    #[error("{}: {source}", .path.display())]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The CA file holds a PEM section that does not parse.
+    #[error("{}: {source}", .path.display())]
+    CaPem {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: rustls::pki_types::pem::Error,
+    },
+    /// The CA file holds a certificate that cannot be a trust anchor.
+    #[error("{}: {source}", .path.display())]
+    CaCertificate {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: rustls::Error,
+    },
+    /// The TLS client configuration could not be built.
+    #[error(transparent)]
+    Tls(rustls::Error),
+    /// The API's host is no valid TLS server name.
+    #[error("{host}: {source}")]
+    ServerName {
+        /// The host.
+        host: String,
+        /// Why.
+        source: rustls::pki_types::InvalidDnsNameError,
+    },
+    /// No connection to the API.
+    #[error("cannot reach the admin API at {address}: {source}")]
+    Connect {
+        /// `HOST:PORT`.
+        address: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TLS handshake with the API failed.
+    #[error("TLS with {address}: {source}")]
+    Handshake {
+        /// `HOST:PORT`.
+        address: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The request could not be built (a header value it cannot carry).
+    #[error(transparent)]
+    Request(#[from] hyper::http::Error),
+    /// The HTTP exchange failed.
+    #[error(transparent)]
+    Http(#[from] hyper::Error),
+    /// A link id without `/`.
+    #[error("link `{0}`: write it as destination/index")]
+    LinkId(String),
+    /// `ctl txn` without a key to look the transaction up by.
+    #[error("give --rrn, or --terminal and --stan")]
+    TxnKey,
+}
+
 /// Where the API is.
 struct Target {
     tls: bool,
@@ -79,21 +175,23 @@ struct Target {
     port: u16,
 }
 
-fn parse_url(url: &str) -> Result<Target, String> {
+fn parse_url(url: &str) -> Result<Target, CtlError> {
     let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
         (true, rest)
     } else if let Some(rest) = url.strip_prefix("http://") {
         (false, rest)
     } else {
-        return Err(format!("--url {url}: must start with http:// or https://"));
+        return Err(CtlError::Scheme(url.to_string()));
     };
     let authority = rest.trim_end_matches('/');
     let (host, port) = authority
         .rsplit_once(':')
-        .ok_or_else(|| format!("--url {url}: needs a port"))?;
-    let port = port
-        .parse()
-        .map_err(|_| format!("--url {url}: bad port `{port}`"))?;
+        .ok_or_else(|| CtlError::NoPort(url.to_string()))?;
+    let port = port.parse().map_err(|source| CtlError::Port {
+        url: url.to_string(),
+        port: port.to_string(),
+        source,
+    })?;
     Ok(Target {
         tls,
         host: host.trim_matches(['[', ']']).to_string(),
@@ -107,7 +205,10 @@ impl CtlArgs {
         let token = match &self.token_file {
             Some(file) => Some(
                 std::fs::read_to_string(file)
-                    .map_err(|e| format!("{}: {e}", file.display()))?
+                    .map_err(|source| CtlError::TokenFile {
+                        path: file.clone(),
+                        source,
+                    })?
                     .trim()
                     .to_string(),
             ),
@@ -116,7 +217,7 @@ impl CtlArgs {
         let target = parse_url(&self.url)?;
         let tls = match (&target.tls, &self.ca) {
             (true, Some(ca)) => Some(connector(ca)?),
-            (true, None) => return Err("an https --url needs --ca".into()),
+            (true, None) => return Err(CtlError::NoCa.into()),
             (false, _) => None,
         };
         let client = Client { target, token, tls };
@@ -133,20 +234,27 @@ impl CtlArgs {
     }
 }
 
-fn connector(ca: &std::path::Path) -> Result<tokio_rustls::TlsConnector, String> {
-    let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+fn connector(ca: &std::path::Path) -> Result<tokio_rustls::TlsConnector, CtlError> {
+    let pem = std::fs::read(ca).map_err(|source| CtlError::CaFile {
+        path: ca.to_path_buf(),
+        source,
+    })?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
         let cert: rustls::pki_types::CertificateDer<'static> =
-            cert.map_err(|e| format!("{}: {e}", ca.display()))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("{}: {e}", ca.display()))?;
+            cert.map_err(|source| CtlError::CaPem {
+                path: ca.to_path_buf(),
+                source,
+            })?;
+        roots.add(cert).map_err(|source| CtlError::CaCertificate {
+            path: ca.to_path_buf(),
+            source,
+        })?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(CtlError::Tls)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
@@ -162,7 +270,7 @@ struct Client {
 type Reply = (StatusCode, Bytes);
 
 impl Client {
-    async fn call(&self, method: Method, path: &str) -> Result<Reply, String> {
+    async fn call(&self, method: Method, path: &str) -> Result<Reply, CtlError> {
         let address = if self.target.host.contains(':') {
             format!("[{}]:{}", self.target.host, self.target.port)
         } else {
@@ -170,7 +278,10 @@ impl Client {
         };
         let stream = TcpStream::connect(&address)
             .await
-            .map_err(|e| format!("cannot reach the admin API at {address}: {e}"))?;
+            .map_err(|source| CtlError::Connect {
+                address: address.clone(),
+                source,
+            })?;
         let mut request = Request::builder()
             .method(method)
             .uri(path)
@@ -178,43 +289,34 @@ impl Client {
         if let Some(token) = &self.token {
             request = request.header(AUTHORIZATION, format!("Bearer {token}"));
         }
-        let request = request
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
+        let request = request.body(Empty::<Bytes>::new())?;
         match &self.tls {
             None => send(TokioIo::new(stream), request).await,
             Some(connector) => {
                 let name = rustls::pki_types::ServerName::try_from(self.target.host.clone())
-                    .map_err(|e| format!("{}: {e}", self.target.host))?;
+                    .map_err(|source| CtlError::ServerName {
+                        host: self.target.host.clone(),
+                        source,
+                    })?;
                 let stream = connector
                     .connect(name, stream)
                     .await
-                    .map_err(|e| format!("TLS with {address}: {e}"))?;
+                    .map_err(|source| CtlError::Handshake { address, source })?;
                 send(TokioIo::new(stream), request).await
             }
         }
     }
 }
 
-async fn send<T>(io: TokioIo<T>, request: Request<Empty<Bytes>>) -> Result<Reply, String>
+async fn send<T>(io: TokioIo<T>, request: Request<Empty<Bytes>>) -> Result<Reply, CtlError>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
     tokio::spawn(connection);
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| e.to_string())?;
+    let response = sender.send_request(request).await?;
     let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
+    let body = response.into_body().collect().await?.to_bytes();
     Ok((status, body))
 }
 
@@ -265,7 +367,7 @@ impl CtlCommand {
             CtlCommand::Link { action, id } => {
                 let (destination, index) = id
                     .rsplit_once('/')
-                    .ok_or_else(|| format!("link `{id}`: write it as destination/index"))?;
+                    .ok_or_else(|| CtlError::LinkId(id.clone()))?;
                 client
                     .call(
                         Method::POST,
@@ -290,7 +392,7 @@ impl CtlCommand {
                 let query = match (rrn, terminal, stan) {
                     (Some(rrn), _, _) => format!("rrn={rrn}"),
                     (None, Some(t), Some(s)) => format!("terminal={t}&stan={s}"),
-                    _ => return Err("give --rrn, or --terminal and --stan".into()),
+                    _ => return Err(CtlError::TxnKey.into()),
                 };
                 client
                     .call(Method::GET, &format!("/v1/transactions?{query}"))

@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use clap::{Args, Subcommand};
 use tokio_util::codec::{Decoder, Encoder};
 
-use cardswitch::iso8583::framing::{Frame, FrameCodec, LengthPrefix};
+use cardswitch::iso8583::framing::{Frame, FrameCodec, LengthPrefix, UnknownFraming};
 use cardswitch::iso8583::json::{JsonMessage, Reveal, field_text};
 use cardswitch::iso8583::spec::Length;
 use cardswitch::iso8583::{Dialect, Message};
@@ -65,11 +65,39 @@ pub struct Wire {
     header: usize,
 }
 
+/// Why an `iso` command could not read its input or framing.
+#[derive(Debug, thiserror::Error)]
+enum IsoError {
+    /// `--header` without a length prefix to put it after.
+    #[error("--header needs a --framing")]
+    HeaderWithoutFraming,
+    /// `--framing` names no length prefix.
+    #[error(transparent)]
+    Framing(#[from] UnknownFraming),
+    /// Standard input could not be read.
+    #[error("stdin: {0}")]
+    Stdin(#[source] std::io::Error),
+    /// The input file could not be read.
+    #[error("{path}: {source}")]
+    File {
+        /// The file as given.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The input is not hexadecimal.
+    #[error("input is not hex: {0}")]
+    Hex(#[from] hex::FromHexError),
+    /// Bytes left over that make no whole frame.
+    #[error("{0} bytes after the last complete frame")]
+    Trailing(usize),
+}
+
 impl Wire {
-    fn codec(&self) -> Result<Option<FrameCodec>, String> {
+    fn codec(&self) -> Result<Option<FrameCodec>, IsoError> {
         if self.framing == "none" {
             if self.header != 0 {
-                return Err("--header needs a --framing".into());
+                return Err(IsoError::HeaderWithoutFraming);
             }
             return Ok(None);
         }
@@ -79,23 +107,26 @@ impl Wire {
 }
 
 /// The argument itself, a file named by it, or stdin for `-`.
-fn read_input(input: &str, looks_inline: impl Fn(&str) -> bool) -> Result<String, String> {
+fn read_input(input: &str, looks_inline: impl Fn(&str) -> bool) -> Result<String, IsoError> {
     if input == "-" {
         let mut text = String::new();
         std::io::stdin()
             .read_to_string(&mut text)
-            .map_err(|e| format!("stdin: {e}"))?;
+            .map_err(IsoError::Stdin)?;
         return Ok(text);
     }
     if looks_inline(input) {
         return Ok(input.to_string());
     }
-    std::fs::read_to_string(input).map_err(|e| format!("{input}: {e}"))
+    std::fs::read_to_string(input).map_err(|source| IsoError::File {
+        path: input.to_string(),
+        source,
+    })
 }
 
-fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
+fn parse_hex(text: &str) -> Result<Vec<u8>, IsoError> {
     let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
-    hex::decode(&compact).map_err(|e| format!("input is not hex: {e}"))
+    Ok(hex::decode(&compact)?)
 }
 
 impl IsoCommand {
@@ -175,7 +206,7 @@ fn decode(
                 frames.push(frame);
             }
             if !buf.is_empty() {
-                return Err(format!("{} bytes after the last complete frame", buf.len()).into());
+                return Err(IsoError::Trailing(buf.len()).into());
             }
         }
     }

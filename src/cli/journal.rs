@@ -16,6 +16,20 @@ use cardswitch::config::Config;
 use cardswitch::journal::view::{self, CSV_HEADER, TxnView};
 use cardswitch::journal::{Index, JournalConfig, wal};
 
+/// What a journal command refuses in its input.
+#[derive(Debug, thiserror::Error)]
+enum JournalCliError {
+    /// `--date` is not a date.
+    #[error("--date {0}: expected YYYY-MM-DD")]
+    Date(String),
+    /// A segment path that ends in no file name.
+    #[error("segment without a name")]
+    NoFileName,
+    /// A line of `card-hash` input that is not a PAN (numbered from 1).
+    #[error("line {0}: not a PAN (12 to 19 digits)")]
+    NotAPan(usize),
+}
+
 /// Arguments of `journal`.
 #[derive(Debug, Args)]
 pub struct JournalArgs {
@@ -249,7 +263,7 @@ fn verify(out: &mut impl Write, dir: &Path) -> Result<ExitCode, Box<dyn std::err
                 return Err(wal::WalError::Corrupt {
                     segment: name.clone(),
                     offset: e.offset,
-                    reason: format!("record {} passes its CRC but does not decode", e.seq),
+                    reason: wal::Corruption::Undecodable(e.seq),
                 });
             }
             Ok(())
@@ -291,7 +305,7 @@ fn export(
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let compact: String = date.chars().filter(|c| *c != '-').collect();
     if compact.len() != 8 || !compact.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("--date {date}: expected YYYY-MM-DD").into());
+        return Err(JournalCliError::Date(date.to_string()).into());
     }
     let states = view::replay(&config.dir, &config.cutover)?;
     let mut text = String::new();
@@ -389,7 +403,10 @@ fn backup(
         // stops after the last whole record, a consistent prefix of the log.
         let scan = wal::scan_bytes(&data, &name, i + 1 == segments.len(), |_| Ok(()))?;
         records += scan.records;
-        let file_name = segment.path.file_name().ok_or("segment without a name")?;
+        let file_name = segment
+            .path
+            .file_name()
+            .ok_or(JournalCliError::NoFileName)?;
         let end = usize::try_from(scan.end)?;
         cardswitch::journal::write_atomically(
             &target.join(file_name),
@@ -427,7 +444,7 @@ fn card_hash(
             break;
         }
         if !(12..=19).contains(&pan.len()) || !pan.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("line {}: not a PAN (12 to 19 digits)", number + 1).into());
+            return Err(JournalCliError::NotAPan(number + 1).into());
         }
         writeln!(out, "{}", hex::encode(vault.digest(&pan)))?;
     }

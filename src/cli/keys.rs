@@ -15,6 +15,31 @@ use zeroize::Zeroizing;
 use cardswitch::security::KeyAlgorithm;
 use cardswitch::security::keys::{Component, KeyInfo, KeyStore, KeyType, MasterKey};
 
+/// What a keys command refuses in its input.
+#[derive(Debug, thiserror::Error)]
+enum KeysCliError {
+    /// Two different master key files named for `init`.
+    #[error(
+        "--master-key-file {} and --new-master-key {}: name one master key",
+        .given.display(),
+        .new.display()
+    )]
+    TwoMasterKeys {
+        /// `--master-key-file`.
+        given: PathBuf,
+        /// `--new-master-key`.
+        new: PathBuf,
+    },
+    /// Standard input ended before every custodian's component was read.
+    #[error("standard input ended before component {index} of {count}")]
+    ComponentsEnded {
+        /// The component missing, from 1.
+        index: usize,
+        /// Components expected.
+        count: usize,
+    },
+}
+
 /// Arguments of `keys`.
 #[derive(Debug, Args)]
 pub struct KeysArgs {
@@ -142,12 +167,11 @@ fn init(
         writeln!(out, "created key store {}", store.display())?;
         return Ok(ExitCode::SUCCESS);
     };
-    if master_key_file.is_some_and(|m| m != path) {
-        return Err(format!(
-            "--master-key-file {} and --new-master-key {}: name one master key",
-            master_key_file.unwrap_or(path).display(),
-            path.display()
-        )
+    if let Some(given) = master_key_file.filter(|m| *m != path) {
+        return Err(KeysCliError::TwoMasterKeys {
+            given: given.to_path_buf(),
+            new: path.to_path_buf(),
+        }
         .into());
     }
     let master = MasterKey::create_file(path)?;
@@ -177,7 +201,7 @@ fn read_components(n: usize) -> Result<Vec<Component>, Box<dyn std::error::Error
         } else {
             let mut line = Zeroizing::new(String::new());
             if lines.read_line(&mut line)? == 0 {
-                return Err(format!("standard input ended before component {i} of {n}").into());
+                return Err(KeysCliError::ComponentsEnded { index: i, count: n }.into());
             }
             line
         };

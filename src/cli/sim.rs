@@ -20,6 +20,76 @@ use cardswitch::security::tls::{ServerTlsFiles, TlsAcceptor};
 use cardswitch::sim::ledger::Breaks;
 use cardswitch::sim::{BankSim, PosConfig, Rules, Scenario};
 
+/// Why a simulator could not start or finish.
+#[derive(Debug, thiserror::Error)]
+enum SimError {
+    /// `--mac-key` or `--pin-key` without `--key-store`.
+    #[error("--mac-key and --pin-key need --key-store")]
+    NoKeyStore,
+    /// Keys given on the command line that do not resolve, each as
+    /// (option, reason).
+    #[error("{}", keys_text(.0))]
+    Keys(Vec<(String, String)>),
+    /// A duration that is not a positive number of seconds.
+    #[error("--{0} must be a positive number of seconds")]
+    Seconds(&'static str),
+    /// An address that could not be looked up.
+    #[error("{address}: {source}")]
+    Lookup {
+        /// The address as given.
+        address: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// An address that names no host.
+    #[error("{0}: no address")]
+    NoAddress(String),
+    /// The bank could not listen.
+    #[error("{address}: {source}")]
+    Listen {
+        /// The address as given.
+        address: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// An output file could not be written.
+    #[error("{}: {source}", .path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// One line per key problem, named by its command-line option.
+fn keys_text(problems: &[(String, String)]) -> String {
+    let lines: Vec<String> = problems
+        .iter()
+        .map(|(key, reason)| format!("--{}: {reason}", key.replace('_', "-")))
+        .collect();
+    lines.join("\n")
+}
+
+/// What is wrong with `--breaks`.
+#[derive(Debug, thiserror::Error)]
+enum BreaksError {
+    /// A part without `=`.
+    #[error("`{0}` is not KIND=COUNT")]
+    NotPair(String),
+    /// A count that is not a number.
+    #[error("`{text}` is not a count")]
+    Count {
+        /// The count as given.
+        text: String,
+        /// Why it does not parse.
+        source: std::num::ParseIntError,
+    },
+    /// A kind of break the ledger cannot put in.
+    #[error("unknown break `{0}` (drop, unknown, amount, currency, seed)")]
+    Kind(String),
+}
+
 /// `cardswitch sim …`: the bank and POS simulators.
 #[derive(Debug, Subcommand)]
 pub enum SimCommand {
@@ -150,18 +220,11 @@ impl SimKeys {
         if entry.is_empty() {
             return Ok(Protection::default());
         }
-        let path = self
-            .key_store
-            .as_ref()
-            .ok_or("--mac-key and --pin-key need --key-store")?;
+        let path = self.key_store.as_ref().ok_or(SimError::NoKeyStore)?;
         let store = KeyStore::open(path, MasterKey::locate(self.master_key_file.as_deref())?)?;
-        entry.resolve(side, None, Some(&store)).map_err(|problems| {
-            let lines: Vec<String> = problems
-                .into_iter()
-                .map(|(key, reason)| format!("--{}: {reason}", key.replace('_', "-")))
-                .collect();
-            lines.join("\n").into()
-        })
+        Ok(entry
+            .resolve(side, None, Some(&store))
+            .map_err(SimError::Keys)?)
     }
 }
 
@@ -189,11 +252,11 @@ impl SimWire {
     }
 }
 
-fn seconds(value: f64, what: &str) -> Result<Duration, String> {
+fn seconds(value: f64, what: &'static str) -> Result<Duration, SimError> {
     Duration::try_from_secs_f64(value)
         .ok()
         .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("--{what} must be a positive number of seconds"))
+        .ok_or(SimError::Seconds(what))
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -288,7 +351,7 @@ impl SimCommand {
                 let line = report.to_json();
                 if let Some(path) = json {
                     std::fs::write(&path, format!("{line}\n"))
-                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                        .map_err(|source| SimError::Write { path, source })?;
                 }
                 super::say(&line)?;
                 Ok(if report.all_checked_out() {
@@ -301,35 +364,35 @@ impl SimCommand {
     }
 }
 
-async fn resolve(addr: &str) -> Result<SocketAddr, String> {
+async fn resolve(addr: &str) -> Result<SocketAddr, SimError> {
     tokio::net::lookup_host(addr)
         .await
-        .map_err(|e| format!("{addr}: {e}"))?
+        .map_err(|source| SimError::Lookup {
+            address: addr.to_string(),
+            source,
+        })?
         .next()
-        .ok_or_else(|| format!("{addr}: no address"))
+        .ok_or_else(|| SimError::NoAddress(addr.to_string()))
 }
 
 /// `--breaks`: `kind=count` pairs separated by commas.
-fn parse_breaks(text: &str) -> Result<Breaks, String> {
+fn parse_breaks(text: &str) -> Result<Breaks, BreaksError> {
     let mut breaks = Breaks::default();
     for pair in text.split(',').filter(|p| !p.is_empty()) {
         let (kind, count) = pair
             .split_once('=')
-            .ok_or_else(|| format!("`{pair}` is not KIND=COUNT"))?;
-        let count: usize = count
-            .parse()
-            .map_err(|_| format!("`{count}` is not a count"))?;
+            .ok_or_else(|| BreaksError::NotPair(pair.to_string()))?;
+        let count: usize = count.parse().map_err(|source| BreaksError::Count {
+            text: count.to_string(),
+            source,
+        })?;
         match kind {
             "drop" => breaks.drop = count,
             "unknown" => breaks.unknown = count,
             "amount" => breaks.amount = count,
             "currency" => breaks.currency = count,
             "seed" => breaks.seed = count as u64,
-            _ => {
-                return Err(format!(
-                    "unknown break `{kind}` (drop, unknown, amount, currency, seed)"
-                ));
-            }
+            _ => return Err(BreaksError::Kind(kind.to_string())),
         }
     }
     Ok(breaks)
@@ -342,7 +405,10 @@ async fn bank(
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let listener = TcpListener::bind(&listen)
         .await
-        .map_err(|e| format!("{listen}: {e}"))?;
+        .map_err(|source| SimError::Listen {
+            address: listen.clone(),
+            source,
+        })?;
     let addr = listener.local_addr()?;
     eprintln!(
         "cardswitch sim bank: listening on {addr} ({})",
@@ -360,8 +426,10 @@ async fn bank(
     if let Some((path, breaks)) = settlement {
         let mut text = Vec::new();
         let broken = ledger.settlement_csv(&breaks, &mut text)?;
-        cardswitch::files::write_atomically(&path, &text)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        cardswitch::files::write_atomically(&path, &text).map_err(|source| SimError::Write {
+            path: path.clone(),
+            source,
+        })?;
         eprintln!(
             "cardswitch sim bank: settlement file {} ({} breaks put in)",
             path.display(),

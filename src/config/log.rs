@@ -53,12 +53,13 @@ impl LogSettings {
         }
         let text = read(path)?;
         let raw: toml::Table = parse(&text, path)?;
-        let only: OnlyLog = toml::Value::Table(raw)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Syntax {
-                file: path.display().to_string(),
-                message: e.to_string(),
-            })?;
+        let only: OnlyLog =
+            toml::Value::Table(raw)
+                .try_into()
+                .map_err(|source| ConfigError::Shape {
+                    file: path.display().to_string(),
+                    source,
+                })?;
         Ok(only.log)
     }
 }

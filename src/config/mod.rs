@@ -46,13 +46,23 @@ pub enum ConfigError {
         /// Why.
         source: std::io::Error,
     },
-    /// Syntax or shape error, as reported by the TOML parser (with line).
-    #[error("{file}: {message}")]
+    /// Syntax or shape error, as reported by the TOML parser (with line;
+    /// its lines after the first indented).
+    #[error("{file}: {}", indented(.source))]
     Syntax {
         /// The file.
         file: String,
-        /// Parser message.
-        message: String,
+        /// Parser error.
+        source: toml::de::Error,
+    },
+    /// A section read on its own (`[log]` before the rest) has the wrong
+    /// shape, as reported by the TOML deserializer.
+    #[error("{file}: {source}")]
+    Shape {
+        /// The file.
+        file: String,
+        /// Deserializer error.
+        source: toml::de::Error,
     },
     /// One or more values are invalid.
     #[error("{}", .0.join("\n"))]
@@ -105,10 +115,16 @@ fn read(path: &Path) -> Result<String, ConfigError> {
 }
 
 fn parse<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T, ConfigError> {
-    toml::from_str(text).map_err(|e| ConfigError::Syntax {
+    toml::from_str(text).map_err(|source| ConfigError::Syntax {
         file: path.display().to_string(),
-        message: e.to_string().trim_end().replace('\n', "\n    "),
+        source,
     })
+}
+
+/// A parser message under its file name: trailing white space dropped,
+/// lines after the first indented.
+fn indented(e: &toml::de::Error) -> String {
+    e.to_string().trim_end().replace('\n', "\n    ")
 }
 
 /// What validation found wrong, each as `file: key: reason`, in the order

@@ -98,10 +98,7 @@ impl LogEntry<'_> {
         ReadError::new(WalError::Corrupt {
             segment: segment_of(self.log, self.entry.seq),
             offset: self.entry.offset,
-            reason: format!(
-                "record {} passes its CRC but does not decode",
-                self.entry.seq
-            ),
+            reason: wal::Corruption::Undecodable(self.entry.seq),
         })
     }
 }

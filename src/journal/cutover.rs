@@ -53,7 +53,8 @@ pub enum CutoverError {
         /// The file.
         path: PathBuf,
         /// What is wrong.
-        reason: String,
+        #[source]
+        reason: Damage,
     },
     /// The current business date already started early: the next one
     /// starts at its scheduled time.
@@ -64,6 +65,30 @@ pub enum CutoverError {
         /// The current business date.
         date: String,
     },
+    /// The time zone is not in the system's time zone database.
+    #[error("time zone `{zone}`: {source}")]
+    UnknownZone {
+        /// The zone's name as given.
+        zone: String,
+        /// Why it was not found.
+        source: jiff::Error,
+    },
+}
+
+/// What is wrong with the file of early starts.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Damage {
+    /// It is not the JSON the switch writes, or it could not be written as
+    /// JSON.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// A start's date is not a date.
+    #[error("`{0}` is not a YYYYMMDD date")]
+    NotADate(String),
+    /// The calendar has no date after this one.
+    #[error("no date follows `{0}`")]
+    LastDate(String),
 }
 
 /// A cutover time in a time zone, with the business dates an operator
@@ -112,8 +137,11 @@ impl Cutover {
     /// A cutover `secs` seconds after local midnight in the IANA time zone
     /// `zone` (e.g. `Europe/London`, read from the system's time zone
     /// database). The error says why the zone is not known.
-    pub fn new(secs: u32, zone: &str) -> Result<Cutover, String> {
-        let found = TimeZone::get(zone).map_err(|e| format!("time zone `{zone}`: {e}"))?;
+    pub fn new(secs: u32, zone: &str) -> Result<Cutover, CutoverError> {
+        let found = TimeZone::get(zone).map_err(|source| CutoverError::UnknownZone {
+            zone: zone.to_string(),
+            source,
+        })?;
         Ok(Cutover {
             secs: secs % 86_400,
             zone: found,
@@ -178,12 +206,12 @@ impl Cutover {
         let starts: Vec<EarlyStart> =
             serde_json::from_slice(&text).map_err(|e| CutoverError::Damaged {
                 path: path.clone(),
-                reason: e.to_string(),
+                reason: e.into(),
             })?;
         if let Some(bad) = starts.iter().find(|e| civil_date(&e.date).is_none()) {
             return Err(CutoverError::Damaged {
                 path,
-                reason: format!("`{}` is not a YYYYMMDD date", bad.date),
+                reason: Damage::NotADate(bad.date.clone()),
             });
         }
         *self.early.write().unwrap_or_else(|p| p.into_inner()) = starts;
@@ -215,7 +243,7 @@ impl Cutover {
             .map(compact)
             .ok_or_else(|| CutoverError::Damaged {
                 path: dir.join(EARLY_FILE),
-                reason: format!("no date follows `{current}`"),
+                reason: Damage::LastDate(current.clone()),
             })?;
         let start = EarlyStart {
             at_micros: now,
@@ -226,7 +254,7 @@ impl Cutover {
         let path = dir.join(EARLY_FILE);
         let bytes = serde_json::to_vec_pretty(&starts).map_err(|e| CutoverError::Damaged {
             path: path.clone(),
-            reason: e.to_string(),
+            reason: e.into(),
         })?;
         crate::files::write_atomically(&path, &bytes)
             .map_err(|source| CutoverError::Io { path, source })?;
@@ -352,6 +380,7 @@ mod tests {
         assert!(
             Cutover::new(0, "Mars/Olympus")
                 .unwrap_err()
+                .to_string()
                 .contains("Mars/Olympus")
         );
     }

@@ -33,12 +33,13 @@ use super::wal::{self, WalError, business_date};
 #[non_exhaustive]
 pub enum IndexError {
     /// sled failed (or the directory is held by a running daemon).
-    #[error("journal index {path}: {reason}")]
+    #[error("journal index {path}: {source}")]
     Store {
         /// The sled directory.
         path: String,
-        /// sled's message.
-        reason: String,
+        /// sled's error.
+        #[source]
+        source: sled::Error,
     },
     /// Reading the log failed.
     #[error(transparent)]
@@ -278,9 +279,9 @@ impl Index {
             .cache_capacity(64 << 20)
             .mode(sled::Mode::HighThroughput)
             .open()
-            .map_err(|e| IndexError::Store {
+            .map_err(|source| IndexError::Store {
                 path: path.clone(),
-                reason: e.to_string(),
+                source,
             })?;
         let index = Index { db, path, cutover };
         index.check_schema()?;
@@ -302,9 +303,9 @@ impl Index {
     }
 
     fn store<T>(&self, result: sled::Result<T>) -> Result<T, IndexError> {
-        result.map_err(|e| IndexError::Store {
+        result.map_err(|source| IndexError::Store {
             path: self.path.clone(),
-            reason: e.to_string(),
+            source,
         })
     }
 

@@ -33,7 +33,7 @@ use tracing::{error, info, warn};
 pub use cutover::Cutover;
 pub use index::{Index, IndexError, Phase, TxnState};
 pub use record::{Record, TxnId};
-pub use vault::Vault;
+pub use vault::{Vault, VaultError};
 pub use wal::{Durability, DurableMark, Follower, Wal, WalConfig, WalError};
 
 /// The journal could not be opened or written.
@@ -52,8 +52,30 @@ pub enum JournalError {
         /// The key file.
         path: String,
         /// Why.
-        reason: String,
+        #[source]
+        reason: DataKeyError,
     },
+}
+
+/// Why the journal's data key could not be read or made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DataKeyError {
+    /// The key store's key given as the data key is not an AES-256 key.
+    #[error("the data key must be an aes256 key")]
+    NotAes256,
+    /// The key file could not be read, or others may read it.
+    #[error(transparent)]
+    File(#[from] crate::files::PrivateFileError),
+    /// The key file does not hold a key.
+    #[error(transparent)]
+    Key(#[from] VaultError),
+    /// A new key file could not be created.
+    #[error("cannot create: {0}")]
+    Create(#[source] std::io::Error),
+    /// A new key file could not be written.
+    #[error("cannot write: {0}")]
+    Write(#[source] std::io::Error),
 }
 
 /// Journal settings (`[journal]` in the config file).
@@ -103,7 +125,7 @@ impl JournalConfig {
                 let bytes: &[u8; vault::KEY_LEN] =
                     key.expose().try_into().map_err(|_| JournalError::DataKey {
                         path: "key store".into(),
-                        reason: "the data key must be an aes256 key".into(),
+                        reason: DataKeyError::NotAes256,
                     })?;
                 Ok(Vault::new(bytes))
             }
@@ -119,12 +141,12 @@ impl JournalConfig {
 /// Reads the data key file: 64 hex characters, not readable by group or
 /// others.
 pub fn read_data_key(path: &Path) -> Result<Vault, JournalError> {
-    let failure = |reason: String| JournalError::DataKey {
+    let failure = |reason: DataKeyError| JournalError::DataKey {
         path: path.display().to_string(),
         reason,
     };
-    let text = crate::files::read_private_file(path).map_err(failure)?;
-    Vault::from_hex(&text).map_err(|e| failure(e.to_string()))
+    let text = crate::files::read_private_file(path).map_err(|e| failure(e.into()))?;
+    Vault::from_hex(&text).map_err(|e| failure(e.into()))
 }
 
 /// Writes a new random 256-bit data key (64 hex characters) to `path`,
@@ -133,7 +155,7 @@ pub fn read_data_key(path: &Path) -> Result<Vault, JournalError> {
 pub fn generate_data_key(path: &Path) -> Result<(), JournalError> {
     use aes_gcm::Aes256Gcm;
     use aes_gcm::aead::{Generate, Key};
-    let failure = |reason: String| JournalError::DataKey {
+    let failure = |reason: DataKeyError| JournalError::DataKey {
         path: path.display().to_string(),
         reason,
     };
@@ -148,10 +170,10 @@ pub fn generate_data_key(path: &Path) -> Result<(), JournalError> {
     }
     let mut file = options
         .open(path)
-        .map_err(|e| failure(format!("cannot create: {e}")))?;
+        .map_err(|e| failure(DataKeyError::Create(e)))?;
     std::io::Write::write_all(&mut file, text.as_bytes())
         .and_then(|_| file.sync_all())
-        .map_err(|e| failure(format!("cannot write: {e}")))
+        .map_err(|e| failure(DataKeyError::Write(e)))
 }
 
 pub use crate::files::write_atomically;
@@ -291,7 +313,7 @@ impl Journal {
     /// closed); `None` while it works.
     pub fn failed(&self) -> Option<String> {
         match &self.wal {
-            Some(wal) => wal.failed(),
+            Some(wal) => wal.failed().map(|e| e.to_string()),
             None => Some("closed".into()),
         }
     }
@@ -369,12 +391,10 @@ fn start_indexer(
         .map_err(|e| WalError::Io {
             path: String::new(),
             action: "start the indexer thread",
-            reason: e.to_string(),
+            source: Arc::new(e),
         })?;
-    let started = opened.recv().map_err(|_| WalError::Io {
+    let started = opened.recv().map_err(|_| WalError::IndexerEnded {
         path: config.index_dir().display().to_string(),
-        action: "open the index",
-        reason: "the indexer thread ended".into(),
     })?;
     let (index, replayed) = started?;
     Ok((index, replayed, indexer))

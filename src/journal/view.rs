@@ -21,7 +21,7 @@ pub fn replay(dir: &Path, cutover: &Cutover) -> Result<BTreeMap<TxnId, TxnState>
             return Err(WalError::Corrupt {
                 segment: String::new(),
                 offset: entry.offset,
-                reason: format!("record {} does not decode", entry.seq),
+                reason: wal::Corruption::NotARecord(entry.seq),
             });
         };
         match &record {

@@ -80,19 +80,26 @@ pub const HEADER: usize = 4 + 4 + 1 + 8 + 8;
 /// Largest record accepted when reading (a bigger length is corruption).
 pub const MAX_RECORD: usize = 1 << 20;
 
-/// What a log failure was.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// What a log failure was. Cloned to every waiter of a failed group
+/// commit, so the OS error is shared.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum WalError {
     /// A file operation failed.
-    #[error("journal {path}: {action}: {reason}")]
+    #[error("journal {path}: {action}: {source}")]
     Io {
         /// File or directory.
         path: String,
         /// What was being done.
         action: &'static str,
         /// The OS error.
-        reason: String,
+        source: Arc<std::io::Error>,
+    },
+    /// The index's thread ended before it said whether the index opened.
+    #[error("journal {path}: open the index: the indexer thread ended")]
+    IndexerEnded {
+        /// The index directory.
+        path: String,
     },
     /// A record that is not the torn tail of the last segment is bad.
     #[error("journal segment {segment}: corrupt record at offset {offset}: {reason}")]
@@ -102,31 +109,87 @@ pub enum WalError {
         /// Byte offset of the record.
         offset: u64,
         /// What is wrong.
-        reason: String,
+        #[source]
+        reason: Corruption,
     },
     /// A durable record is in no segment of the log (the log is empty).
-    #[error("journal {dir}: durable record {seq} not found: {reason}")]
+    #[error("journal {dir}: durable record {seq} not found: the log has no segment")]
     Missing {
         /// The log directory.
         dir: String,
         /// The record's sequence number.
         seq: u64,
-        /// Why.
-        reason: String,
     },
     /// An earlier write or sync failed; the log takes no more records.
     #[error("journal unavailable after an earlier failure: {0}")]
-    Poisoned(String),
+    Poisoned(#[source] Box<WalError>),
     /// The log was closed.
     #[error("journal closed")]
     Closed,
 }
 
-fn io_error(path: &Path, action: &'static str, e: &std::io::Error) -> WalError {
+/// What is wrong with a record (or the place of one) in a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Corruption {
+    /// The file does not start with the segment magic.
+    #[error("not a cardswitch journal segment")]
+    NotASegment,
+    /// A frame's length is outside what a record can be.
+    #[error("record length {0} out of range")]
+    Length(usize),
+    /// A frame's CRC does not match its bytes.
+    #[error("CRC mismatch")]
+    Crc,
+    /// A frame's record kind is none the switch writes.
+    #[error("unknown record kind {0}")]
+    Kind(u8),
+    /// A frame ends beyond the data, and more of the log follows.
+    #[error("record cut short")]
+    CutShort,
+    /// A sequence number not above the one before it.
+    #[error("sequence {0} out of order")]
+    OutOfOrder(u64),
+    /// A sequence number other than the next one expected.
+    #[error("sequence {found} where {expected} was expected")]
+    Unexpected {
+        /// The record's sequence number.
+        found: u64,
+        /// The one expected.
+        expected: u64,
+    },
+    /// A durable record is older than the oldest segment.
+    #[error("durable record {seq} not found: the oldest segment starts at record {oldest}")]
+    BeforeOldest {
+        /// The record looked for.
+        seq: u64,
+        /// The oldest segment's first record.
+        oldest: u64,
+    },
+    /// A segment ends before a durable record, and the next one starts
+    /// later.
+    #[error(
+        "durable record {seq} not found: the segment ends here and the next one starts at record {next}"
+    )]
+    Gap {
+        /// The record looked for.
+        seq: u64,
+        /// The next segment's first record.
+        next: u64,
+    },
+    /// A record passes its CRC but does not decode.
+    #[error("record {0} passes its CRC but does not decode")]
+    Undecodable(u64),
+    /// A record does not decode (found replaying the log).
+    #[error("record {0} does not decode")]
+    NotARecord(u64),
+}
+
+fn io_error(path: &Path, action: &'static str, e: std::io::Error) -> WalError {
     WalError::Io {
         path: path.display().to_string(),
         action,
-        reason: e.to_string(),
+        source: Arc::new(e),
     }
 }
 
@@ -173,7 +236,7 @@ struct Pending {
     next_seq: u64,
     waiters: Vec<oneshot::Sender<Result<(), WalError>>>,
     closed: bool,
-    failed: Option<String>,
+    failed: Option<WalError>,
 }
 
 struct Shared {
@@ -248,7 +311,7 @@ fn lock(shared: &Shared) -> MutexGuard<'_, Pending> {
 fn sync_dir(dir: &Path) -> Result<(), WalError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| io_error(dir, "sync directory", &e))
+        .map_err(|e| io_error(dir, "sync directory", e))
 }
 
 /// The segment being written.
@@ -265,10 +328,10 @@ fn create_segment(dir: &Path, date: &str, first_seq: u64) -> Result<Active, WalE
         .create_new(true)
         .write(true)
         .open(&path)
-        .map_err(|e| io_error(&path, "create", &e))?;
+        .map_err(|e| io_error(&path, "create", e))?;
     file.write_all(MAGIC)
         .and_then(|_| file.sync_all())
-        .map_err(|e| io_error(&path, "write", &e))?;
+        .map_err(|e| io_error(&path, "write", e))?;
     sync_dir(dir)?;
     Ok(Active {
         file,
@@ -291,7 +354,7 @@ fn recover_tail(config: &WalConfig) -> Result<(Option<Active>, Opened), WalError
             },
         ));
     };
-    let data = fs::read(&last.path).map_err(|e| io_error(&last.path, "read", &e))?;
+    let data = fs::read(&last.path).map_err(|e| io_error(&last.path, "read", e))?;
     let name = last.path.display().to_string();
     let scan = scan_bytes(&data, &name, true, |_| Ok(()))?;
     let mut torn = None;
@@ -299,20 +362,20 @@ fn recover_tail(config: &WalConfig) -> Result<(Option<Active>, Opened), WalError
         let file = OpenOptions::new()
             .write(true)
             .open(&last.path)
-            .map_err(|e| io_error(&last.path, "open", &e))?;
+            .map_err(|e| io_error(&last.path, "open", e))?;
         if scan.end == 0 {
             // The crash came while the segment's magic was being written.
             file.set_len(0)
                 .and_then(|_| file.sync_all())
-                .map_err(|e| io_error(&last.path, "truncate", &e))?;
+                .map_err(|e| io_error(&last.path, "truncate", e))?;
             drop(file);
-            fs::remove_file(&last.path).map_err(|e| io_error(&last.path, "remove", &e))?;
+            fs::remove_file(&last.path).map_err(|e| io_error(&last.path, "remove", e))?;
             sync_dir(&config.dir)?;
             return recover_tail(config);
         }
         file.set_len(scan.end)
             .and_then(|_| file.sync_all())
-            .map_err(|e| io_error(&last.path, "truncate", &e))?;
+            .map_err(|e| io_error(&last.path, "truncate", e))?;
         warn!(segment = %name, offset = scan.end, bytes = scan.tail, "journal: dropped a torn record at the end of the last segment");
         torn = Some((name, scan.end, scan.tail));
     }
@@ -320,7 +383,7 @@ fn recover_tail(config: &WalConfig) -> Result<(Option<Active>, Opened), WalError
         // A segment created just before a stop, with no record: removed, so
         // that the next segment (perhaps of another date) can take its
         // first sequence number without two files claiming it.
-        fs::remove_file(&last.path).map_err(|e| io_error(&last.path, "remove", &e))?;
+        fs::remove_file(&last.path).map_err(|e| io_error(&last.path, "remove", e))?;
         sync_dir(&config.dir)?;
         return Ok((
             None,
@@ -333,7 +396,7 @@ fn recover_tail(config: &WalConfig) -> Result<(Option<Active>, Opened), WalError
     let file = OpenOptions::new()
         .append(true)
         .open(&last.path)
-        .map_err(|e| io_error(&last.path, "open", &e))?;
+        .map_err(|e| io_error(&last.path, "open", e))?;
     let next_seq = scan.last_seq.map_or(last.first_seq, |s| s + 1);
     Ok((
         Some(Active {
@@ -349,7 +412,7 @@ fn recover_tail(config: &WalConfig) -> Result<(Option<Active>, Opened), WalError
 impl Wal {
     /// Opens (or creates) the log in `config.dir` and starts the writer.
     pub fn open(config: WalConfig) -> Result<(Wal, Opened), WalError> {
-        fs::create_dir_all(&config.dir).map_err(|e| io_error(&config.dir, "create", &e))?;
+        fs::create_dir_all(&config.dir).map_err(|e| io_error(&config.dir, "create", e))?;
         let (active, opened) = recover_tail(&config)?;
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending {
@@ -375,7 +438,7 @@ impl Wal {
                 .map_err(|e| WalError::Io {
                     path: String::new(),
                     action: "start the writer thread",
-                    reason: e.to_string(),
+                    source: Arc::new(e),
                 })?
         };
         Ok((
@@ -392,7 +455,7 @@ impl Wal {
         let ts = now_micros();
         let mut p = lock(&self.shared);
         if let Some(reason) = &p.failed {
-            return Err(WalError::Poisoned(reason.clone()));
+            return Err(WalError::Poisoned(Box::new(reason.clone())));
         }
         if p.closed {
             return Err(WalError::Closed);
@@ -446,7 +509,7 @@ impl Wal {
     }
 
     /// Why the log takes no more records, if a write or sync failed.
-    pub fn failed(&self) -> Option<String> {
+    pub fn failed(&self) -> Option<WalError> {
         lock(&self.shared).failed.clone()
     }
 
@@ -498,7 +561,7 @@ fn write_loop(shared: &Shared, config: WalConfig, mut active: Option<Active>) {
         if let Err(e) = &result {
             error!(error = %e, "journal write failed; the journal takes no more records");
             let mut p = lock(shared);
-            p.failed = Some(e.to_string());
+            p.failed = Some(e.clone());
             p.buf.clear();
             for waiter in p.waiters.drain(..) {
                 let _ = waiter.send(Err(e.clone()));
@@ -552,7 +615,7 @@ fn commit(
         // sync although it never reached the disk: cut it off (best effort;
         // the writer takes no more records either way).
         let _ = a.file.set_len(a.size);
-        return Err(io_error(&a.path, action, &e));
+        return Err(io_error(&a.path, action, e));
     }
     a.size += group.len() as u64;
     if config.durability == Durability::Fsync {

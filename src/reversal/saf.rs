@@ -23,10 +23,11 @@ use tracing::{error, info, warn};
 
 use crate::adapter::Destination;
 use crate::clock::DateTime;
-use crate::iso8583::{Message, Mti};
+use crate::iso8583::{ErrorKind, Message, Mti};
 use crate::journal::Journal;
 use crate::journal::index::TxnState;
 use crate::journal::record::{Forwarded, Received, Record, TxnId};
+use crate::journal::vault::VaultError;
 use crate::registry::Terminal;
 use crate::translate::{self, OriginalRef, Outgoing};
 use crate::txn::TxnKind;
@@ -242,6 +243,17 @@ async fn run(
     }
 }
 
+/// Why a reversal advice could not be built from its stored request.
+#[derive(Debug, thiserror::Error)]
+enum ReversalError {
+    /// The stored PAN does not open under the journal's data key.
+    #[error(transparent)]
+    Pan(#[from] VaultError),
+    /// The stored request's MTI is not four digits.
+    #[error(transparent)]
+    Mti(#[from] ErrorKind),
+}
+
 /// The reversal advice of a stored transaction, in the destination's
 /// dialect: 0420 on the first attempt, 0421 on repeats, with the original's
 /// PAN, amounts and original data elements (90, or 56 for 1993 hosts).
@@ -249,15 +261,15 @@ fn reversal_message(
     context: &SafContext,
     destination: &Destination,
     item: &SafItem,
-) -> Result<Message, String> {
+) -> Result<Message, ReversalError> {
     let r = &item.request;
-    let pan = context
-        .journal
-        .vault()
-        .open(&r.pan)
-        .map_err(|e| e.to_string())?;
-    let mti = if item.attempts > 1 { "0421" } else { "0420" };
-    let mut m = Message::new(Mti::parse(mti).map_err(|e| e.to_string())?);
+    let pan = context.journal.vault().open(&r.pan)?;
+    let mti = if item.attempts > 1 {
+        Mti::from_static("0421")
+    } else {
+        Mti::from_static("0420")
+    };
+    let mut m = Message::new(mti);
     m.set(2, pan.as_str().to_string())
         .set(3, r.processing_code.clone())
         .set(4, format!("{:012}", r.amount))
@@ -301,7 +313,7 @@ fn reversal_message(
     };
     let original = OriginalRef {
         destination: Arc::from(item.forwarded.destination.as_str()),
-        mti: Mti::parse(&r.mti).map_err(|e| e.to_string())?,
+        mti: Mti::parse(&r.mti)?,
         switch_stan: item.forwarded.switch_stan,
         transmission: item.forwarded.transmission.clone(),
         local_93: item.forwarded.local_93.clone(),

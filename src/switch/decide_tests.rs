@@ -475,7 +475,10 @@ fn a_reply_is_an_answer_an_unknown_outcome_or_a_refusal() {
         reply(IsoVersion::Iso1987, &Err(LinkError::Unavailable)),
         Reply::Refuse(Refusal::IssuerUnavailable)
     );
-    for never_sent in [LinkError::NotJournaled, LinkError::Encode("x".into())] {
+    for never_sent in [
+        LinkError::NotJournaled,
+        LinkError::Encode(crate::security::mac::MacError::Missing.into()),
+    ] {
         assert_eq!(
             reply(IsoVersion::Iso1987, &Err(never_sent)),
             Reply::Refuse(Refusal::System)

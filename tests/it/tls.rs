@@ -6,6 +6,8 @@
 //! listener certificate while established sessions carry on. The admin API
 //! over TLS, driven by `cardswitch ctl --ca`.
 
+mod endpoints;
+
 use crate::common::ca::Ca;
 use crate::common::daemon::{Daemon, Destination, Listener, Terminal};
 

@@ -118,23 +118,35 @@ impl Drop for AtomicFile {
     }
 }
 
+/// Why a secret file was not read. The message is a reason to put after
+/// the file name.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PrivateFileError {
+    /// The file (or its metadata) could not be read.
+    #[error("cannot read: {0}")]
+    Read(#[source] std::io::Error),
+    /// Group or others may read the file.
+    #[error("permissions {mode:o} let others read it; chmod 600")]
+    Shared {
+        /// The file's permission bits (`0o777` at most).
+        mode: u32,
+    },
+}
+
 /// Reads a secret file (a key), refusing one that group or others may
-/// read. The error is a reason to put after the file name.
-pub fn read_private_file(path: &Path) -> Result<Zeroizing<String>, String> {
-    let text =
-        Zeroizing::new(std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?);
+/// read.
+pub fn read_private_file(path: &Path) -> Result<Zeroizing<String>, PrivateFileError> {
+    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(PrivateFileError::Read)?);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(path)
-            .map_err(|e| format!("cannot read: {e}"))?
+            .map_err(PrivateFileError::Read)?
             .permissions()
             .mode();
         if mode & 0o077 != 0 {
-            return Err(format!(
-                "permissions {:o} let others read it; chmod 600",
-                mode & 0o777
-            ));
+            return Err(PrivateFileError::Shared { mode: mode & 0o777 });
         }
     }
     Ok(text)

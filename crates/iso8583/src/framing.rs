@@ -129,15 +129,20 @@ impl LengthPrefix {
     }
 }
 
+/// A name that is not one of the length prefixes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown framing `{0}` (binary2, ascii4, bcd2)")]
+pub struct UnknownFraming(pub String);
+
 impl FromStr for LengthPrefix {
-    type Err = String;
+    type Err = UnknownFraming;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "binary2" => Ok(LengthPrefix::Binary2),
             "ascii4" => Ok(LengthPrefix::Ascii4),
             "bcd2" => Ok(LengthPrefix::Bcd2),
-            other => Err(format!("unknown framing `{other}` (binary2, ascii4, bcd2)")),
+            other => Err(UnknownFraming(other.to_string())),
         }
     }
 }

@@ -42,12 +42,18 @@ pub enum SpecError {
         source: std::io::Error,
     },
     /// The file is not valid TOML or does not have the dialect's shape.
-    #[error("{origin}: {message}")]
+    #[error("{origin}: {}", .source.to_string().trim_end())]
     Syntax {
         /// File that was being read.
         origin: String,
-        /// Parser message, with line and column.
-        message: String,
+        /// Parser error, with line and column.
+        source: toml::de::Error,
+    },
+    /// The dialect's `name` is empty.
+    #[error("{origin}: `name` must not be empty")]
+    NoName {
+        /// File that was being read.
+        origin: String,
     },
     /// One field definition is inconsistent.
     #[error("{origin}: field {field}: {reason}")]
@@ -57,7 +63,8 @@ pub enum SpecError {
         /// The field key as written in the file.
         field: String,
         /// What is wrong with it.
-        reason: String,
+        #[source]
+        reason: FieldError,
     },
     /// A name was neither a built-in dialect nor a readable file.
     #[error(
@@ -65,6 +72,61 @@ pub enum SpecError {
     )]
     Unknown(String),
 }
+
+/// What is wrong with one field definition of a dialect file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FieldError {
+    /// The key is not a field number the dialect can have.
+    #[error("field numbers run from 2 to {highest}")]
+    Number {
+        /// The highest field number of the dialect.
+        highest: u8,
+    },
+    /// Bit 65 announces the tertiary bitmap in this dialect.
+    #[error("bit 65 is the tertiary bitmap in this dialect and cannot be a field")]
+    TertiaryBitmap,
+    /// The field's `name` is empty.
+    #[error("`name` must not be empty")]
+    NoName,
+    /// `prefix` on a fixed-length field.
+    #[error("`prefix` is only for variable fields (ll, lll, llll)")]
+    PrefixOnFixed,
+    /// Not exactly one length key.
+    #[error("give exactly one of `fixed`, `ll`, `lll`, `llll`")]
+    Length,
+    /// A length outside 1 to 9999.
+    #[error("length must be between 1 and 9999")]
+    LengthRange,
+    /// An x+n field with no room for the digits after the sign.
+    #[error("an x+n field needs room for the sign and at least one digit")]
+    XnTooShort,
+    /// `pad` on a field that is not BCD.
+    #[error("`pad` is only for data = \"bcd\"")]
+    PadNotBcd,
+    /// A content class the `data` encoding cannot write.
+    #[error("class {class} cannot be written with this `data` encoding")]
+    ClassEncoding {
+        /// The class's label (`n`, `ans`, …).
+        class: &'static str,
+    },
+    /// A maximum length the length prefix cannot count to.
+    #[error("maximum {max} does not fit a {digits}-digit length prefix")]
+    PrefixTooShort {
+        /// The maximum given.
+        max: usize,
+        /// Digits of the prefix.
+        digits: u8,
+    },
+    /// A variable field without `prefix`.
+    #[error("variable fields need `prefix` (ascii, ebcdic, bcd, binary)")]
+    NoPrefix,
+}
+
+/// A `version` that is not an edition of ISO 8583 the codec knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("version {0}: supported are 1987 and 1993")]
+pub struct UnknownVersion(pub u16);
 
 /// The edition of ISO 8583 whose field meanings a dialect follows (the
 /// `version` key: `1987`, the default, or `1993`).
@@ -100,13 +162,13 @@ impl IsoVersion {
 }
 
 impl TryFrom<u16> for IsoVersion {
-    type Error = String;
+    type Error = UnknownVersion;
 
     fn try_from(year: u16) -> Result<Self, Self::Error> {
         match year {
             1987 => Ok(IsoVersion::Iso1987),
             1993 => Ok(IsoVersion::Iso1993),
-            other => Err(format!("version {other}: supported are 1987 and 1993")),
+            other => Err(UnknownVersion(other)),
         }
     }
 }
@@ -378,14 +440,14 @@ impl Dialect {
     /// Parses and validates a dialect from TOML text. `origin` (a file name)
     /// prefixes every error message.
     pub fn from_toml(text: &str, origin: &str) -> Result<Dialect, SpecError> {
-        let raw: RawDialect = toml::from_str(text).map_err(|e| SpecError::Syntax {
+        let raw: RawDialect = toml::from_str(text).map_err(|source| SpecError::Syntax {
             origin: origin.to_string(),
-            message: e.to_string().trim_end().to_string(),
+            source,
         })?;
         let mut fields = vec![None; usize::from(MAX_FIELD) + 1];
         let highest = if raw.tertiary_bitmap { MAX_FIELD } else { 128 };
         for (key, field) in raw.fields {
-            let fail = |reason: String| SpecError::Field {
+            let fail = |reason: FieldError| SpecError::Field {
                 origin: origin.to_string(),
                 field: key.clone(),
                 reason,
@@ -394,11 +456,9 @@ impl Dialect {
                 .parse()
                 .ok()
                 .filter(|n| (2..=highest).contains(n))
-                .ok_or_else(|| fail(format!("field numbers run from 2 to {highest}")))?;
+                .ok_or_else(|| fail(FieldError::Number { highest }))?;
             if raw.tertiary_bitmap && number == 65 {
-                return Err(fail(
-                    "bit 65 is the tertiary bitmap in this dialect and cannot be a field".into(),
-                ));
+                return Err(fail(FieldError::TertiaryBitmap));
             }
             let spec = field
                 .validate(number, raw.ebcdic, raw.check_classes)
@@ -406,9 +466,8 @@ impl Dialect {
             fields[usize::from(number)] = Some(spec);
         }
         if raw.name.trim().is_empty() {
-            return Err(SpecError::Syntax {
+            return Err(SpecError::NoName {
                 origin: origin.to_string(),
-                message: "`name` must not be empty".into(),
             });
         }
         Ok(Dialect {
@@ -513,35 +572,35 @@ impl RawField {
         number: u8,
         code_page: CodePage,
         check_classes: bool,
-    ) -> Result<FieldSpec, String> {
+    ) -> Result<FieldSpec, FieldError> {
         if self.name.trim().is_empty() {
-            return Err("`name` must not be empty".into());
+            return Err(FieldError::NoName);
         }
         let length = match (self.fixed, self.ll, self.lll, self.llll) {
             (Some(n), None, None, None) => {
                 if self.prefix.is_some() {
-                    return Err("`prefix` is only for variable fields (ll, lll, llll)".into());
+                    return Err(FieldError::PrefixOnFixed);
                 }
                 Length::Fixed(n)
             }
             (None, Some(max), None, None) => variable(2, max, 99, self.prefix)?,
             (None, None, Some(max), None) => variable(3, max, 999, self.prefix)?,
             (None, None, None, Some(max)) => variable(4, max, 9999, self.prefix)?,
-            _ => return Err("give exactly one of `fixed`, `ll`, `lll`, `llll`".into()),
+            _ => return Err(FieldError::Length),
         };
         let units = match length {
             Length::Fixed(n) => n,
             Length::Variable { max, .. } => max,
         };
         if !(1..=9999).contains(&units) {
-            return Err("length must be between 1 and 9999".into());
+            return Err(FieldError::LengthRange);
         }
         if self.class == Class::Xn && units < 2 {
-            return Err("an x+n field needs room for the sign and at least one digit".into());
+            return Err(FieldError::XnTooShort);
         }
         let data = match (self.data, self.pad) {
             (RawData::Bcd, pad) => DataEncoding::Bcd(pad.unwrap_or(Pad::Left)),
-            (_, Some(_)) => return Err("`pad` is only for data = \"bcd\"".into()),
+            (_, Some(_)) => return Err(FieldError::PadNotBcd),
             (RawData::Ascii, None) => DataEncoding::Ascii,
             (RawData::Ebcdic, None) => DataEncoding::Ebcdic(code_page),
             (RawData::Binary, None) => DataEncoding::Binary,
@@ -560,10 +619,9 @@ impl RawField {
             }
         };
         if !compatible {
-            return Err(format!(
-                "class {} cannot be written with this `data` encoding",
-                self.class.label()
-            ));
+            return Err(FieldError::ClassEncoding {
+                class: self.class.label(),
+            });
         }
         // Only characters can go unchecked: BCD digits, binary and hex are
         // always what their encoding can hold.
@@ -584,13 +642,11 @@ fn variable(
     max: usize,
     limit: usize,
     prefix: Option<PrefixEncoding>,
-) -> Result<Length, String> {
+) -> Result<Length, FieldError> {
     if max > limit {
-        return Err(format!(
-            "maximum {max} does not fit a {digits}-digit length prefix"
-        ));
+        return Err(FieldError::PrefixTooShort { max, digits });
     }
-    let prefix = prefix.ok_or("variable fields need `prefix` (ascii, ebcdic, bcd, binary)")?;
+    let prefix = prefix.ok_or(FieldError::NoPrefix)?;
     Ok(Length::Variable {
         digits,
         max,

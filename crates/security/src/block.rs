@@ -114,17 +114,24 @@ impl fmt::Display for KeyAlgorithm {
     }
 }
 
+/// A name that is not one of the key algorithms.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown algorithm `{0}` (one of {names})", names = algorithm_names())]
+pub struct UnknownAlgorithm(pub String);
+
+fn algorithm_names() -> String {
+    let names: Vec<&str> = KeyAlgorithm::ALL.iter().map(|a| a.name()).collect();
+    names.join(", ")
+}
+
 impl std::str::FromStr for KeyAlgorithm {
-    type Err = String;
+    type Err = UnknownAlgorithm;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         KeyAlgorithm::ALL
             .into_iter()
             .find(|a| a.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = KeyAlgorithm::ALL.iter().map(|a| a.name()).collect();
-                format!("unknown algorithm `{s}` (one of {})", names.join(", "))
-            })
+            .ok_or_else(|| UnknownAlgorithm(s.to_string()))
     }
 }
 

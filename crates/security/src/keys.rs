@@ -54,7 +54,8 @@ pub enum KeyStoreError {
         /// Where it came from (file path or variable name).
         source_name: String,
         /// Why it cannot be used.
-        reason: String,
+        #[source]
+        reason: MasterKeyProblem,
     },
     /// A master key file to create exists already: it is never replaced,
     /// since a store may be sealed under it.
@@ -68,7 +69,8 @@ pub enum KeyStoreError {
         /// The store file.
         path: String,
         /// Why.
-        reason: String,
+        #[source]
+        reason: StoreFileProblem,
     },
     /// The store does not open under this master key, or was altered.
     #[error("{0}: does not decrypt under this master key (wrong key or altered file)")]
@@ -117,6 +119,60 @@ pub enum KeyStoreError {
     /// Imported components that combine to an all-zero key.
     #[error("the components combine to an all-zero key")]
     ZeroKey,
+}
+
+/// Why a master key source cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MasterKeyProblem {
+    /// The text is not a 256-bit key in hex.
+    #[error("must be 64 hexadecimal characters (256 bits)")]
+    NotHex,
+    /// The file could not be read, or others may read it.
+    #[error(transparent)]
+    File(#[from] base::files::PrivateFileError),
+    /// A new master key file could not be created.
+    #[error("cannot create: {0}")]
+    Create(#[source] std::io::Error),
+    /// A new master key file could not be written.
+    #[error("cannot write: {0}")]
+    Write(#[source] std::io::Error),
+}
+
+/// Why the store file cannot be created, read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreFileProblem {
+    /// A new store would replace a file.
+    #[error("exists already; a store is never overwritten")]
+    Exists,
+    /// A new store's directory is missing.
+    #[error("its directory does not exist")]
+    NoDirectory,
+    /// The file could not be read.
+    #[error("cannot read: {0}")]
+    Read(#[source] std::io::Error),
+    /// The file does not start as a key store does.
+    #[error("not a cardswitch key store")]
+    NotAStore,
+    /// The file ends before its nonce.
+    #[error("truncated")]
+    Truncated,
+    /// The file decrypts, but not to a key store document.
+    #[error("decrypted but unreadable: {0}")]
+    Unreadable(#[source] serde_json::Error),
+    /// The keys could not be serialised.
+    #[error(transparent)]
+    Serialize(serde_json::Error),
+    /// The master key does not fit the cipher.
+    #[error("unusable master key")]
+    UnusableMasterKey,
+    /// Encryption failed.
+    #[error("cannot encrypt")]
+    Encrypt,
+    /// The file could not be written.
+    #[error("cannot write: {0}")]
+    Write(#[source] std::io::Error),
 }
 
 /// A clear key component as typed by a key custodian (hex) with the check
@@ -171,15 +227,20 @@ impl std::fmt::Display for KeyType {
     }
 }
 
+/// A name that is not one of the key types.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown key type `{0}` (tpk, zpk, tak, zak, bdk or data)")]
+pub struct UnknownKeyType(pub String);
+
 impl std::str::FromStr for KeyType {
-    type Err = String;
+    type Err = UnknownKeyType;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let lower = s.to_ascii_lowercase();
         KeyType::ALL
             .into_iter()
             .find(|t| t.name() == lower)
-            .ok_or_else(|| format!("unknown key type `{s}` (tpk, zpk, tak, zak, bdk or data)"))
+            .ok_or_else(|| UnknownKeyType(s.to_string()))
     }
 }
 
@@ -217,18 +278,17 @@ impl MasterKey {
         let mut key = Zeroizing::new([0u8; 32]);
         hex::decode_to_slice(text.trim(), &mut key[..]).map_err(|_| KeyStoreError::MasterKey {
             source_name: source_name.to_string(),
-            reason: "must be 64 hexadecimal characters (256 bits)".into(),
+            reason: MasterKeyProblem::NotHex,
         })?;
         Ok(MasterKey(key))
     }
 
     /// Reads a master key file, refusing one that group or others can read.
     pub fn from_file(path: &Path) -> Result<MasterKey, KeyStoreError> {
-        let text =
-            base::files::read_private_file(path).map_err(|reason| KeyStoreError::MasterKey {
-                source_name: path.display().to_string(),
-                reason,
-            })?;
+        let text = base::files::read_private_file(path).map_err(|e| KeyStoreError::MasterKey {
+            source_name: path.display().to_string(),
+            reason: e.into(),
+        })?;
         MasterKey::from_hex(&text, &path.display().to_string())
     }
 
@@ -270,7 +330,7 @@ impl MasterKey {
             } else {
                 KeyStoreError::MasterKey {
                     source_name: path.display().to_string(),
-                    reason: format!("cannot create: {e}"),
+                    reason: MasterKeyProblem::Create(e),
                 }
             }
         })?;
@@ -283,7 +343,7 @@ impl MasterKey {
             let _ = std::fs::remove_file(path);
             return Err(KeyStoreError::MasterKey {
                 source_name: path.display().to_string(),
-                reason: format!("cannot write: {e}"),
+                reason: MasterKeyProblem::Write(e),
             });
         }
         Ok(key)
@@ -421,17 +481,17 @@ impl KeyStore {
     /// call this first when something else is written before the store
     /// (`keys init --new-master-key`).
     pub fn check_new(path: &Path) -> Result<(), KeyStoreError> {
-        let refuse = |reason: &str| {
+        let refuse = |reason| {
             Err(KeyStoreError::File {
                 path: path.display().to_string(),
-                reason: reason.into(),
+                reason,
             })
         };
         if path.symlink_metadata().is_ok() {
-            return refuse("exists already; a store is never overwritten");
+            return refuse(StoreFileProblem::Exists);
         }
         if !parent_dir(path).is_dir() {
-            return refuse("its directory does not exist");
+            return refuse(StoreFileProblem::NoDirectory);
         }
         Ok(())
     }
@@ -450,18 +510,18 @@ impl KeyStore {
 
     /// Opens and decrypts the store at `path`.
     pub fn open(path: &Path, master: MasterKey) -> Result<KeyStore, KeyStoreError> {
-        let file_error = |reason: String| KeyStoreError::File {
+        let file_error = |reason: StoreFileProblem| KeyStoreError::File {
             path: path.display().to_string(),
             reason,
         };
-        let bytes = std::fs::read(path).map_err(|e| file_error(format!("cannot read: {e}")))?;
+        let bytes = std::fs::read(path).map_err(|e| file_error(StoreFileProblem::Read(e)))?;
         let body = bytes
             .strip_prefix(MAGIC.as_slice())
-            .ok_or_else(|| file_error("not a cardswitch key store".into()))?;
+            .ok_or_else(|| file_error(StoreFileProblem::NotAStore))?;
         let (nonce, sealed) = body
             .split_at_checked(NONCE_LEN)
-            .ok_or_else(|| file_error("truncated".into()))?;
-        let nonce = Nonce::try_from(nonce).map_err(|_| file_error("truncated".into()))?;
+            .ok_or_else(|| file_error(StoreFileProblem::Truncated))?;
+        let nonce = Nonce::try_from(nonce).map_err(|_| file_error(StoreFileProblem::Truncated))?;
         let cipher = Aes256Gcm::new_from_slice(&master.0[..])
             .map_err(|_| KeyStoreError::Decrypt(path.display().to_string()))?;
         let plain = Zeroizing::new(
@@ -476,7 +536,7 @@ impl KeyStore {
                 .map_err(|_| KeyStoreError::Decrypt(path.display().to_string()))?,
         );
         let doc: Document = serde_json::from_slice(&plain)
-            .map_err(|e| file_error(format!("decrypted but unreadable: {e}")))?;
+            .map_err(|e| file_error(StoreFileProblem::Unreadable(e)))?;
         for entry in &doc.keys {
             SecretKey::new(entry.algorithm, &entry.material)?;
         }
@@ -489,14 +549,16 @@ impl KeyStore {
 
     /// Encrypts and writes the store atomically.
     pub fn save(&self) -> Result<(), KeyStoreError> {
-        let file_error = |reason: String| KeyStoreError::File {
+        let file_error = |reason: StoreFileProblem| KeyStoreError::File {
             path: self.path.display().to_string(),
             reason,
         };
-        let plain =
-            Zeroizing::new(serde_json::to_vec(&self.doc).map_err(|e| file_error(e.to_string()))?);
+        let plain = Zeroizing::new(
+            serde_json::to_vec(&self.doc)
+                .map_err(|e| file_error(StoreFileProblem::Serialize(e)))?,
+        );
         let cipher = Aes256Gcm::new_from_slice(&self.master.0[..])
-            .map_err(|_| file_error("unusable master key".into()))?;
+            .map_err(|_| file_error(StoreFileProblem::UnusableMasterKey))?;
         let nonce = Nonce::generate();
         let sealed = cipher
             .encrypt(
@@ -506,13 +568,13 @@ impl KeyStore {
                     aad: MAGIC,
                 },
             )
-            .map_err(|_| file_error("cannot encrypt".into()))?;
+            .map_err(|_| file_error(StoreFileProblem::Encrypt))?;
         let mut out = Vec::with_capacity(MAGIC.len() + NONCE_LEN + sealed.len());
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&sealed);
         base::files::write_private_atomically(&self.path, &out)
-            .map_err(|e| file_error(format!("cannot write: {e}")))
+            .map_err(|e| file_error(StoreFileProblem::Write(e)))
     }
 
     fn add(&mut self, id: &str, key_type: KeyType, key: &SecretKey, version: u32) -> KeyInfo {

@@ -41,9 +41,15 @@ pub enum MacError {
     /// The MAC field is not the last field of the message.
     #[error("the MAC field {0} is not the last field of the message")]
     NotLast(u8),
+    /// The dialect has no MAC field to encode.
+    #[error("the message cannot be encoded: the dialect has no field {0}")]
+    NoMacField(u8),
+    /// The MAC field could not be encoded for MAC calculation.
+    #[error("the message cannot be encoded: {0}")]
+    Field(#[source] iso8583::ErrorKind),
     /// The message could not be encoded for MAC calculation.
     #[error("the message cannot be encoded: {0}")]
-    Encode(String),
+    Encode(#[source] iso8583::CodecError),
     /// The MAC does not match.
     #[error("MAC mismatch")]
     Mismatch,
@@ -74,8 +80,13 @@ impl std::fmt::Display for MacAlgorithm {
     }
 }
 
+/// A name that is not one of the MAC algorithms.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown MAC algorithm `{0}` (retail, cbc-des, aes-cmac or sm4)")]
+pub struct UnknownMacAlgorithm(pub String);
+
 impl std::str::FromStr for MacAlgorithm {
-    type Err = String;
+    type Err = UnknownMacAlgorithm;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         [
@@ -86,7 +97,7 @@ impl std::str::FromStr for MacAlgorithm {
         ]
         .into_iter()
         .find(|a| a.to_string() == s)
-        .ok_or_else(|| format!("unknown MAC algorithm `{s}` (retail, cbc-des, aes-cmac or sm4)"))
+        .ok_or_else(|| UnknownMacAlgorithm(s.to_string()))
     }
 }
 
@@ -164,12 +175,9 @@ pub fn mac_field(message: &Message) -> u8 {
 
 /// Bytes the MAC field takes on the wire in `dialect`.
 fn encoded_mac_len(dialect: &Dialect, field: u8) -> Result<usize, MacError> {
-    let spec = dialect
-        .field(field)
-        .ok_or_else(|| MacError::Encode(format!("the dialect has no field {field}")))?;
+    let spec = dialect.field(field).ok_or(MacError::NoMacField(field))?;
     let mut out = BytesMut::new();
-    iso8583::field::encode(spec, &[0; MAC_LEN], &mut out)
-        .map_err(|e| MacError::Encode(e.to_string()))?;
+    iso8583::field::encode(spec, &[0; MAC_LEN], &mut out).map_err(MacError::Field)?;
     Ok(out.len())
 }
 
@@ -190,15 +198,11 @@ pub fn sign(
     }
     let field = mac_field(message);
     message.set(field, Bytes::from_static(&[0; MAC_LEN]));
-    let encoded = message
-        .to_bytes(dialect)
-        .map_err(|e| MacError::Encode(e.to_string()))?;
+    let encoded = message.to_bytes(dialect).map_err(MacError::Encode)?;
     let covered = covered(dialect, &encoded, field)?;
     let mac = compute(algorithm, key, covered)?;
     message.set(field, Bytes::copy_from_slice(&mac));
-    message
-        .to_bytes(dialect)
-        .map_err(|e| MacError::Encode(e.to_string()))
+    message.to_bytes(dialect).map_err(MacError::Encode)
 }
 
 /// The part of an encoded message the MAC covers: everything before the

@@ -76,8 +76,13 @@ pub enum PinFormat {
     Iso4,
 }
 
+/// A name that is not one of the PIN block formats.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown PIN block format `{0}` (iso0, iso1, iso3 or iso4)")]
+pub struct UnknownPinFormat(pub String);
+
 impl std::str::FromStr for PinFormat {
-    type Err = String;
+    type Err = UnknownPinFormat;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
@@ -85,9 +90,7 @@ impl std::str::FromStr for PinFormat {
             "iso1" => Ok(PinFormat::Iso1),
             "iso3" => Ok(PinFormat::Iso3),
             "iso4" => Ok(PinFormat::Iso4),
-            _ => Err(format!(
-                "unknown PIN block format `{s}` (iso0, iso1, iso3 or iso4)"
-            )),
+            _ => Err(UnknownPinFormat(s.to_string())),
         }
     }
 }

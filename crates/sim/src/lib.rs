@@ -29,7 +29,7 @@ pub mod scenario;
 
 pub use bank::{BankHandle, BankSim, BankStats, BankStatsSnapshot};
 pub use ledger::{Approval, Ledger};
-pub use pos::{PosConfig, PosError, run};
+pub use pos::{ConfigProblem, PosConfig, PosError, run};
 pub use report::{Latency, PosReport};
 pub use rules::{Action, Match, Rule, RuleError, Rules, RulesError};
 pub use scenario::{Scenario, ScenarioError, TemplateError, TxnTemplate};

@@ -72,12 +72,12 @@ pub enum RulesError {
         source: std::io::Error,
     },
     /// The file is not TOML, or has keys other than `[[rule]]` tables.
-    #[error("{file}: {message}")]
+    #[error("{file}: {}", .source.to_string().trim_end())]
     Syntax {
         /// The file.
         file: String,
-        /// Parser message, with line and column.
-        message: String,
+        /// Parser error, with line and column.
+        source: toml::de::Error,
     },
     /// One rule is not valid.
     #[error("{file}: rule {index}: {reason}")]
@@ -97,8 +97,8 @@ pub enum RulesError {
 #[non_exhaustive]
 pub enum RuleError {
     /// A value has the wrong type or an unknown key (the TOML message).
-    #[error("{0}")]
-    Value(String),
+    #[error("{}", .0.message().trim_end())]
+    Value(#[source] toml::de::Error),
     /// `amount_min` is above `amount_max`.
     #[error("amount_min {min} is above amount_max {max}")]
     AmountRange {
@@ -254,9 +254,9 @@ impl Rules {
     /// Parses and validates rules from TOML text; `file` names the source in
     /// every error.
     pub fn from_toml(text: &str, file: &str) -> Result<Rules, RulesError> {
-        let raw: RawFile = toml::from_str(text).map_err(|e| RulesError::Syntax {
+        let raw: RawFile = toml::from_str(text).map_err(|source| RulesError::Syntax {
             file: file.to_string(),
-            message: e.to_string().trim_end().to_string(),
+            source,
         })?;
         let mut rules = Vec::with_capacity(raw.rule.len());
         for (i, value) in raw.rule.into_iter().enumerate() {
@@ -265,9 +265,9 @@ impl Rules {
                 index: i + 1,
                 reason,
             };
-            let raw: RawRule = value.try_into().map_err(|e: toml::de::Error| {
-                fail(RuleError::Value(e.message().trim_end().to_string()))
-            })?;
+            let raw: RawRule = value
+                .try_into()
+                .map_err(|e: toml::de::Error| fail(RuleError::Value(e)))?;
             rules.push(raw.validate().map_err(fail)?);
         }
         Ok(Rules { rules })

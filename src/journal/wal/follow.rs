@@ -64,23 +64,23 @@ impl Follower {
                         Some(oldest) => WalError::Corrupt {
                             segment: oldest.path.display().to_string(),
                             offset: MAGIC.len() as u64,
-                            reason: format!(
-                                "durable record {} not found: the oldest segment starts at record {}",
-                                self.next, oldest.first_seq
-                            ),
+                            reason: Corruption::BeforeOldest {
+                                seq: self.next,
+                                oldest: oldest.first_seq,
+                            },
                         },
-                        None => self.missing("the log has no segment"),
+                        None => self.missing(),
                     });
                 };
                 self.open(&all[at]);
                 continue;
             };
-            let mut file = File::open(&path).map_err(|e| io_error(&path, "open", &e))?;
+            let mut file = File::open(&path).map_err(|e| io_error(&path, "open", e))?;
             self.buf.clear();
             file.seek(SeekFrom::Start(self.offset))
                 .and_then(|_| (&mut file).take(FOLLOW_CHUNK).read_to_end(&mut self.buf))
-                .map_err(|e| io_error(&path, "read", &e))?;
-            let corrupt = |offset: u64, reason: String| WalError::Corrupt {
+                .map_err(|e| io_error(&path, "read", e))?;
+            let corrupt = |offset: u64, reason: Corruption| WalError::Corrupt {
                 segment: path.display().to_string(),
                 offset,
                 reason,
@@ -92,7 +92,10 @@ impl Follower {
                         if entry.seq > self.next {
                             return Err(corrupt(
                                 self.offset,
-                                format!("sequence {} where {} was expected", entry.seq, self.next),
+                                Corruption::Unexpected {
+                                    found: entry.seq,
+                                    expected: self.next,
+                                },
                             ));
                         }
                         if entry.seq == self.next {
@@ -119,7 +122,7 @@ impl Follower {
             match all.iter().find(|s| s.first_seq == self.next) {
                 Some(next) if at == self.buf.len() => self.open(next),
                 Some(_) => {
-                    return Err(corrupt(self.offset, "record cut short".into()));
+                    return Err(corrupt(self.offset, Corruption::CutShort));
                 }
                 None => {
                     if let Some(later) = all.iter().find(|s| s.first_seq > first_seq) {
@@ -127,12 +130,12 @@ impl Follower {
                         // verify` names it, or the end of its last whole
                         // record.
                         let reason = if at < self.buf.len() {
-                            "record cut short".to_string()
+                            Corruption::CutShort
                         } else {
-                            format!(
-                                "durable record {} not found: the segment ends here and the next one starts at record {}",
-                                self.next, later.first_seq
-                            )
+                            Corruption::Gap {
+                                seq: self.next,
+                                next: later.first_seq,
+                            }
                         };
                         return Err(corrupt(self.offset, reason));
                     }
@@ -148,11 +151,10 @@ impl Follower {
         self.next
     }
 
-    fn missing(&self, why: &str) -> WalError {
+    fn missing(&self) -> WalError {
         WalError::Missing {
             dir: self.dir.display().to_string(),
             seq: self.next,
-            reason: why.to_string(),
         }
     }
 

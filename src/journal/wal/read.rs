@@ -41,7 +41,7 @@ pub(super) enum Frame<'a> {
     Whole(Entry<'a>, usize),
     /// Ends beyond the data: a write cut short.
     Short,
-    Bad(String),
+    Bad(Corruption),
 }
 
 pub(super) fn parse(data: &[u8], offset: u64) -> Frame<'_> {
@@ -60,17 +60,17 @@ pub(super) fn parse(data: &[u8], offset: u64) -> Frame<'_> {
     };
     let len = word(0) as usize;
     if !(HEADER - 8..=MAX_RECORD).contains(&len) {
-        return Frame::Bad(format!("record length {len} out of range"));
+        return Frame::Bad(Corruption::Length(len));
     }
     let Some(body) = data.get(8..8 + len) else {
         return Frame::Short;
     };
     let crc = crc32c::crc32c_append(crc32c::crc32c(&head[..4]), body);
     if crc != word(4) {
-        return Frame::Bad("CRC mismatch".into());
+        return Frame::Bad(Corruption::Crc);
     }
     let Some(kind) = RecordKind::from_byte(head[8]) else {
-        return Frame::Bad(format!("unknown record kind {}", head[8]));
+        return Frame::Bad(Corruption::Kind(head[8]));
     };
     let entry = Entry {
         seq: long(9),
@@ -109,10 +109,10 @@ pub fn business_date(micros: u64, cutover: &Cutover) -> String {
 
 /// The segments in `dir`, oldest first.
 pub fn segments(dir: &Path) -> Result<Vec<Segment>, WalError> {
-    let listing = fs::read_dir(dir).map_err(|e| io_error(dir, "list", &e))?;
+    let listing = fs::read_dir(dir).map_err(|e| io_error(dir, "list", e))?;
     let mut found = Vec::new();
     for item in listing {
-        let item = item.map_err(|e| io_error(dir, "list", &e))?;
+        let item = item.map_err(|e| io_error(dir, "list", e))?;
         let name = item.file_name();
         let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".wal")) else {
             continue;
@@ -158,7 +158,7 @@ pub fn scan_bytes(
     tail_allowed: bool,
     mut visit: impl FnMut(&Entry<'_>) -> Result<(), WalError>,
 ) -> Result<SegmentScan, WalError> {
-    let corrupt = |offset: usize, reason: String| WalError::Corrupt {
+    let corrupt = |offset: usize, reason: Corruption| WalError::Corrupt {
         segment: name.to_string(),
         offset: offset as u64,
         reason,
@@ -172,7 +172,7 @@ pub fn scan_bytes(
                 tail: data.len() as u64,
             });
         }
-        return Err(corrupt(0, "not a cardswitch journal segment".into()));
+        return Err(corrupt(0, Corruption::NotASegment));
     }
     let mut at = MAGIC.len();
     let mut scan = SegmentScan {
@@ -186,7 +186,7 @@ pub fn scan_bytes(
         match parse(rest, at as u64) {
             Frame::Whole(entry, size) => {
                 if scan.last_seq.is_some_and(|last| entry.seq <= last) {
-                    return Err(corrupt(at, format!("sequence {} out of order", entry.seq)));
+                    return Err(corrupt(at, Corruption::OutOfOrder(entry.seq)));
                 }
                 visit(&entry)?;
                 scan.records += 1;
@@ -198,7 +198,7 @@ pub fn scan_bytes(
             // or its bytes never reached the disk (zeros, or garbage that
             // fails the CRC with nothing whole after it).
             Frame::Short | Frame::Bad(_) if tail_allowed && is_torn_tail(rest) => break,
-            Frame::Short => return Err(corrupt(at, "record cut short".into())),
+            Frame::Short => return Err(corrupt(at, Corruption::CutShort)),
             Frame::Bad(reason) => return Err(corrupt(at, reason)),
         }
     }
@@ -240,7 +240,7 @@ pub fn scan(
     let mut count = 0;
     let last = all.len().saturating_sub(1);
     for (i, segment) in all.iter().enumerate().skip(start) {
-        let data = fs::read(&segment.path).map_err(|e| io_error(&segment.path, "read", &e))?;
+        let data = fs::read(&segment.path).map_err(|e| io_error(&segment.path, "read", e))?;
         let name = segment.path.display().to_string();
         scan_bytes(&data, &name, i == last, |entry| {
             if entry.seq >= from {

@@ -28,6 +28,7 @@ use rustls::server::WebPkiClientVerifier;
 /// Messages name the file concerned and the reason; they never include key
 /// bytes.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TlsError {
     /// A file could not be opened, read or parsed as PEM.
     #[error("TLS file {}: {reason}", .path.display())]
@@ -35,7 +36,8 @@ pub enum TlsError {
         /// The file.
         path: PathBuf,
         /// Why it could not be read.
-        reason: String,
+        #[source]
+        reason: ReadError,
     },
     /// A certificate file holds no `CERTIFICATE` section.
     #[error("TLS file {}: no certificate found", .path.display())]
@@ -55,7 +57,8 @@ pub enum TlsError {
         /// The CA file.
         path: PathBuf,
         /// Why it was refused.
-        reason: String,
+        #[source]
+        reason: TrustAnchorError,
     },
     /// The certificate and key could not be combined into a configuration
     /// (unsupported key type, key not matching the certificate, …).
@@ -66,7 +69,8 @@ pub enum TlsError {
         /// The key file.
         key: PathBuf,
         /// Why they were refused.
-        reason: String,
+        #[source]
+        reason: rustls::Error,
     },
     /// Only one of a client certificate and its key was configured.
     #[error("TLS client certificate and key must be given together (got {given} only)")]
@@ -81,11 +85,70 @@ pub enum TlsError {
         /// The configured name.
         name: String,
         /// Why it is invalid.
-        reason: String,
+        #[source]
+        reason: rustls::pki_types::InvalidDnsNameError,
     },
     /// Any other error building the TLS configuration.
     #[error("TLS configuration: {0}")]
-    Config(String),
+    Config(#[source] rustls::Error),
+}
+
+/// Why a PEM file could not be read. PEM errors are described without
+/// the file's contents (a malformed line of a key file could otherwise end
+/// up in a log).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// The file could not be read.
+    #[error(transparent)]
+    Io(std::io::Error),
+    /// A key file could not be read, or others may read it.
+    #[error(transparent)]
+    PrivateFile(#[from] base::files::PrivateFileError),
+    /// A PEM section has no END line.
+    #[error("PEM section has no END line")]
+    MissingSectionEnd,
+    /// A PEM BEGIN line is malformed.
+    #[error("malformed PEM BEGIN line")]
+    IllegalSectionStart,
+    /// A PEM section holds invalid base64.
+    #[error("invalid base64 in PEM section")]
+    Base64,
+    /// A PEM section is too large.
+    #[error("PEM section too large")]
+    SectionTooLarge,
+    /// The file holds no PEM items.
+    #[error("no PEM items found")]
+    NoItemsFound,
+    /// Any other PEM error.
+    #[error("invalid PEM")]
+    Invalid,
+}
+
+impl From<pem::Error> for ReadError {
+    fn from(err: pem::Error) -> ReadError {
+        match err {
+            pem::Error::Io(e) => ReadError::Io(e),
+            pem::Error::MissingSectionEnd { .. } => ReadError::MissingSectionEnd,
+            pem::Error::IllegalSectionStart { .. } => ReadError::IllegalSectionStart,
+            pem::Error::Base64Decode(_) => ReadError::Base64,
+            pem::Error::SectionTooLarge => ReadError::SectionTooLarge,
+            pem::Error::NoItemsFound => ReadError::NoItemsFound,
+            _ => ReadError::Invalid,
+        }
+    }
+}
+
+/// Why a CA file's certificates cannot be trust anchors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrustAnchorError {
+    /// A certificate cannot be a trust anchor.
+    #[error(transparent)]
+    Certificate(rustls::Error),
+    /// No client certificate verifier can be built on them.
+    #[error(transparent)]
+    Verifier(rustls::server::VerifierBuilderError),
 }
 
 /// The PEM files of a TLS terminal listener.
@@ -233,7 +296,7 @@ fn build_acceptor(files: &ServerTlsFiles) -> Result<tokio_rustls::TlsAcceptor, T
     let provider = provider();
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(VERSIONS)
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+        .map_err(TlsError::Config)?;
     let builder = match &files.client_ca {
         Some(ca) => {
             let roots = read_roots(ca)?;
@@ -241,7 +304,7 @@ fn build_acceptor(files: &ServerTlsFiles) -> Result<tokio_rustls::TlsAcceptor, T
                 .build()
                 .map_err(|e| TlsError::TrustAnchor {
                     path: ca.clone(),
-                    reason: e.to_string(),
+                    reason: TrustAnchorError::Verifier(e),
                 })?;
             builder.with_client_cert_verifier(verifier)
         }
@@ -252,7 +315,7 @@ fn build_acceptor(files: &ServerTlsFiles) -> Result<tokio_rustls::TlsAcceptor, T
         .map_err(|e| TlsError::CertifiedKey {
             cert: files.cert.clone(),
             key: files.key.clone(),
-            reason: e.to_string(),
+            reason: e,
         })?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
@@ -261,7 +324,7 @@ fn build_connector(files: &ClientTlsFiles) -> Result<tokio_rustls::TlsConnector,
     let roots = read_roots(&files.ca)?;
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)
-        .map_err(|e| TlsError::Config(e.to_string()))?
+        .map_err(TlsError::Config)?
         .with_root_certificates(roots);
     let config = match (&files.cert, &files.key) {
         (Some(cert), Some(key)) => {
@@ -272,7 +335,7 @@ fn build_connector(files: &ClientTlsFiles) -> Result<tokio_rustls::TlsConnector,
                 .map_err(|e| TlsError::CertifiedKey {
                     cert: cert.clone(),
                     key: key.clone(),
-                    reason: e.to_string(),
+                    reason: e,
                 })?
         }
         (None, None) => builder.with_no_client_auth(),
@@ -288,36 +351,22 @@ fn build_connector(files: &ClientTlsFiles) -> Result<tokio_rustls::TlsConnector,
 fn parse_server_name(name: &str) -> Result<ServerName<'static>, TlsError> {
     ServerName::try_from(name.to_owned()).map_err(|e| TlsError::ServerName {
         name: name.to_owned(),
-        reason: e.to_string(),
+        reason: e,
     })
 }
 
-/// Describes a PEM error without echoing file contents (a malformed line of
-/// a key file could otherwise end up in a log).
-fn pem_reason(err: &pem::Error) -> String {
-    match err {
-        pem::Error::Io(e) => e.to_string(),
-        pem::Error::MissingSectionEnd { .. } => "PEM section has no END line".to_owned(),
-        pem::Error::IllegalSectionStart { .. } => "malformed PEM BEGIN line".to_owned(),
-        pem::Error::Base64Decode(_) => "invalid base64 in PEM section".to_owned(),
-        pem::Error::SectionTooLarge => "PEM section too large".to_owned(),
-        pem::Error::NoItemsFound => "no PEM items found".to_owned(),
-        _ => "invalid PEM".to_owned(),
-    }
-}
-
-fn read_error(path: &Path, err: &pem::Error) -> TlsError {
+fn read_error(path: &Path, err: pem::Error) -> TlsError {
     TlsError::Read {
         path: path.to_path_buf(),
-        reason: pem_reason(err),
+        reason: err.into(),
     }
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| read_error(path, &e))?
+        .map_err(|e| read_error(path, e))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| read_error(path, &e))?;
+        .map_err(|e| read_error(path, e))?;
     if certs.is_empty() {
         return Err(TlsError::NoCertificate {
             path: path.to_path_buf(),
@@ -328,15 +377,15 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 
 /// Reads a private key, refusing a file that group or others may read.
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let text = base::files::read_private_file(path).map_err(|reason| TlsError::Read {
+    let text = base::files::read_private_file(path).map_err(|e| TlsError::Read {
         path: path.to_path_buf(),
-        reason,
+        reason: e.into(),
     })?;
     PrivateKeyDer::from_pem_slice(text.as_bytes()).map_err(|e| match e {
         pem::Error::NoItemsFound => TlsError::NoPrivateKey {
             path: path.to_path_buf(),
         },
-        other => read_error(path, &other),
+        other => read_error(path, other),
     })
 }
 
@@ -345,11 +394,8 @@ fn read_roots(path: &Path) -> Result<RootCertStore, TlsError> {
     for cert in read_certs(path)? {
         roots.add(cert).map_err(|e| TlsError::TrustAnchor {
             path: path.to_path_buf(),
-            reason: e.to_string(),
+            reason: TrustAnchorError::Certificate(e),
         })?;
     }
     Ok(roots)
 }
-
-#[cfg(test)]
-mod tests;

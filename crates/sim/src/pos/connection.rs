@@ -122,7 +122,21 @@ pub(super) fn count(map: &mut BTreeMap<String, u64>, key: &str) {
 /// Why a connection's loop ended early.
 pub(super) enum Stop {
     Closed,
-    Failed(String),
+    Failed(Failure),
+}
+
+/// A connection's socket or framing failed.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Failure {
+    /// A request could not be written.
+    #[error("write: {0}")]
+    Write(#[source] FramingError),
+    /// The socket could not be read.
+    #[error("read: {0}")]
+    Read(#[source] std::io::Error),
+    /// What arrived is not a frame.
+    #[error("framing: {0}")]
+    Framing(#[source] FramingError),
 }
 
 /// One terminal connection: sends, matches, verifies.
@@ -210,7 +224,7 @@ impl Connection {
                     writer
                         .feed(frame)
                         .await
-                        .map_err(|e| Stop::Failed(format!("write: {e}")))?;
+                        .map_err(|e| Stop::Failed(Failure::Write(e)))?;
                     fed = true;
                 }
             }
@@ -218,7 +232,7 @@ impl Connection {
                 writer
                     .flush()
                     .await
-                    .map_err(|e| Stop::Failed(format!("write: {e}")))?;
+                    .map_err(|e| Stop::Failed(Failure::Write(e)))?;
             }
             self.forget_answered();
             if exhausted && self.pending.is_empty() {
@@ -257,8 +271,8 @@ impl Connection {
                 self.on_response(frame);
                 Ok(())
             }
-            Some(Err(FramingError::Io(e))) => Err(Stop::Failed(format!("read: {e}"))),
-            Some(Err(e)) => Err(Stop::Failed(format!("framing: {e}"))),
+            Some(Err(FramingError::Io(e))) => Err(Stop::Failed(Failure::Read(e))),
+            Some(Err(e)) => Err(Stop::Failed(Failure::Framing(e))),
             None => Err(Stop::Closed),
         }
     }

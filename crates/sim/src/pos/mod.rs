@@ -151,7 +151,7 @@ pub fn default_terminal(index: usize) -> String {
 pub enum PosError {
     /// A configuration value is out of range.
     #[error("invalid configuration: {0}")]
-    Config(String),
+    Config(#[source] ConfigProblem),
     /// The dialect lacks a field the generator needs.
     #[error("dialect {dialect} cannot carry the generated requests: {reason}")]
     Dialect {
@@ -168,6 +168,49 @@ pub enum PosError {
         /// Why (the first connection's error).
         source: std::io::Error,
     },
+}
+
+/// Which configuration value of the load generator is out of range.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigProblem {
+    /// No transactions to send.
+    #[error("count must be at least 1")]
+    Count,
+    /// Too few or too many connections.
+    #[error("connections must be 1 to {MAX_CONNECTIONS}")]
+    Connections,
+    /// Too few or too many requests in flight per connection.
+    #[error("pipeline must be 1 to {MAX_PIPELINE}")]
+    Pipeline,
+    /// A rate of zero.
+    #[error("rate must be at least 1 transaction per second")]
+    Rate,
+    /// A zero timeout.
+    #[error("timeout must be positive")]
+    Timeout,
+    /// A header of another length than the framing's.
+    #[error("header of {given} bytes, the framing expects {expected}")]
+    Header {
+        /// Bytes given.
+        given: usize,
+        /// Bytes the framing expects.
+        expected: usize,
+    },
+    /// A terminal id that field 41 cannot carry.
+    #[error("terminal id {0:?} must be 1 to 8 printable characters")]
+    Terminal(String),
+    /// A template's MTI, in the dialect's edition, is not four digits.
+    #[error("template `{name}`: bad mti {mti:?}")]
+    TemplateMti {
+        /// The template.
+        name: String,
+        /// Its MTI as given.
+        mti: String,
+    },
+    /// The latency histogram could not be made.
+    #[error("latency histogram: {0}")]
+    Histogram(#[source] hdrhistogram::CreationError),
 }
 
 /// Runs the load described by `cfg` and reports what came back.
@@ -217,37 +260,34 @@ pub async fn run(cfg: PosConfig) -> Result<PosReport, PosError> {
 }
 
 fn validate(cfg: &PosConfig) -> Result<(), PosError> {
-    let fail = |m: String| Err(PosError::Config(m));
+    let fail = |problem: ConfigProblem| Err(PosError::Config(problem));
     if cfg.count == 0 {
-        return fail("count must be at least 1".into());
+        return fail(ConfigProblem::Count);
     }
     if !(1..=MAX_CONNECTIONS).contains(&cfg.connections) {
-        return fail(format!("connections must be 1 to {MAX_CONNECTIONS}"));
+        return fail(ConfigProblem::Connections);
     }
     if !(1..=MAX_PIPELINE).contains(&cfg.pipeline) {
-        return fail(format!("pipeline must be 1 to {MAX_PIPELINE}"));
+        return fail(ConfigProblem::Pipeline);
     }
     if cfg.rate == Some(0) {
-        return fail("rate must be at least 1 transaction per second".into());
+        return fail(ConfigProblem::Rate);
     }
     if cfg.timeout.is_zero() {
-        return fail("timeout must be positive".into());
+        return fail(ConfigProblem::Timeout);
     }
     if cfg.header.len() != cfg.codec.header_len() {
-        return fail(format!(
-            "header of {} bytes, the framing expects {}",
-            cfg.header.len(),
-            cfg.codec.header_len()
-        ));
+        return fail(ConfigProblem::Header {
+            given: cfg.header.len(),
+            expected: cfg.codec.header_len(),
+        });
     }
     for id in &cfg.terminals {
         if id.trim_end().is_empty()
             || id.len() > 8
             || !id.bytes().all(|b| (0x20..=0x7E).contains(&b))
         {
-            return fail(format!(
-                "terminal id {id:?} must be 1 to 8 printable characters"
-            ));
+            return fail(ConfigProblem::Terminal(id.clone()));
         }
     }
     Ok(())

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
 
-use super::{MAX_LATENCY_US, POS_DATA_CODE_93, PosConfig, PosError};
+use super::{ConfigProblem, MAX_LATENCY_US, POS_DATA_CODE_93, PosConfig, PosError};
 use crate::scenario::Scenario;
 use base::clock::DateTime;
 use iso8583::codes;
@@ -124,7 +124,10 @@ impl Setup {
                 let version = if layout.version == b'1' { "1" } else { "0" };
                 let digits = format!("{version}{}", t.mti.get(1..).unwrap_or_default());
                 Mti::parse(&digits).map_err(|_| {
-                    PosError::Config(format!("template `{}`: bad mti {:?}", t.name, t.mti))
+                    PosError::Config(ConfigProblem::TemplateMti {
+                        name: t.name.clone(),
+                        mti: t.mti.clone(),
+                    })
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -153,7 +156,7 @@ impl Setup {
             })
             .collect();
         let histogram = Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
-            .map_err(|e| PosError::Config(format!("latency histogram: {e}")))?;
+            .map_err(|e| PosError::Config(ConfigProblem::Histogram(e)))?;
         Ok(Setup {
             dialect: Arc::clone(&cfg.dialect),
             codec: cfg.codec,

@@ -1,92 +1,41 @@
-//! TLS listeners and bank links over real sockets, with certificates made on the spot.
+//! The TLS acceptor and connector of the security crate over real
+//! sockets, with certificates from the test CA: handshakes, mutual TLS,
+//! refusals, reloads, and load errors that name the file.
 
-use super::*;
-
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair,
+use cardswitch::security::tls::{
+    ClientTlsFiles, ServerTlsFiles, TlsAcceptor, TlsConnector, TlsError,
 };
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
+use crate::common::ca::{self, Ca};
+
 const WAIT: Duration = Duration::from_secs(10);
-
-/// A test CA that issues leaf certificates.
-struct TestCa {
-    pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl TestCa {
-    fn new(name: &str) -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, name);
-        let key = KeyPair::generate().unwrap();
-        let pem = params.self_signed(&key).unwrap().pem();
-        Self {
-            pem,
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// Issues a leaf; returns (certificate PEM, key PEM).
-    fn issue(&self, name: &str, sans: &[&str], eku: ExtendedKeyUsagePurpose) -> (String, String) {
-        let sans: Vec<String> = sans.iter().map(|s| (*s).to_owned()).collect();
-        let mut params = CertificateParams::new(sans).unwrap();
-        params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.extended_key_usages = vec![eku];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-
-    fn server_leaf(&self) -> (String, String) {
-        self.issue(
-            "localhost",
-            &["localhost"],
-            ExtendedKeyUsagePurpose::ServerAuth,
-        )
-    }
-
-    fn client_leaf(&self, name: &str) -> (String, String) {
-        self.issue(name, &[], ExtendedKeyUsagePurpose::ClientAuth)
-    }
-}
-
-fn self_signed_client() -> (String, String) {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name = DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, "rogue");
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let key = KeyPair::generate().unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    (cert.pem(), key.serialize_pem())
-}
 
 /// Writes a test file readable by its owner only (private keys must be).
 fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
     let path = dir.join(name);
-    base::files::write_private_atomically(&path, contents.as_bytes()).unwrap();
+    cardswitch::files::write_private_atomically(&path, contents.as_bytes()).unwrap();
     path
 }
 
 /// Writes a CA file and a server leaf; returns the listener's files and
 /// the CA file.
-fn server_files(dir: &Path, ca: &TestCa) -> (ServerTlsFiles, PathBuf) {
-    let (cert, key) = ca.server_leaf();
+fn server_files(dir: &Path, ca: &Ca) -> (ServerTlsFiles, PathBuf) {
+    let (cert, key) = ca.leaf("localhost", true);
     let files = ServerTlsFiles {
         cert: write(dir, "server.crt", &cert),
         key: write(dir, "server.key", &key),
         client_ca: None,
     };
-    (files, write(dir, "ca.crt", &ca.pem))
+    (files, write(dir, "ca.crt", ca.pem()))
 }
 
 fn client_files(ca: &Path) -> ClientTlsFiles {
@@ -178,7 +127,7 @@ async fn next_outcome(rx: &mut mpsc::UnboundedReceiver<Result<(), String>>) -> R
 #[tokio::test]
 async fn handshake_and_exchange() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new("test ca");
+    let ca = Ca::new("test ca");
     let (files, ca_file) = server_files(dir.path(), &ca);
     let acceptor = Arc::new(TlsAcceptor::load(files).unwrap());
     let (addr, mut rx) = serve(acceptor).await;
@@ -196,15 +145,15 @@ async fn handshake_and_exchange() {
 #[tokio::test]
 async fn mutual_tls() {
     let dir = tempfile::tempdir().unwrap();
-    let server_ca = TestCa::new("server ca");
-    let client_ca = TestCa::new("client ca");
+    let server_ca = Ca::new("server ca");
+    let client_ca = Ca::new("client ca");
     let (mut files, ca_file) = server_files(dir.path(), &server_ca);
-    files.client_ca = Some(write(dir.path(), "client-ca.crt", &client_ca.pem));
+    files.client_ca = Some(write(dir.path(), "client-ca.crt", client_ca.pem()));
     let acceptor = Arc::new(TlsAcceptor::load(files).unwrap());
     let (addr, mut rx) = serve(acceptor).await;
 
     // A client certificate signed by the client CA is accepted.
-    let (cert, key) = client_ca.client_leaf("terminal-1");
+    let (cert, key) = client_ca.leaf("terminal-1", false);
     let good = TlsConnector::load(ClientTlsFiles {
         cert: Some(write(dir.path(), "good.crt", &cert)),
         key: Some(write(dir.path(), "good.key", &key)),
@@ -216,7 +165,7 @@ async fn mutual_tls() {
     assert_eq!(echo(&mut stream, b"mtls").await.unwrap(), b"mtls");
 
     // A self-signed client certificate is refused.
-    let (cert, key) = self_signed_client();
+    let (cert, key) = ca::self_signed_client("rogue");
     let rogue = TlsConnector::load(ClientTlsFiles {
         cert: Some(write(dir.path(), "rogue.crt", &cert)),
         key: Some(write(dir.path(), "rogue.key", &key)),
@@ -233,7 +182,7 @@ async fn mutual_tls() {
     }
 
     // A certificate from another CA (the server's) is refused too.
-    let (cert, key) = server_ca.client_leaf("wrong-ca");
+    let (cert, key) = server_ca.leaf("wrong-ca", false);
     let wrong = TlsConnector::load(ClientTlsFiles {
         cert: Some(write(dir.path(), "wrong.crt", &cert)),
         key: Some(write(dir.path(), "wrong.key", &key)),
@@ -264,7 +213,7 @@ async fn mutual_tls() {
 #[tokio::test]
 async fn plaintext_client_is_refused_and_server_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new("test ca");
+    let ca = Ca::new("test ca");
     let (files, ca_file) = server_files(dir.path(), &ca);
     let acceptor = Arc::new(TlsAcceptor::load(files).unwrap());
     let (addr, mut rx) = serve(acceptor).await;
@@ -289,7 +238,7 @@ async fn plaintext_client_is_refused_and_server_keeps_serving() {
 #[tokio::test]
 async fn reload_rotates_certificates_without_dropping_connections() {
     let dir = tempfile::tempdir().unwrap();
-    let old_ca = TestCa::new("old ca");
+    let old_ca = Ca::new("old ca");
     let (files, old_ca_file) = server_files(dir.path(), &old_ca);
     let acceptor = Arc::new(TlsAcceptor::load(files.clone()).unwrap());
     let (addr, mut rx) = serve(acceptor.clone()).await;
@@ -300,8 +249,8 @@ async fn reload_rotates_certificates_without_dropping_connections() {
     assert_eq!(echo(&mut established, b"before").await.unwrap(), b"before");
 
     // Rotate to a certificate from a new CA.
-    let new_ca = TestCa::new("new ca");
-    let (cert, key) = new_ca.server_leaf();
+    let new_ca = Ca::new("new ca");
+    let (cert, key) = new_ca.leaf("localhost", true);
     std::fs::write(&files.cert, cert).unwrap();
     std::fs::write(&files.key, key).unwrap();
     acceptor.reload().unwrap();
@@ -312,7 +261,7 @@ async fn reload_rotates_certificates_without_dropping_connections() {
     assert!(refused.is_err());
     assert!(next_outcome(&mut rx).await.is_err());
 
-    let new_ca_file = write(dir.path(), "new-ca.crt", &new_ca.pem);
+    let new_ca_file = write(dir.path(), "new-ca.crt", new_ca.pem());
     let new_client = TlsConnector::load(client_files(&new_ca_file)).unwrap();
     let mut fresh = connect(&new_client, addr).await.unwrap();
     assert_eq!(next_outcome(&mut rx).await, Ok(()));
@@ -322,7 +271,7 @@ async fn reload_rotates_certificates_without_dropping_connections() {
     assert_eq!(echo(&mut established, b"after").await.unwrap(), b"after");
 
     // The connector reloads its CA file too.
-    std::fs::write(&old_ca_file, &new_ca.pem).unwrap();
+    std::fs::write(&old_ca_file, new_ca.pem()).unwrap();
     old_client.reload().unwrap();
     let mut stream = connect(&old_client, addr).await.unwrap();
     assert_eq!(next_outcome(&mut rx).await, Ok(()));
@@ -349,7 +298,7 @@ async fn reload_rotates_certificates_without_dropping_connections() {
 #[test]
 fn load_errors_name_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new("test ca");
+    let ca = Ca::new("test ca");
     let (files, ca_file) = server_files(dir.path(), &ca);
     let not_pem = write(dir.path(), "notes.txt", "this is not a certificate\n");
 
@@ -412,7 +361,7 @@ fn load_errors_name_the_file() {
     );
 
     // Key not matching the certificate.
-    let (_, other_key) = ca.server_leaf();
+    let (_, other_key) = ca.leaf("localhost", true);
     let other_key = write(dir.path(), "other.key", &other_key);
     let err = TlsAcceptor::load(ServerTlsFiles {
         key: other_key.clone(),
@@ -446,7 +395,7 @@ fn load_errors_name_the_file() {
     assert!(matches!(err, TlsError::NoCertificate { .. }), "{err:?}");
 
     // Connector: client key file without a key.
-    let (cert, _) = ca.client_leaf("t");
+    let (cert, _) = ca.leaf("t", false);
     let cert = write(dir.path(), "client.crt", &cert);
     let err = TlsConnector::load(ClientTlsFiles {
         cert: Some(cert.clone()),
