@@ -150,9 +150,8 @@ async fn bind_listeners(
 ) -> Result<Vec<(String, SocketAddr, Arc<ListenerStats>)>, ServeError> {
     let mut bound = Vec::new();
     for l in &config.listeners {
-        let socket = TcpListener::bind(l.address)
-            .await
-            .map_err(|source| ServeError::Bind {
+        let socket =
+            listener::bind(l.address, l.max_connections).map_err(|source| ServeError::Bind {
                 name: l.name.clone(),
                 address: l.address,
                 source,

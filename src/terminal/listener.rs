@@ -1,10 +1,11 @@
 //! Accepting terminal connections, at most `max_connections` at a time.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +39,35 @@ impl Drop for OpenConnection {
 
 /// Time a terminal has to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The accept queue of a listener: room for every connection it may hold,
+/// at least [`MIN_BACKLOG`], at most [`MAX_BACKLOG`] (the kernel caps it
+/// further at `net.core.somaxconn`).
+pub fn backlog(max_connections: usize) -> u32 {
+    u32::try_from(max_connections)
+        .unwrap_or(MAX_BACKLOG)
+        .clamp(MIN_BACKLOG, MAX_BACKLOG)
+}
+
+/// The smallest accept queue a listener gets.
+pub const MIN_BACKLOG: u32 = 1_024;
+
+/// The largest accept queue a listener asks for.
+pub const MAX_BACKLOG: u32 = 65_535;
+
+/// Binds a terminal listener (with `SO_REUSEADDR`, as `TcpListener::bind`)
+/// and listens with an accept queue sized by [`backlog`]: after a restart
+/// every terminal reconnects at once, and a queue of the default 128 made
+/// the kernel drop their handshakes, each retried only a second later.
+pub fn bind(address: SocketAddr, max_connections: usize) -> std::io::Result<TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(backlog(max_connections))
+}
 
 /// Accepts connections until `shutdown`, then waits for every session to
 /// finish its requests in flight.
@@ -119,4 +149,25 @@ pub async fn run(
     }
     info!(listener = %config.name, "stopped accepting");
     while sessions.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_accept_queue_holds_every_connection_within_bounds() {
+        assert_eq!(backlog(1), MIN_BACKLOG);
+        assert_eq!(backlog(20_000), 20_000);
+        assert_eq!(backlog(1_000_000), MAX_BACKLOG);
+    }
+
+    #[tokio::test]
+    async fn a_bound_listener_takes_connections_on_its_address() {
+        let socket = bind("127.0.0.1:0".parse().unwrap(), 10).unwrap();
+        let address = socket.local_addr().unwrap();
+        let client = tokio::net::TcpStream::connect(address).await.unwrap();
+        let (_, peer) = socket.accept().await.unwrap();
+        assert_eq!(peer, client.local_addr().unwrap());
+    }
 }
