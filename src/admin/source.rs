@@ -107,6 +107,7 @@ fn destination_families(switch: &Switch) -> Vec<Gathered> {
 fn switch_families(switch: &Switch) -> Vec<Gathered> {
     let s = switch.stats();
     let wal = switch.journal().stats();
+    let lag = switch.journal().index_lag();
     let none = Vec::new;
     vec![
         family(
@@ -143,6 +144,21 @@ fn switch_families(switch: &Switch) -> Vec<Gathered> {
             "journal_records",
             "Journal records committed (records / groups = group size)",
             vec![(none(), Sample::Counter(wal.records))],
+        ),
+        family(
+            "journal_index_lag_records",
+            "Durable journal records the index has not applied yet",
+            vec![(none(), Sample::Gauge(gauge(lag.records)))],
+        ),
+        family(
+            "journal_index_lag_milliseconds",
+            "How long the journal index has not held everything durable (0 when it does)",
+            vec![(
+                none(),
+                Sample::Gauge(gauge(
+                    u64::try_from(lag.behind.as_millis()).unwrap_or(u64::MAX),
+                )),
+            )],
         ),
         family(
             "risk_tracked_cards",
@@ -268,4 +284,9 @@ pub fn links(control: &dyn Operations) -> Value {
         })
         .collect();
     json!({ "links": list })
+}
+
+/// A gauge's value from a count (saturating).
+fn gauge(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }

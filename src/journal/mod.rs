@@ -222,6 +222,7 @@ impl Journal {
         let shared = Arc::new(IndexerShared {
             mark: wal.durable_mark(),
             applied: AtomicU64::new(0),
+            current_at: AtomicU64::new(wal::now_micros()),
             stop: AtomicBool::new(false),
         });
         let (index, replayed, indexer) = start_indexer(&config, Arc::clone(&shared))?;
@@ -274,6 +275,25 @@ impl Journal {
     /// id is at most this is in the index.
     pub fn indexed_through(&self) -> u64 {
         self.indexer_shared.applied.load(Ordering::Acquire)
+    }
+
+    /// How far the index is behind the log: durable records it has not
+    /// applied, and for how long it has not held everything durable (zero
+    /// when it does) — an upper bound on the age of the oldest record it
+    /// lacks.
+    pub fn index_lag(&self) -> IndexLag {
+        let shared = &self.indexer_shared;
+        let records = shared
+            .mark
+            .get()
+            .saturating_sub(shared.applied.load(Ordering::Acquire));
+        let behind = if records == 0 {
+            Duration::ZERO
+        } else {
+            let since = shared.current_at.load(Ordering::Acquire);
+            Duration::from_micros(wal::now_micros().saturating_sub(since))
+        };
+        IndexLag { records, behind }
     }
 
     /// Waits until the index holds everything durable so far (see
@@ -470,8 +490,21 @@ fn run_indexer(index: &Index, log: &Path, shared: &IndexerShared) {
         });
         match applied {
             Ok(0) if deadline.is_some() => return,
-            Ok(0) => std::thread::sleep(INDEX_POLL),
-            Ok(_) => shared.applied.store(follower.next() - 1, Ordering::Release),
+            Ok(0) => {
+                shared
+                    .current_at
+                    .store(wal::now_micros(), Ordering::Release);
+                std::thread::sleep(INDEX_POLL);
+            }
+            Ok(_) => {
+                let applied = follower.next() - 1;
+                shared.applied.store(applied, Ordering::Release);
+                if applied >= shared.mark.get() {
+                    shared
+                        .current_at
+                        .store(wal::now_micros(), Ordering::Release);
+                }
+            }
             Err(e) => {
                 error!(error = %e, "journal index update failed; retrying from the index's mark (or rebuild it with `cardswitch journal reindex`)");
                 if deadline.is_some() {
@@ -484,6 +517,15 @@ fn run_indexer(index: &Index, log: &Path, shared: &IndexerShared) {
     }
 }
 
+/// How far the index is behind the log ([`Journal::index_lag`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexLag {
+    /// Durable records not yet applied to the index.
+    pub records: u64,
+    /// How long the index has not held everything durable.
+    pub behind: Duration,
+}
+
 /// What the indexer thread shares with the journal.
 #[derive(Debug)]
 struct IndexerShared {
@@ -491,6 +533,8 @@ struct IndexerShared {
     mark: DurableMark,
     /// Last log sequence the index has applied.
     applied: AtomicU64,
+    /// When (µs since the epoch) the index last held everything durable.
+    current_at: AtomicU64,
     /// Set at close: apply what is left (for up to [`INDEX_DRAIN`]) and end.
     stop: AtomicBool,
 }

@@ -121,6 +121,30 @@ async fn admin_api_roles_audit_metrics_and_link_steering() {
         0.0
     );
     assert_eq!(sample(&after, "cardswitch_in_flight"), 0.0);
+    // The index follows the log and says how far behind it is: caught up
+    // (no record, no time behind) soon after the traffic.
+    for series in [
+        "cardswitch_journal_index_lag_records ",
+        "cardswitch_journal_index_lag_milliseconds ",
+    ] {
+        assert!(after.lines().any(|l| l.starts_with(series)), "{series}");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, now) = http(admin, "GET", "/metrics", Some(&viewer));
+        let lag = (
+            sample(&now, "cardswitch_journal_index_lag_records"),
+            sample(&now, "cardswitch_journal_index_lag_milliseconds"),
+        );
+        if lag == (0.0, 0.0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "index still behind: {lag:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // A risk decline: answered 62 by the daemon, counted by rule, and its
     // transaction names the rule.
