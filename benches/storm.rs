@@ -41,11 +41,16 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let dir = tempfile::tempdir().expect("temp dir");
 
+    let mut switch = Switch::start(dir.path(), count);
+    let idle_rss = switch.rss_mib();
+    let (switched, held_rss) = runtime.block_on(async {
+        let result = storm_streams(switch.listen, count, || switch.accepted()).await;
+        (result, switch.rss_mib())
+    });
+    switch.stop();
+    let switched = switched.map(|(storm, _)| storm);
     let bare_default = runtime.block_on(bare_loop(count, false));
     let bare_sized = runtime.block_on(bare_loop(count, true));
-    let mut switch = Switch::start(dir.path(), count);
-    let switched = runtime.block_on(storm(switch.listen, count, || switch.accepted()));
-    switch.stop();
 
     println!(
         "\n## Reconnection storm ({count} connections, {} under way at once, loopback)\n",
@@ -71,6 +76,11 @@ fn main() {
             Err(e) => println!("| {name} | failed: {e} | | |"),
         }
     }
+    println!(
+        "\nswitch resident memory: {} MiB started, {} MiB holding the {count} connections",
+        idle_rss.map_or("?".into(), |m| m.to_string()),
+        held_rss.map_or("?".into(), |m| m.to_string()),
+    );
 }
 
 /// What one storm measured.
@@ -139,6 +149,18 @@ async fn storm(
     count: usize,
     accepted: impl Fn() -> Option<usize>,
 ) -> Result<Storm, String> {
+    storm_streams(address, count, accepted)
+        .await
+        .map(|(storm, _)| storm)
+}
+
+/// The storm itself: the measurement, and the connections still open (so
+/// that the switch's memory can be read while it holds them).
+async fn storm_streams(
+    address: SocketAddr,
+    count: usize,
+    accepted: impl Fn() -> Option<usize>,
+) -> Result<(Storm, Vec<TcpStream>), String> {
     let started = Instant::now();
     let in_flight = Arc::new(tokio::sync::Semaphore::new(parallel()));
     let connects: Vec<_> = (0..count)
@@ -174,11 +196,14 @@ async fn storm(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    Ok(Storm {
-        accepted: started.elapsed(),
-        slowest,
-        retried,
-    })
+    Ok((
+        Storm {
+            accepted: started.elapsed(),
+            slowest,
+            retried,
+        },
+        streams,
+    ))
 }
 
 /// The real daemon, with a listener that takes every connection of the
@@ -283,6 +308,20 @@ destination = "bank"
             line.strip_prefix("cardswitch_terminal_connections{listener=\"pos\"} ")
         });
         Some(gauge.and_then(|n| n.trim().parse().ok()).unwrap_or(0))
+    }
+
+    /// The daemon's resident memory (`VmRSS`), in MiB.
+    fn rss_mib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kib / 1024)
     }
 
     fn stop(&mut self) {
