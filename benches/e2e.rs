@@ -27,7 +27,6 @@
 //! `benches/e2e.rs relay LISTEN UPSTREAM` runs the relay itself (the
 //! benchmark starts it that way).
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -37,6 +36,9 @@ use cardswitch::iso8583::framing::{FrameCodec, LengthPrefix};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::{FramedRead, FramedWrite};
+
+#[path = "common/admin.rs"]
+mod admin;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cardswitch");
 const CONNECTIONS: usize = 8;
@@ -217,19 +219,7 @@ fn switch_config(
     let key = dir.join("data.key");
     cardswitch::journal::generate_data_key(&key).expect("data key");
     let tokens = dir.join("tokens.toml");
-    let made = Command::new(BIN)
-        .arg("tokens")
-        .arg("--file")
-        .arg(&tokens)
-        .args(["add", "bench", "--role", "viewer"])
-        .output()
-        .expect("cardswitch tokens add");
-    let token = String::from_utf8_lossy(&made.stdout)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_string();
+    let token = admin::viewer_token(BIN, &tokens);
     let mut text = format!(
         r#"[journal]
 dir = "{journal}"
@@ -275,17 +265,9 @@ destination = "bank"
 /// The cumulative buckets (upper bound in seconds, count) of
 /// `cardswitch_switch_added_duration_seconds` in the switch's `/metrics`.
 fn switch_added(admin: SocketAddr, token: &str) -> Vec<(f64, f64)> {
-    let Ok(mut stream) = StdStream::connect(admin) else {
+    let Some(body) = admin::scrape(admin, token) else {
         return Vec::new();
     };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let request = format!(
-        "GET /metrics HTTP/1.1\r\nHost: {admin}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-    );
-    let mut body = String::new();
-    if stream.write_all(request.as_bytes()).is_err() || stream.read_to_string(&mut body).is_err() {
-        return Vec::new();
-    }
     body.lines()
         .filter_map(|line| {
             let rest =

@@ -15,8 +15,7 @@
 //! Run: `cargo bench --bench storm`. The process needs about twice
 //! `STORM_CONNECTIONS` open files (`ulimit -n`); everything is on loopback.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
+use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -24,6 +23,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
+
+#[path = "common/admin.rs"]
+mod admin;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cardswitch");
 
@@ -222,19 +224,7 @@ impl Switch {
         let key = dir.join("data.key");
         cardswitch::journal::generate_data_key(&key).expect("data key");
         let tokens = dir.join("tokens.toml");
-        let made = Command::new(BIN)
-            .arg("tokens")
-            .arg("--file")
-            .arg(&tokens)
-            .args(["add", "bench", "--role", "viewer"])
-            .output()
-            .expect("cardswitch tokens add");
-        let token = String::from_utf8_lossy(&made.stdout)
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_string();
+        let token = admin::viewer_token(BIN, &tokens);
         let config = format!(
             r#"[journal]
 dir = "{journal}"
@@ -292,15 +282,7 @@ destination = "bank"
 
     /// The open connections of listener `pos`, from `/metrics`.
     fn accepted(&self) -> Option<usize> {
-        let mut stream = StdStream::connect(self.admin).ok()?;
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-        let request = format!(
-            "GET /metrics HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
-            self.admin, self.token
-        );
-        stream.write_all(request.as_bytes()).ok()?;
-        let mut body = String::new();
-        stream.read_to_string(&mut body).ok()?;
+        let body = admin::scrape(self.admin, &self.token)?;
         if !body.starts_with("HTTP/1.1 200") {
             return None;
         }

@@ -1,0 +1,40 @@
+//! The switch's admin API as the end-to-end benches use it: a viewer token
+//! made with the real binary, and one scrape of `/metrics`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// Adds a viewer token named `bench` to the token file `tokens` with
+/// `cardswitch tokens add` (the binary `bin`) and returns the token.
+pub fn viewer_token(bin: &str, tokens: &Path) -> String {
+    let made = Command::new(bin)
+        .arg("tokens")
+        .arg("--file")
+        .arg(tokens)
+        .args(["add", "bench", "--role", "viewer"])
+        .output()
+        .expect("cardswitch tokens add");
+    String::from_utf8_lossy(&made.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// The body of one `GET /metrics` (with its status line and headers), or
+/// `None` when the admin API does not answer.
+pub fn scrape(admin: SocketAddr, token: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(admin).ok()?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let request = format!(
+        "GET /metrics HTTP/1.1\r\nHost: {admin}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).ok()?;
+    Some(body)
+}
