@@ -37,8 +37,8 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-#[path = "common/admin.rs"]
-mod admin;
+#[path = "common/daemon.rs"]
+mod daemon;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cardswitch");
 const CONNECTIONS: usize = 8;
@@ -219,7 +219,7 @@ fn switch_config(
     let key = dir.join("data.key");
     cardswitch::journal::generate_data_key(&key).expect("data key");
     let tokens = dir.join("tokens.toml");
-    let token = admin::viewer_token(BIN, &tokens);
+    let token = daemon::viewer_token(BIN, &tokens);
     let mut text = format!(
         r#"[journal]
 dir = "{journal}"
@@ -265,7 +265,7 @@ destination = "bank"
 /// The cumulative buckets (upper bound in seconds, count) of
 /// `cardswitch_switch_added_duration_seconds` in the switch's `/metrics`.
 fn switch_added(admin: SocketAddr, token: &str) -> Vec<(f64, f64)> {
-    let Some(body) = admin::scrape(admin, token) else {
+    let Some(body) = daemon::scrape(admin, token) else {
         return Vec::new();
     };
     body.lines()
@@ -373,6 +373,8 @@ struct SwitchRun {
     run: Run,
     cpu: Option<f64>,
     rates: Vec<(Run, Inside)>,
+    /// Resident memory after the throughput and fixed-rate runs, MiB.
+    rss_mib: Option<u64>,
 }
 
 /// The bank simulator, on CPU 0, once it listens.
@@ -448,6 +450,8 @@ fn bench_switch(
             (run, inside(&before, &switch_added(admin, &token)))
         })
         .collect();
+    // `taskset` execs the switch: its pid is the switch's.
+    let rss_mib = daemon::rss_mib(switch.id());
     let _ = switch.kill();
     let _ = switch.wait();
     SwitchRun {
@@ -455,6 +459,7 @@ fn bench_switch(
         run,
         cpu,
         rates,
+        rss_mib,
     }
 }
 
@@ -575,5 +580,12 @@ fn print_latency(rates: &[(u64, Run, Run)], switches: &[SwitchRun]) {
                 );
             }
         }
+    }
+    for switch in switches {
+        println!(
+            "\nswitch, journal {}: resident memory after its runs {} MiB",
+            switch.durability,
+            switch.rss_mib.map_or("?".into(), |m| m.to_string())
+        );
     }
 }

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 
-#[path = "common/admin.rs"]
-mod admin;
+#[path = "common/daemon.rs"]
+mod daemon;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cardswitch");
 
@@ -224,7 +224,7 @@ impl Switch {
         let key = dir.join("data.key");
         cardswitch::journal::generate_data_key(&key).expect("data key");
         let tokens = dir.join("tokens.toml");
-        let token = admin::viewer_token(BIN, &tokens);
+        let token = daemon::viewer_token(BIN, &tokens);
         let config = format!(
             r#"[journal]
 dir = "{journal}"
@@ -282,7 +282,7 @@ destination = "bank"
 
     /// The open connections of listener `pos`, from `/metrics`.
     fn accepted(&self) -> Option<usize> {
-        let body = admin::scrape(self.admin, &self.token)?;
+        let body = daemon::scrape(self.admin, &self.token)?;
         if !body.starts_with("HTTP/1.1 200") {
             return None;
         }
@@ -292,18 +292,9 @@ destination = "bank"
         Some(gauge.and_then(|n| n.trim().parse().ok()).unwrap_or(0))
     }
 
-    /// The daemon's resident memory (`VmRSS`), in MiB.
+    /// The daemon's resident memory, in MiB.
     fn rss_mib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
-        Some(kib / 1024)
+        daemon::rss_mib(self.child.id())
     }
 
     fn stop(&mut self) {

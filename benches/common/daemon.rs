@@ -1,5 +1,6 @@
-//! The switch's admin API as the end-to-end benches use it: a viewer token
-//! made with the real binary, and one scrape of `/metrics`.
+//! The switch process as the end-to-end benches see it: a viewer token made
+//! with the real binary, one scrape of its admin API's `/metrics`, and its
+//! resident memory.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -37,4 +38,18 @@ pub fn scrape(admin: SocketAddr, token: &str) -> Option<String> {
     let mut body = String::new();
     stream.read_to_string(&mut body).ok()?;
     Some(body)
+}
+
+/// The resident memory (`VmRSS`) of process `pid`, in MiB.
+pub fn rss_mib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024)
 }
