@@ -216,22 +216,9 @@ fn switch_config(
 ) -> (PathBuf, String) {
     let dir = dir.join(durability);
     std::fs::create_dir_all(&dir).expect("switch dir");
-    let key = dir.join("data.key");
-    cardswitch::journal::generate_data_key(&key).expect("data key");
-    let tokens = dir.join("tokens.toml");
-    let token = daemon::viewer_token(BIN, &tokens);
-    let mut text = format!(
-        r#"[journal]
-dir = "{journal}"
-data_key_file = "{key}"
-durability = "{durability}"
-[switch]
-acquirer_id = "4123456"
-[admin]
-address = "{admin}"
-tokens_file = "{tokens}"
-audit_log = "{audit}"
-[[listener]]
+    let (mut text, token) = daemon::head(BIN, &dir, admin, durability);
+    text.push_str(&format!(
+        r#"[[listener]]
 name = "pos"
 address = "{listen}"
 dialect = "iso87binary"
@@ -245,12 +232,8 @@ links = 2
 [[route]]
 prefix = "476173"
 destination = "bank"
-"#,
-        journal = dir.join("journal").display(),
-        key = key.display(),
-        tokens = tokens.display(),
-        audit = dir.join("audit.log").display(),
-    );
+"#
+    ));
     for i in 0..CONNECTIONS {
         text.push_str(&format!(
             "[[terminal]]\nid = \"TERM{:04}\"\nmerchant_id = \"M{i}\"\nname_location = \"BENCH\"\nmcc = \"5411\"\ncurrency = \"978\"\n",

@@ -221,22 +221,9 @@ impl Switch {
     fn start(dir: &Path, count: usize) -> Switch {
         let listen = free_addr();
         let admin = free_addr();
-        let key = dir.join("data.key");
-        cardswitch::journal::generate_data_key(&key).expect("data key");
-        let tokens = dir.join("tokens.toml");
-        let token = daemon::viewer_token(BIN, &tokens);
-        let config = format!(
-            r#"[journal]
-dir = "{journal}"
-data_key_file = "{key}"
-durability = "none"
-[switch]
-acquirer_id = "4123456"
-[admin]
-address = "{admin}"
-tokens_file = "{tokens}"
-audit_log = "{audit}"
-[[listener]]
+        let (mut config, token) = daemon::head(BIN, dir, admin, "none");
+        config.push_str(&format!(
+            r#"[[listener]]
 name = "pos"
 address = "{listen}"
 dialect = "iso87binary"
@@ -249,13 +236,9 @@ dialect = "iso87binary"
 prefix = "476173"
 destination = "bank"
 "#,
-            journal = dir.join("journal").display(),
-            key = key.display(),
-            tokens = tokens.display(),
-            audit = dir.join("audit.log").display(),
             max = count + 16,
             bank = free_addr(),
-        );
+        ));
         let path = dir.join("storm.toml");
         std::fs::write(&path, config).expect("write config");
         let child = Command::new(BIN)

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 /// Adds a viewer token named `bench` to the token file `tokens` with
 /// `cardswitch tokens add` (the binary `bin`) and returns the token.
-pub fn viewer_token(bin: &str, tokens: &Path) -> String {
+fn viewer_token(bin: &str, tokens: &Path) -> String {
     let made = Command::new(bin)
         .arg("tokens")
         .arg("--file")
@@ -52,4 +52,32 @@ pub fn rss_mib(pid: u32) -> Option<u64> {
         .parse()
         .ok()?;
     Some(kib / 1024)
+}
+
+/// The head of a bench switch's config, with its files made in `dir`: the
+/// journal (a new data key, `durability`), the acquirer, and an admin API on
+/// `admin` with a new viewer token, which is returned beside the text.
+pub fn head(bin: &str, dir: &Path, admin: SocketAddr, durability: &str) -> (String, String) {
+    let key = dir.join("data.key");
+    cardswitch::journal::generate_data_key(&key).expect("data key");
+    let tokens = dir.join("tokens.toml");
+    let token = viewer_token(bin, &tokens);
+    let text = format!(
+        r#"[journal]
+dir = "{journal}"
+data_key_file = "{key}"
+durability = "{durability}"
+[switch]
+acquirer_id = "4123456"
+[admin]
+address = "{admin}"
+tokens_file = "{tokens}"
+audit_log = "{audit}"
+"#,
+        journal = dir.join("journal").display(),
+        key = key.display(),
+        tokens = tokens.display(),
+        audit = dir.join("audit.log").display(),
+    );
+    (text, token)
 }
