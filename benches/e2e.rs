@@ -1,32 +1,44 @@
-//! End-to-end benchmark: terminals → switch → simulated bank → back, against
-//! a bare TCP relay with the same framing that forwards frames without
-//! parsing them (the physical limit of two TCP hops), and against the bank
+//! End-to-end benchmark: terminals → switch → bank → back, against a bare
+//! TCP relay with the same framing that forwards frames without parsing
+//! them (the physical limit of two TCP hops), and against the bank
 //! directly.
 //!
 //! Run: `cargo bench --bench e2e` (needs `taskset`, from util-linux).
 //!
-//! The load generator and the bank simulator are pinned to CPU 0, the switch
-//! or the relay to CPU 1, so that what is compared is one core's worth of
-//! switch against one core's worth of relay in the same run. CPU time per
-//! transaction is read from `/proc/PID/stat` of the switch or relay process.
+//! The load driver and the bank stub are this executable's own lean ends
+//! (`benches/common/lean.rs`: one task per connection, one write per
+//! wake-up, requests patched from a template), pinned to CPU 0; the switch
+//! or the relay is pinned to CPU 1, so that what is compared is one core's
+//! worth of switch against one core's worth of relay in the same run. The
+//! direct path (driver → stub) shows the driver is not the bottleneck: it
+//! must run at several times the switch's rate.
 //!
-//! The switch runs twice: with `durability = "fsync"` (the default) and with
-//! `durability = "none"`, to show what syncing the journal costs.
+//! Each switch (journal `fsync`, then `none`) gets:
+//! - a closed-loop run, 8 connections × 16 in flight, `E2E_COUNT`
+//!   transactions: throughput, its share of the relay's, and CPU per
+//!   transaction counted on every thread of the switch until it is quiet
+//!   again (the index finishes its work after the load), with the split by
+//!   thread;
+//! - a closed-loop run with one request in flight per connection (8 × 1);
+//! - open-loop runs at fixed rates (`E2E_SECONDS` each): p50/p99/p99.9,
+//!   from when each request was due, and what the switch measured inside
+//!   itself (`switch_added_duration_seconds`, journal syncs included).
 //!
-//! Latency added by the switch is shown two ways for the fixed-rate runs:
-//! from outside (the terminals' p99 less the direct path's p99, which also
-//! carries the extra hop and the wake-up of the switch's CPU) and from
-//! inside (the switch's own `switch_added_duration_seconds` histogram, read
-//! from its admin API before and after the run: each request's time in the
-//! switch less the time from handing it to a bank link to the answer's frame
-//! being read from it, journal syncs included).
+//! The switch with journal `none` then runs closed-loop for `E2E_SUSTAIN`
+//! seconds (default 60; 0 skips it): its sustained rate, and the index lag
+//! on its `/metrics` the moment the load ends.
 //!
-//! Environment: `E2E_COUNT` (transactions of the throughput runs, default
-//! 200000), `E2E_SECONDS` (length of the fixed-rate runs, default 5).
+//! For the `fsync` target the bench times two back-to-back `fdatasync`s of
+//! a file on the journal's disk (`FSYNC_PAIRS` pairs) in the same run.
 //!
-//! `benches/e2e.rs relay LISTEN UPSTREAM` runs the relay itself (the
-//! benchmark starts it that way).
+//! Environment: `E2E_COUNT` (default 200000), `E2E_SECONDS` (default 5),
+//! `E2E_SUSTAIN` (default 60).
+//!
+//! The subcommands `relay LISTEN UPSTREAM`, `bank LISTEN` and
+//! `drive TARGET closed COUNT PIPELINE [SECONDS] | open RATE SECONDS` run the
+//! pieces themselves (the benchmark starts them that way).
 
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -39,29 +51,45 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 
 #[path = "common/daemon.rs"]
 mod daemon;
+#[path = "common/lean.rs"]
+mod lean;
+#[path = "common/process.rs"]
+mod process;
+
+use lean::{Mode, Outcome};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cardswitch");
 const CONNECTIONS: usize = 8;
 const PIPELINE: usize = 16;
+/// Pairs of back-to-back `fdatasync`s timed for the `fsync` target.
+const FSYNC_PAIRS: usize = 1000;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("relay") {
-        let (Some(listen), Some(upstream)) = (args.get(2), args.get(3)) else {
-            eprintln!("usage: e2e relay LISTEN UPSTREAM");
-            std::process::exit(2);
-        };
-        relay(
-            listen.parse().expect("LISTEN address"),
-            upstream.parse().expect("UPSTREAM address"),
-        );
-        return;
-    }
-    if args.iter().any(|a| a == "--list") {
+    let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or_default();
+    let addr = |i: usize| -> SocketAddr { arg(i).parse().expect("an address") };
+    let num = |i: usize| -> u64 { arg(i).parse().expect("a number") };
+    match arg(1) {
+        "relay" => relay(addr(2), addr(3)),
+        "bank" => lean::bank(addr(2)),
+        "drive" => {
+            let mode = match arg(3) {
+                "open" => Mode::Open {
+                    rate: num(4),
+                    seconds: num(5),
+                },
+                _ => Mode::Closed {
+                    count: num(4),
+                    pipeline: num(5) as usize,
+                    seconds: arg(6).parse().ok(),
+                },
+            };
+            println!("{}", lean::drive(addr(2), CONNECTIONS, mode).to_json());
+        }
         // `cargo bench -- --list` and test discovery: nothing to list.
-        return;
+        _ if args.iter().any(|a| a == "--list") => {}
+        _ => run_benchmark(),
     }
-    run_benchmark();
 }
 
 /// The bare relay: per terminal connection one upstream connection; frames
@@ -143,66 +171,32 @@ fn pinned(cpu: &str, program: &Path, args: &[&str]) -> Child {
 }
 
 /// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|i| fields.get(*i).and_then(|v| v.parse::<f64>().ok()))
-        .sum();
-    ticks / 100.0
-}
-
-#[derive(Debug, Clone, Default)]
-struct Run {
-    throughput: f64,
-    p50: u64,
-    p99: u64,
-    max: u64,
-    ok: bool,
-    count: u64,
-}
-
-fn pos(target: SocketAddr, extra: &[String]) -> Run {
-    let mut args: Vec<String> = [
-        "sim",
-        "pos",
-        "--connect",
-        &target.to_string(),
-        "--dialect",
-        "iso87binary",
-        "--framing",
-        "binary2",
-        "--connections",
-        &CONNECTIONS.to_string(),
-        "--pipeline",
-        &PIPELINE.to_string(),
-        "--bins",
-        "476173",
-        "--quiet",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend_from_slice(extra);
+/// Runs the lean driver (this executable, `drive` mode) on CPU 0.
+fn drive(target: SocketAddr, mode: Mode) -> Outcome {
+    let me = std::env::current_exe().expect("bench executable");
+    let mut args = vec!["drive".to_string(), target.to_string()];
+    match mode {
+        Mode::Closed {
+            count,
+            pipeline,
+            seconds,
+        } => {
+            args.extend(["closed".into(), count.to_string(), pipeline.to_string()]);
+            args.extend(seconds.map(|s| s.to_string()));
+        }
+        Mode::Open { rate, seconds } => {
+            args.extend(["open".into(), rate.to_string(), seconds.to_string()]);
+        }
+    }
     let out = Command::new("taskset")
-        .args(["-c", "0", BIN])
+        .args(["-c", "0"])
+        .arg(me)
         .args(&args)
         .output()
-        .expect("run sim pos");
+        .expect("taskset (util-linux) must be installed");
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().last().unwrap_or_default();
-    let v: serde_json::Value = serde_json::from_str(last).unwrap_or_default();
-    let lat = |k: &str| v["latency"][k].as_u64().unwrap_or_default();
-    Run {
-        throughput: v["throughput"].as_f64().unwrap_or_default(),
-        p50: lat("p50_us"),
-        p99: lat("p99_us"),
-        max: lat("max_us"),
-        ok: out.status.success(),
-        count: v["ok"].as_u64().unwrap_or_default(),
-    }
+    Outcome::from_json(stdout.lines().last().unwrap_or_default())
 }
 
 /// A switch's config (with an admin API whose `/metrics` the bench reads)
@@ -217,16 +211,17 @@ fn switch_config(
     let dir = dir.join(durability);
     std::fs::create_dir_all(&dir).expect("switch dir");
     let (mut text, token) = daemon::head(BIN, &dir, admin, durability);
+    let dialect = lean::DIALECT;
     text.push_str(&format!(
         r#"[[listener]]
 name = "pos"
 address = "{listen}"
-dialect = "iso87binary"
+dialect = "{dialect}"
 framing = "binary2"
 [[destination]]
 name = "bank"
 address = "{bank}"
-dialect = "iso87binary"
+dialect = "{dialect}"
 framing = "binary2"
 links = 2
 [[route]]
@@ -299,84 +294,129 @@ fn inside(before: &[(f64, f64)], after: &[(f64, f64)]) -> Inside {
     }
 }
 
-/// How much load the runs put on: `E2E_COUNT` transactions per throughput
-/// run, `E2E_SECONDS` per fixed-rate run.
+/// How much load the runs put on.
 #[derive(Debug, Clone, Copy)]
 struct Load {
+    /// Transactions per closed-loop run (`E2E_COUNT`).
     count: u64,
+    /// Length of each open-loop run (`E2E_SECONDS`).
     seconds: u64,
+    /// Length of the sustained run (`E2E_SUSTAIN`, 0: none).
+    sustain: u64,
 }
 
 impl Load {
     fn from_env() -> Load {
-        let count: u64 = std::env::var("E2E_COUNT")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(200_000);
-        let seconds: u64 = std::env::var("E2E_SECONDS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(5);
-        Load { count, seconds }
+        let var = |name: &str, default: u64| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        Load {
+            count: var("E2E_COUNT", 200_000),
+            seconds: var("E2E_SECONDS", 5),
+            sustain: var("E2E_SUSTAIN", 60),
+        }
     }
 
-    /// A throughput run against `addr`, with the CPU time (µs per
-    /// transaction) of process `pid` when given.
-    fn throughput(&self, addr: SocketAddr, pid: Option<u32>) -> (Run, Option<f64>) {
-        let before = pid.map(cpu_seconds).unwrap_or_default();
-        let run = pos(addr, &["--count".into(), self.count.to_string()]);
-        let cpu = pid.map(|p| (cpu_seconds(p) - before) / run.count.max(1) as f64 * 1e6);
-        (run, cpu)
+    fn piped(&self) -> Mode {
+        Mode::Closed {
+            count: self.count,
+            pipeline: PIPELINE,
+            seconds: None,
+        }
     }
 
-    /// A fixed-rate run against `addr`.
-    fn at_rate(&self, addr: SocketAddr, rate: u64) -> Run {
-        pos(
-            addr,
-            &[
-                "--rate".into(),
-                rate.to_string(),
-                "--duration".into(),
-                self.seconds.to_string(),
-                "--count".into(),
-                "100000000".into(),
-            ],
-        )
+    fn single(&self) -> Mode {
+        Mode::Closed {
+            count: self.count / 4,
+            pipeline: 1,
+            seconds: None,
+        }
+    }
+
+    fn at_rate(&self, rate: u64) -> Mode {
+        Mode::Open {
+            rate,
+            seconds: self.seconds,
+        }
     }
 }
 
-/// The rates of the fixed-rate runs, in transactions per second.
+/// The rates of the open-loop runs, in transactions per second.
 const RATES: [u64; 2] = [5_000, 20_000];
 
-/// One switch's results: its throughput run (with CPU µs per
-/// transaction) and, per rate of [`RATES`], the fixed-rate run and what the
-/// switch measured inside itself.
+/// CPU a process spent on a run: while the load was on, and in all until it
+/// was quiet again, per transaction.
+#[derive(Debug, Clone, Default)]
+struct Cpu {
+    /// µs per transaction while the driver ran.
+    during: f64,
+    /// µs per transaction until quiet, every thread.
+    total: f64,
+    /// How long after the load the process was busy.
+    quiet_after: Duration,
+    /// µs per transaction until quiet, by thread name.
+    threads: Vec<(String, f64)>,
+}
+
+/// A closed-loop run against a process, with its CPU counted until quiet.
+fn measured(target: SocketAddr, pid: u32, mode: Mode) -> (Outcome, Cpu) {
+    let before = process::cpu_seconds(pid);
+    let threads_before = process::threads_cpu(pid);
+    let run = drive(target, mode);
+    let during = process::cpu_seconds(pid) - before;
+    let quiet_after = process::until_quiet(pid);
+    let total = process::cpu_seconds(pid) - before;
+    let per_tx = |secs: f64| secs / run.ok.max(1) as f64 * 1e6;
+    let threads = process::threads_cpu(pid)
+        .into_iter()
+        .map(|(name, secs)| {
+            let was = threads_before
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or(0.0, |(_, s)| *s);
+            (name, per_tx(secs - was))
+        })
+        .filter(|(_, us)| *us >= 0.05)
+        .collect();
+    let cpu = Cpu {
+        during: per_tx(during),
+        total: per_tx(total),
+        quiet_after,
+        threads,
+    };
+    (run, cpu)
+}
+
+/// The sustained run of the switch and the index lag when it ended.
+#[derive(Debug, Clone, Default)]
+struct Sustained {
+    run: Outcome,
+    cpu: Cpu,
+    seconds: u64,
+    lag_records: Option<f64>,
+    lag_ms: Option<f64>,
+}
+
+/// One switch's results.
 struct SwitchRun {
     durability: &'static str,
-    run: Run,
-    cpu: Option<f64>,
-    rates: Vec<(Run, Inside)>,
-    /// Resident memory after the throughput and fixed-rate runs, MiB.
+    piped: Outcome,
+    cpu: Cpu,
+    single: Outcome,
+    rates: Vec<(Outcome, Inside)>,
+    sustained: Option<Sustained>,
+    /// Resident memory after all its runs, MiB.
     rss_mib: Option<u64>,
 }
 
-/// The bank simulator, on CPU 0, once it listens.
+/// The bank stub, on CPU 0, once it listens.
 fn start_bank() -> (Child, SocketAddr) {
     let bank_addr = free_port();
-    let bank = pinned(
-        "0",
-        Path::new(BIN),
-        &[
-            "sim",
-            "bank",
-            "--listen",
-            &bank_addr.to_string(),
-            "--dialect",
-            "iso87binary",
-            "--framing",
-            "binary2",
-        ],
-    );
+    let me = std::env::current_exe().expect("bench executable");
+    let bank = pinned("0", &me, &["bank", &bank_addr.to_string()]);
     wait_listening(bank_addr);
     (bank, bank_addr)
 }
@@ -395,9 +435,23 @@ fn start_relay(bank_addr: SocketAddr) -> (Child, SocketAddr) {
     (relay_child, relay_addr)
 }
 
+fn warm_up(addr: SocketAddr) {
+    let since = Instant::now();
+    let warm = Mode::Closed {
+        count: 2_000,
+        pipeline: 4,
+        seconds: None,
+    };
+    while !drive(addr, warm).checked_out() {
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "{addr} never served"
+        );
+    }
+}
+
 /// Starts a switch on CPU 1 with the given journal durability, warms it
-/// up, runs the throughput run and the fixed-rate runs against it, then
-/// stops it.
+/// up, runs every run against it, then stops it.
 fn bench_switch(
     dir: &Path,
     bank_addr: SocketAddr,
@@ -415,35 +469,91 @@ fn bench_switch(
         .stderr(Stdio::null())
         .spawn()
         .expect("start switch");
+    // `taskset` execs the switch: its pid is the switch's.
+    let pid = switch.id();
     wait_listening(switch_addr);
-    // Warm up (and wait for the bank links to sign on).
-    let since = Instant::now();
-    while !pos(switch_addr, &["--count".into(), "200".into()]).ok {
-        assert!(
-            since.elapsed() < Duration::from_secs(10),
-            "switch never served"
-        );
-    }
-    let (run, cpu) = load.throughput(switch_addr, Some(switch.id()));
-    let rates: Vec<(Run, Inside)> = RATES
+    warm_up(switch_addr);
+    process::until_quiet(pid);
+    let (piped, cpu) = measured(switch_addr, pid, load.piped());
+    let single = drive(switch_addr, load.single());
+    let rates = RATES
         .iter()
         .map(|rate| {
             let before = switch_added(admin, &token);
-            let run = load.at_rate(switch_addr, *rate);
+            let run = drive(switch_addr, load.at_rate(*rate));
             (run, inside(&before, &switch_added(admin, &token)))
         })
         .collect();
-    // `taskset` execs the switch: its pid is the switch's.
-    let rss_mib = daemon::rss_mib(switch.id());
+    let sustained = (durability == "none" && load.sustain > 0).then(|| {
+        process::until_quiet(pid);
+        let mode = Mode::Closed {
+            count: u64::MAX / 2,
+            pipeline: PIPELINE,
+            seconds: Some(load.sustain),
+        };
+        let before = process::cpu_seconds(pid);
+        let run = drive(switch_addr, mode);
+        let body = daemon::scrape(admin, &token).unwrap_or_default();
+        let lag_records = process::metric(&body, "cardswitch_journal_index_lag_records");
+        let lag_ms = process::metric(&body, "cardswitch_journal_index_lag_milliseconds");
+        let quiet_after = process::until_quiet(pid);
+        let total = (process::cpu_seconds(pid) - before) / run.ok.max(1) as f64 * 1e6;
+        Sustained {
+            run,
+            cpu: Cpu {
+                total,
+                quiet_after,
+                ..Cpu::default()
+            },
+            seconds: load.sustain,
+            lag_records,
+            lag_ms,
+        }
+    });
+    let rss_mib = daemon::rss_mib(pid);
     let _ = switch.kill();
     let _ = switch.wait();
     SwitchRun {
         durability,
-        run,
+        piped,
         cpu,
+        single,
         rates,
+        sustained,
         rss_mib,
     }
+}
+
+/// The p99 of two back-to-back `fdatasync`s (each after a 512-byte
+/// append) of a file in `dir`, µs.
+fn fdatasync_pair_p99(dir: &Path) -> u64 {
+    let path = dir.join("fdatasync-probe");
+    let Ok(mut file) = std::fs::File::create(&path) else {
+        return 0;
+    };
+    let mut h = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+    let block = [0u8; 512];
+    for _ in 0..FSYNC_PAIRS {
+        let since = Instant::now();
+        for _ in 0..2 {
+            let _ = file.write_all(&block);
+            let _ = file.sync_data();
+        }
+        let _ = h.record(since.elapsed().as_micros() as u64);
+    }
+    let _ = std::fs::remove_file(&path);
+    h.value_at_quantile(0.99)
+}
+
+/// What the paths without a switch did.
+struct Baseline {
+    direct: Outcome,
+    relay: Outcome,
+    relay_cpu: Cpu,
+    direct_single: Outcome,
+    relay_single: Outcome,
+    rates: Vec<(u64, Outcome, Outcome)>,
+    fdatasync_pair_p99: u64,
 }
 
 fn run_benchmark() {
@@ -453,10 +563,11 @@ fn run_benchmark() {
 
     let (mut bank, bank_addr) = start_bank();
     let (mut relay_child, relay_addr) = start_relay(bank_addr);
-
-    pos(relay_addr, &["--count".into(), "200".into()]);
-    let (direct, _) = load.throughput(bank_addr, None);
-    let (relayed, relay_cpu) = load.throughput(relay_addr, Some(relay_child.id()));
+    warm_up(relay_addr);
+    let direct = drive(bank_addr, load.piped());
+    let (relay, relay_cpu) = measured(relay_addr, relay_child.id(), load.piped());
+    let direct_single = drive(bank_addr, load.single());
+    let relay_single = drive(relay_addr, load.single());
 
     // The switch twice, one after the other on the same core: journal
     // synced with fdatasync (the default), then not synced.
@@ -465,16 +576,22 @@ fn run_benchmark() {
         .map(|durability| bench_switch(&dir, bank_addr, durability, load))
         .collect();
 
-    let rates: Vec<(u64, Run, Run)> = RATES
+    let rates = RATES
         .iter()
         .map(|rate| {
-            (
-                *rate,
-                load.at_rate(bank_addr, *rate),
-                load.at_rate(relay_addr, *rate),
-            )
+            let mode = load.at_rate(*rate);
+            (*rate, drive(bank_addr, mode), drive(relay_addr, mode))
         })
         .collect();
+    let baseline = Baseline {
+        direct,
+        relay,
+        relay_cpu,
+        direct_single,
+        relay_single,
+        rates,
+        fdatasync_pair_p99: fdatasync_pair_p99(&dir),
+    };
 
     for child in [&mut relay_child, &mut bank] {
         let _ = child.kill();
@@ -482,93 +599,8 @@ fn run_benchmark() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 
-    print_throughput(load.count, &direct, &relayed, relay_cpu, &switches);
-    print_latency(&rates, &switches);
+    report::print(load, &baseline, &switches);
 }
 
-/// The throughput table: direct, relay and each switch.
-fn print_throughput(
-    count: u64,
-    direct: &Run,
-    relayed: &Run,
-    relay_cpu: Option<f64>,
-    switches: &[SwitchRun],
-) {
-    println!(
-        "\n## End-to-end ({CONNECTIONS} connections × {PIPELINE} in flight, {count} transactions; pos+bank on CPU 0, switch/relay on CPU 1)\n"
-    );
-    println!(
-        "| path | throughput (tx/s) | p50 µs | p99 µs | max µs | CPU µs/tx | all checked out |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|---|");
-    let row = |name: &str, r: &Run, cpu: Option<f64>| {
-        println!(
-            "| {name} | {:.0} | {} | {} | {} | {} | {} |",
-            r.throughput,
-            r.p50,
-            r.p99,
-            r.max,
-            cpu.map(|c| format!("{c:.2}")).unwrap_or_default(),
-            r.ok
-        );
-    };
-    row("pos → bank (direct)", direct, None);
-    row("pos → relay → bank", relayed, relay_cpu);
-    for s in switches {
-        row(
-            &format!("pos → switch → bank, journal {}", s.durability),
-            &s.run,
-            s.cpu,
-        );
-    }
-    if let [synced, unsynced] = switches {
-        println!(
-            "\nswitch (fsync) / relay: {:.0}%; switch fsync / switch none: {:.0}%\n",
-            100.0 * synced.run.throughput / relayed.throughput.max(1.0),
-            100.0 * synced.run.throughput / unsynced.run.throughput.max(1.0)
-        );
-    }
-}
-
-/// The fixed-rate table: per rate, direct, relay and each switch, with
-/// the latency each adds over the direct path.
-fn print_latency(rates: &[(u64, Run, Run)], switches: &[SwitchRun]) {
-    println!(
-        "| rate | path | p50 µs | p99 µs | max µs | added p99 µs (vs direct) | inside the switch: ≤ 5 ms | inside: p99 ≤ |"
-    );
-    println!("|---:|---|---:|---:|---:|---:|---:|---:|");
-    for (i, (rate, d, r)) in rates.iter().enumerate() {
-        println!(
-            "| {rate}/s | direct | {} | {} | {} | | | |",
-            d.p50, d.p99, d.max
-        );
-        println!(
-            "| {rate}/s | relay | {} | {} | {} | {} | | |",
-            r.p50,
-            r.p99,
-            r.max,
-            r.p99.saturating_sub(d.p99)
-        );
-        for switch in switches {
-            if let Some((s, inner)) = switch.rates.get(i) {
-                println!(
-                    "| {rate}/s | switch, journal {} | {} | {} | {} | {} | {:.2}% | {} ms |",
-                    switch.durability,
-                    s.p50,
-                    s.p99,
-                    s.max,
-                    s.p99.saturating_sub(d.p99),
-                    100.0 * inner.within_5ms,
-                    inner.p99_bound_ms
-                );
-            }
-        }
-    }
-    for switch in switches {
-        println!(
-            "\nswitch, journal {}: resident memory after its runs {} MiB",
-            switch.durability,
-            switch.rss_mib.map_or("?".into(), |m| m.to_string())
-        );
-    }
-}
+#[path = "common/e2e_report.rs"]
+mod report;
