@@ -92,8 +92,11 @@ impl ServeArgs {
         let config = Config::load(&self.config)?;
         let level = init_daemon_logging(&config.log);
         let path = self.config.clone();
+        // A worker that is about to park wakes the journal writer for what
+        // its tasks appended: one group per wake-up (see `wal::wake`).
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
+            .on_thread_park(cardswitch::journal::wal::on_thread_park)
             .build()?;
         runtime.block_on(async move {
             let running = server::start(config).await?;

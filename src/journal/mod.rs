@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
 pub use cutover::Cutover;
+use index::{Flush, Held};
 pub use index::{Index, IndexError, Phase, TxnState};
 pub use record::{Record, TxnId};
 pub use vault::{Vault, VaultError};
@@ -447,7 +448,10 @@ fn lower_priority() {
 }
 
 /// Follows the log into the index: every [`INDEX_POLL`] it applies what
-/// became durable since, in batches of [`INDEX_BATCH`]. The writer never
+/// became durable since, in batches of [`INDEX_BATCH`], holding each new
+/// transaction in memory until it ends (at most [`index::staged::HOLD`]) so
+/// that it is written once; the shared `applied` mark stays before the
+/// oldest one held. The writer never
 /// waits for it (they share only the durable mark), so a slow index lags
 /// rather than holding requests back; the request path reads the index only
 /// for the original of a reversal that has left memory, and then first
@@ -457,15 +461,18 @@ fn lower_priority() {
 /// [`INDEX_DRAIN`]) and ends.
 fn run_indexer(index: &Index, log: &Path, shared: &IndexerShared) {
     let from_mark = || loop {
-        match index.applied() {
-            Ok(applied) => return Follower::new(log, applied + 1),
+        match index
+            .applied()
+            .and_then(|applied| Ok((applied, Held::load(index)?)))
+        {
+            Ok((applied, held)) => return (Follower::new(log, applied + 1), held),
             Err(e) => {
                 error!(error = %e, "journal index: cannot read its mark; retrying");
                 std::thread::sleep(INDEX_RETRY);
             }
         }
     };
-    let mut follower = from_mark();
+    let (mut follower, mut held) = from_mark();
     let mut deadline = None;
     loop {
         if deadline.is_none() && shared.stop.load(Ordering::Acquire) {
@@ -478,32 +485,50 @@ fn run_indexer(index: &Index, log: &Path, shared: &IndexerShared) {
             );
             return;
         }
+        let durable = shared.mark.get();
         let mut entries = Vec::new();
-        let polled = follower.poll(shared.mark.get(), INDEX_BATCH, |e| {
+        let polled = follower.poll(durable, INDEX_BATCH, |e| {
             if let Some(record) = e.record() {
                 entries.push((e.seq, e.ts, record));
             }
         });
+        // Held transactions age by the log's clock while the indexer reads
+        // behind it (a backlog must not make everything look overdue), by
+        // the wall clock once it has read everything.
+        let flush = match (deadline, entries.last()) {
+            (Some(_), _) => Flush::All,
+            (None, Some((_, ts, _))) => Flush::Expired(*ts),
+            (None, None) => Flush::Expired(wal::now_micros()),
+        };
         let applied = polled.map_err(IndexError::from).and_then(|visited| {
-            index.apply(entries)?;
-            Ok(visited)
+            if visited == 0 && held.is_empty() {
+                return Ok(None);
+            }
+            let mark = index.apply_held(&mut held, entries, follower.next() - 1, flush)?;
+            Ok(Some((visited, mark)))
         });
         match applied {
-            Ok(0) if deadline.is_some() => return,
-            Ok(0) => {
+            Ok(Some((visited, mark))) => {
+                shared.applied.store(mark, Ordering::Release);
+                if follower.next() > durable {
+                    // Read up to the durable mark: the index lacks only what
+                    // it holds.
+                    let since = held.oldest_received().unwrap_or_else(wal::now_micros);
+                    shared.current_at.store(since, Ordering::Release);
+                }
+                if visited == 0 {
+                    if deadline.is_some() {
+                        return;
+                    }
+                    std::thread::sleep(INDEX_POLL);
+                }
+            }
+            Ok(None) if deadline.is_some() => return,
+            Ok(None) => {
                 shared
                     .current_at
                     .store(wal::now_micros(), Ordering::Release);
                 std::thread::sleep(INDEX_POLL);
-            }
-            Ok(_) => {
-                let applied = follower.next() - 1;
-                shared.applied.store(applied, Ordering::Release);
-                if applied >= shared.mark.get() {
-                    shared
-                        .current_at
-                        .store(wal::now_micros(), Ordering::Release);
-                }
             }
             Err(e) => {
                 error!(error = %e, "journal index update failed; retrying from the index's mark (or rebuild it with `cardswitch journal reindex`)");
@@ -511,7 +536,7 @@ fn run_indexer(index: &Index, log: &Path, shared: &IndexerShared) {
                     return;
                 }
                 std::thread::sleep(INDEX_RETRY);
-                follower = from_mark();
+                (follower, held) = from_mark();
             }
         }
     }

@@ -66,6 +66,8 @@ use crate::metrics::Latency;
 
 mod follow;
 mod read;
+mod wake;
+pub use wake::on_thread_park;
 
 pub use follow::Follower;
 pub use read::{
@@ -471,8 +473,9 @@ impl Wal {
             p.waiters.push(tx);
             Durable(rx)
         });
+        let buffered = p.buf.len();
         drop(p);
-        self.shared.wake.notify_one();
+        wake::after_append(&self.shared, buffered);
         Ok((seq, waiter))
     }
 

@@ -241,3 +241,50 @@ fn business_date_follows_the_cutover() {
         "20261125"
     );
 }
+
+#[test]
+fn a_runtime_worker_wakes_the_writer_when_it_parks_and_groups_what_its_tasks_appended() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.durability = Durability::None;
+    let (wal, _) = Wal::open(c).unwrap();
+    let wal = Arc::new(wal);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .on_thread_park(on_thread_park)
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // Park the worker once, so that it defers from then on.
+        tokio::spawn(async {}).await.unwrap();
+        for round in 0..20u64 {
+            // Spawned by a task on the worker: all 50 run before it parks.
+            let wal = Arc::clone(&wal);
+            let round = tokio::spawn(async move {
+                let tasks: Vec<_> = (0..50u64)
+                    .map(|i| {
+                        let wal = Arc::clone(&wal);
+                        tokio::spawn(async move {
+                            let record = responded(round * 50 + i);
+                            let (_, durable) = wal.append_durable(&record).unwrap();
+                            durable.wait().await.unwrap();
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    task.await.unwrap();
+                }
+            });
+            round.await.unwrap();
+        }
+    });
+    let stats = wal.stats();
+    assert_eq!(stats.records, 1000, "every record committed");
+    assert!(
+        stats.groups <= 40,
+        "50 appends between parks commit as few groups: {stats:?}"
+    );
+    // A thread that never parks wakes the writer at once.
+    durable(&wal, 1000);
+    assert_eq!(wal.stats().records, 1001);
+}

@@ -10,16 +10,17 @@
 //! | `d` | business date (8) | id of its first transaction |
 //! | `i` | id (in flight: received, no end yet) | — |
 //! | `s` | destination ‖ 0 ‖ queued seq ‖ id (store-and-forward queue) | — |
-//! | `m` | `applied` | last log sequence applied (u64 BE) |
+//! | `m` | `applied` | every transaction up to this log sequence is in (u64 BE) |
+//! | `m` | `inflight` | highest id ever written in flight (u64 BE) |
 //!
 //! Records are applied in batches (the indexer's, up to a few hundred
-//! records), each one atomic sled batch together with the `applied` mark, and applying a record twice gives the same state, so
-//! replaying the log from the mark after any crash is always right. The log
-//! is the truth: deleting the sled directory loses nothing
+//! records), each one atomic sled batch together with the `applied` mark;
+//! the indexer holds a transaction that began in a batch until it ends and
+//! writes it once ([`staged`]). Applying a record twice gives the same
+//! state, so replaying the log from the mark after any crash is always
+//! right. The log is the truth: deleting the sled directory loses nothing
 //! ([`Index::rebuild`]).
 
-use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,9 @@ use serde::{Deserialize, Serialize};
 use super::cutover::Cutover;
 use super::record::{Forwarded, Received, Record, ReversalReason, Source, TxnId};
 use super::wal::{self, WalError, business_date};
+
+pub(crate) mod staged;
+pub use staged::{Flush, Held};
 
 /// The index could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -436,25 +440,6 @@ impl Index {
         self.states(ids)
     }
 
-    /// Applies records in log order as one atomic batch.
-    pub fn apply(&self, entries: Vec<(u64, u64, Record)>) -> Result<(), IndexError> {
-        let Some(last) = entries.last().map(|(seq, _, _)| *seq) else {
-            return Ok(());
-        };
-        let mut staged = Staged::default();
-        for (seq, ts, record) in entries {
-            let id = record.txn(seq);
-            match record {
-                Record::Received(request) => staged.receive(self, id, ts, *request),
-                other => staged.advance(self, seq, id, other)?,
-            }
-        }
-        staged.link_completions(self)?;
-        let mut batch = staged.into_batch(self)?;
-        batch.insert(APPLIED, &last.to_be_bytes());
-        self.store(self.db.apply_batch(batch))
-    }
-
     /// Applies the log from the record after [`Index::applied`]; returns how
     /// many records were applied.
     pub fn catch_up(&self, log: &Path, mut progress: impl FnMut(u64)) -> Result<u64, IndexError> {
@@ -500,12 +485,16 @@ impl Index {
         self.catch_up(log, progress)
     }
 
-    /// Every key and value, for comparing two indexes.
+    /// Every key and value, for comparing two indexes — but the indexer's
+    /// own bookkeeping (the highest id ever written in flight), which
+    /// depends on how the records came in, not on what they say.
     pub fn dump(&self) -> Result<Vec<KeyValue>, IndexError> {
         let mut out = Vec::new();
         for item in self.db.iter() {
             let (k, v) = self.store(item)?;
-            out.push((k.to_vec(), v.to_vec()));
+            if k != staged::IN_FLIGHT_HIGH {
+                out.push((k.to_vec(), v.to_vec()));
+            }
         }
         Ok(out)
     }
@@ -514,138 +503,6 @@ impl Index {
     pub fn flush(&self) -> Result<(), IndexError> {
         self.store(self.db.flush().map(|_| ()))
     }
-}
-
-/// One [`Index::apply`] batch while it is built: the sled writes so far and
-/// the transactions its records touch.
-#[derive(Default)]
-struct Staged {
-    batch: sled::Batch,
-    touched: BTreeMap<TxnId, TxnState>,
-    /// Transactions that begin in this batch: nothing of theirs is in the
-    /// index yet, so there is nothing to remove.
-    fresh: HashSet<TxnId>,
-    /// Approved completions: (pre-authorisation, completion).
-    completions: Vec<(TxnId, TxnId)>,
-    /// The first transaction of each business date in this batch.
-    dates: BTreeMap<String, TxnId>,
-}
-
-impl Staged {
-    /// A transaction begins: its state, and its terminal and RRN keys.
-    fn receive(&mut self, index: &Index, id: TxnId, ts: u64, request: Received) {
-        let state = TxnState::new(id, ts, &index.cutover, request);
-        let mut key = request_key(
-            &state.request.terminal,
-            &state.request.stan,
-            &state.request.transmission,
-        );
-        key.extend_from_slice(&id.to_be_bytes());
-        self.batch.insert(key, &[]);
-        let mut rrn = format!("r{:<12.12}", state.request.rrn).into_bytes();
-        rrn.extend_from_slice(&id.to_be_bytes());
-        self.batch.insert(rrn, &[]);
-        if !self.dates.contains_key(&state.date) {
-            self.dates.insert(state.date.clone(), id);
-        }
-        self.touched.insert(id, state);
-        self.fresh.insert(id);
-    }
-
-    /// A later record of a transaction: its state moves on, an approved
-    /// completion is noted for its pre-authorisation, and the transaction
-    /// joins or leaves its destination's store-and-forward queue. A record
-    /// for a transaction the index does not know is logged and skipped.
-    fn advance(
-        &mut self,
-        index: &Index,
-        seq: u64,
-        id: TxnId,
-        record: Record,
-    ) -> Result<(), IndexError> {
-        let Some(state) = touched_state(&mut self.touched, index, id)? else {
-            tracing::warn!(
-                txn = id,
-                seq,
-                "journal index: record for an unknown transaction"
-            );
-            return Ok(());
-        };
-        let was_pending = state.reversal_pending();
-        state.apply(seq, &record);
-        if let Record::Responded { code, .. } = &record
-            && state.request.kind == crate::txn::TxnKind::Completion
-            && crate::codes::approves(code)
-            && let Some(original) = state.request.original
-        {
-            self.completions.push((original, id));
-        }
-        if let (Some(r), Some(f)) = (&state.reversal, &state.forwarded) {
-            let key = saf_key(&f.destination, r.queued_seq, id);
-            if state.reversal_pending() {
-                self.batch.insert(key, &[]);
-            } else if was_pending {
-                self.batch.remove(key);
-            }
-        }
-        Ok(())
-    }
-
-    /// Marks each pre-authorisation with the first approved completion
-    /// seen for it (one the index does not know is skipped).
-    fn link_completions(&mut self, index: &Index) -> Result<(), IndexError> {
-        for (original, completion) in std::mem::take(&mut self.completions) {
-            if let Some(state) = touched_state(&mut self.touched, index, original)? {
-                state.completed_by.get_or_insert(completion);
-            }
-        }
-        Ok(())
-    }
-
-    /// The finished batch: every touched state and its in-flight mark, and
-    /// the first transaction of each business date not yet indexed.
-    fn into_batch(self, index: &Index) -> Result<sled::Batch, IndexError> {
-        let Staged {
-            mut batch,
-            touched,
-            fresh,
-            dates,
-            ..
-        } = self;
-        for (id, state) in touched {
-            if state.phase.ended() {
-                if !fresh.contains(&id) {
-                    batch.remove(&id_key(b'i', id));
-                }
-            } else {
-                batch.insert(&id_key(b'i', id), &[]);
-            }
-            batch.insert(
-                &id_key(b't', id),
-                postcard::to_stdvec(&state).unwrap_or_default(),
-            );
-        }
-        for (date, first) in dates {
-            let key = format!("d{date}");
-            if index.store(index.db.get(&key))?.is_none() {
-                batch.insert(key.as_bytes(), &first.to_be_bytes());
-            }
-        }
-        Ok(batch)
-    }
-}
-
-/// A transaction's state as this batch has it, read from the index the
-/// first time the batch touches it; `None` when the index does not know it.
-fn touched_state<'a>(
-    touched: &'a mut BTreeMap<TxnId, TxnState>,
-    index: &Index,
-    id: TxnId,
-) -> Result<Option<&'a mut TxnState>, IndexError> {
-    Ok(match touched.entry(id) {
-        Entry::Occupied(slot) => Some(slot.into_mut()),
-        Entry::Vacant(slot) => index.txn(id)?.map(|state| slot.insert(state)),
-    })
 }
 
 #[cfg(test)]
