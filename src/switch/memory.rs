@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use crate::journal::{TxnState, wal};
 use crate::txn::{Refusal, Txn, TxnKind};
@@ -52,9 +52,16 @@ impl Switch {
         {
             return Ok(Some(live));
         }
-        // Not in memory: anything older than the cache is in the index (the
-        // cache keeps what the index does not hold yet). A check that cannot
-        // be made refuses the request: it may be a retransmission.
+        // Not in memory, and no key like it journaled lately: new.
+        if !self
+            .seen
+            .may_hold(txn.terminal_id(), txn.stan_text(), txn.transmission())
+        {
+            return Ok(None);
+        }
+        // Else anything older than the cache is in the index (the cache
+        // keeps what the index does not hold yet). A check that cannot be
+        // made refuses the request: it may be a retransmission.
         let lookup = || {
             self.journal
                 .index()
@@ -88,6 +95,23 @@ impl Switch {
         let live = Arc::new(Live::from_state(&state));
         self.remember(key, Arc::clone(&live));
         Ok(Some(live))
+    }
+
+    /// Reads the keys journaled before the start into the switch's `seen`, on a
+    /// thread of its own (until it is done, every duplicate check asks the
+    /// index).
+    pub(super) fn load_seen(&self) {
+        let seen = Arc::clone(&self.seen);
+        let log = self.journal.config().dir.clone();
+        let started = std::thread::Builder::new()
+            .name("journal-seen".into())
+            .spawn(move || match seen.load(&log) {
+                Ok(read) => info!(read, "recent request keys read from the journal"),
+                Err(e) => warn!(error = %e, "recent request keys not read: every duplicate check asks the journal index"),
+            });
+        if let Err(e) = started {
+            warn!(error = %e, "recent request keys not read: every duplicate check asks the journal index");
+        }
     }
 
     /// Loads the newest transactions of the journal into memory (after a

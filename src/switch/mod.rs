@@ -23,6 +23,7 @@ mod memory;
 mod recent;
 mod reversal;
 mod security;
+mod seen;
 pub mod settings;
 
 pub use answer::{format_error, respond};
@@ -129,6 +130,8 @@ pub struct Switch {
     metrics: Metrics,
     saf: Saf,
     recent: Recent,
+    /// The keys the journal holds for the last business dates.
+    seen: Arc<seen::Seen>,
     /// Held from a request's duplicate check until it is in `recent`, per
     /// stripe of (terminal, STAN) keys.
     checking: Box<[tokio::sync::Mutex<()>; CHECK_STRIPES]>,
@@ -162,11 +165,13 @@ impl Switch {
             metrics: Metrics::default(),
             saf,
             recent,
+            seen: Arc::new(seen::Seen::new()),
             checking: Box::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
             rrn_counter: AtomicU64::new(u64::from(fastrand::u32(..))),
             stats: SwitchStats::default(),
         };
         switch.preload();
+        switch.load_seen();
         switch
     }
 
@@ -314,6 +319,12 @@ impl Switch {
             return Answer::refused(Refusal::System);
         };
         let received: Arc<Received> = Arc::from(received);
+        self.seen.insert(
+            &wal::business_date(wal::now_micros(), &self.journal.config().cutover),
+            &received.terminal,
+            &received.stan,
+            &received.transmission,
+        );
         let live = Arc::new(Live::new(id, txn.class(), received));
         self.remember(key, Arc::clone(&live));
         drop(held);
