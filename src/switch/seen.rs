@@ -96,7 +96,7 @@ impl Seen {
         let segments = wal::segments(log)?;
         let mut dates: Vec<&str> = segments.iter().map(|s| s.date.as_str()).collect();
         dates.dedup();
-        let first_date = dates.iter().rev().take(DATES).last().copied();
+        let first_date = dates.iter().rev().nth(DATES - 1).or(dates.first()).copied();
         let from = segments
             .iter()
             .find(|s| Some(s.date.as_str()) == first_date)
