@@ -2,8 +2,34 @@
 
 use super::*;
 
-/// Bytes a [`Follower`] reads at once (more than the largest record).
-const FOLLOW_CHUNK: u64 = 4 << 20;
+/// Bytes a [`Follower`] reads at once to begin with: more than an index
+/// batch of records needs; doubled while a record does not fit (up to one
+/// more than the largest record).
+const FOLLOW_CHUNK: usize = 256 << 10;
+
+/// Bytes per `read` call: a read is one stretch of kernel time that the
+/// thread sharing the follower's core waits out (4 MiB reads held a
+/// request-path thread for milliseconds).
+const READ_PIECE: usize = 64 << 10;
+
+/// Reads up to `chunk` bytes from `file`'s position into `buf` (emptied
+/// first), [`READ_PIECE`] bytes per call, stopping at its end.
+fn read_chunk(file: &mut File, buf: &mut Vec<u8>, chunk: usize) -> std::io::Result<()> {
+    buf.clear();
+    buf.resize(chunk, 0);
+    let mut filled = 0;
+    while filled < chunk {
+        let end = (filled + READ_PIECE).min(chunk);
+        match file.read(&mut buf[filled..end]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(filled);
+    Ok(())
+}
 
 /// Reads the log as it grows: each [`Follower::poll`] visits the records
 /// appended since the last one, in order, up to a durable sequence number.
@@ -56,6 +82,7 @@ impl Follower {
         mut visit: impl FnMut(&str, &Entry<'_>),
     ) -> Result<usize, WalError> {
         let mut visited = 0;
+        let mut chunk = FOLLOW_CHUNK;
         while self.next <= limit && visited < max {
             let Some((path, first_seq, date)) = self.segment.clone() else {
                 let all = segments(&self.dir)?;
@@ -76,9 +103,8 @@ impl Follower {
                 continue;
             };
             let mut file = File::open(&path).map_err(|e| io_error(&path, "open", e))?;
-            self.buf.clear();
             file.seek(SeekFrom::Start(self.offset))
-                .and_then(|_| (&mut file).take(FOLLOW_CHUNK).read_to_end(&mut self.buf))
+                .and_then(|_| read_chunk(&mut file, &mut self.buf, chunk))
                 .map_err(|e| io_error(&path, "read", e))?;
             let corrupt = |offset: u64, reason: Corruption| WalError::Corrupt {
                 segment: path.display().to_string(),
@@ -113,7 +139,11 @@ impl Follower {
             if self.next > limit || visited >= max {
                 return Ok(visited);
             }
-            if self.buf.len() as u64 == FOLLOW_CHUNK {
+            if self.buf.len() == chunk {
+                if at == 0 {
+                    // One record larger than the chunk.
+                    chunk = (chunk * 2).min(2 * MAX_RECORD);
+                }
                 continue;
             }
             // Everything whole here is read and more is durable: it starts

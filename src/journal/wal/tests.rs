@@ -288,3 +288,30 @@ fn a_runtime_worker_wakes_the_writer_when_it_parks_and_groups_what_its_tasks_app
     durable(&wal, 1000);
     assert_eq!(wal.stats().records, 1001);
 }
+
+/// Records that do not fit the follower's first read, and more records
+/// than one read holds: every one is visited, in order.
+#[test]
+fn follower_reads_records_larger_than_its_chunk_and_logs_longer_than_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = Wal::open(config(dir.path())).unwrap();
+    let big = Record::RiskDeclined {
+        txn: 1,
+        rule: "x".repeat(700 << 10),
+    };
+    wal.append(&big).unwrap();
+    for i in 0..5_000 {
+        wal.append(&responded(i)).unwrap();
+    }
+    wal.append(&big).unwrap();
+    durable(&wal, 5_000);
+    let mut follower = Follower::new(dir.path(), 1);
+    let mut seen = Vec::new();
+    while follower
+        .poll(wal.durable_mark().get(), 512, |e| seen.push(e.seq))
+        .unwrap()
+        > 0
+    {}
+    assert_eq!(seen, (1..=5_003).collect::<Vec<_>>());
+    wal.close();
+}
