@@ -24,9 +24,11 @@
 //!   from when each request was due, and what the switch measured inside
 //!   itself (`switch_added_duration_seconds`, journal syncs included).
 //!
-//! The switch with journal `none` then runs closed-loop for `E2E_SUSTAIN`
-//! seconds (default 60; 0 skips it): its sustained rate, and the index lag
-//! on its `/metrics` the moment the load ends.
+//! The switch with journal `none` then runs `E2E_SUSTAIN` seconds (default
+//! 60; 0 skips it) closed-loop, and as long open-loop at `E2E_SUSTAIN_RATE`
+//! (default: 80% of the rate one core carries, from the closed-loop run's
+//! CPU per transaction, index included): the rates, and the index lag on
+//! its `/metrics` the moment each ends.
 //!
 //! For the `fsync` target the bench times two back-to-back `fdatasync`s of
 //! a file on the journal's disk (`FSYNC_PAIRS` pairs) in the same run.
@@ -301,8 +303,11 @@ struct Load {
     count: u64,
     /// Length of each open-loop run (`E2E_SECONDS`).
     seconds: u64,
-    /// Length of the sustained run (`E2E_SUSTAIN`, 0: none).
+    /// Length of each sustained run (`E2E_SUSTAIN`, 0: none).
     sustain: u64,
+    /// Rate of the open-loop sustained run (`E2E_SUSTAIN_RATE`; default 80%
+    /// of what one core carries by the closed loop's CPU per transaction).
+    sustain_rate: Option<u64>,
 }
 
 impl Load {
@@ -317,6 +322,9 @@ impl Load {
             count: var("E2E_COUNT", 200_000),
             seconds: var("E2E_SECONDS", 5),
             sustain: var("E2E_SUSTAIN", 60),
+            sustain_rate: std::env::var("E2E_SUSTAIN_RATE")
+                .ok()
+                .and_then(|v| v.parse().ok()),
         }
     }
 
@@ -396,6 +404,8 @@ struct Sustained {
     run: Outcome,
     cpu: Cpu,
     seconds: u64,
+    /// The open loop's rate (none: closed loop).
+    rate: Option<u64>,
     lag_records: Option<f64>,
     lag_ms: Option<f64>,
 }
@@ -407,7 +417,8 @@ struct SwitchRun {
     cpu: Cpu,
     single: Outcome,
     rates: Vec<(Outcome, Inside)>,
-    sustained: Option<Sustained>,
+    /// Closed loop, then open loop (journal `none` only).
+    sustained: Option<(Sustained, Sustained)>,
     /// Resident memory after all its runs, MiB.
     rss_mib: Option<u64>,
 }
@@ -485,30 +496,13 @@ fn bench_switch(
         })
         .collect();
     let sustained = (durability == "none" && load.sustain > 0).then(|| {
-        process::until_quiet(pid);
-        let mode = Mode::Closed {
-            count: u64::MAX / 2,
-            pipeline: PIPELINE,
-            seconds: Some(load.sustain),
-        };
-        let before = process::cpu_seconds(pid);
-        let run = drive(switch_addr, mode);
-        let body = daemon::scrape(admin, &token).unwrap_or_default();
-        let lag_records = process::metric(&body, "cardswitch_journal_index_lag_records");
-        let lag_ms = process::metric(&body, "cardswitch_journal_index_lag_milliseconds");
-        let quiet_after = process::until_quiet(pid);
-        let total = (process::cpu_seconds(pid) - before) / run.ok.max(1) as f64 * 1e6;
-        Sustained {
-            run,
-            cpu: Cpu {
-                total,
-                quiet_after,
-                ..Cpu::default()
-            },
-            seconds: load.sustain,
-            lag_records,
-            lag_ms,
-        }
+        // Closed loop: as fast as it goes (the index falls behind); then open
+        // loop at 80% of what one core carries with the index's work counted.
+        let carried = 0.8 * 1e6 / cpu.total.max(1.0);
+        let rate = load.sustain_rate.unwrap_or(carried as u64 / 1000 * 1000);
+        let closed = sustain(pid, admin, &token, switch_addr, load.sustain, None);
+        let open = sustain(pid, admin, &token, switch_addr, load.sustain, Some(rate));
+        (closed, open)
     });
     let rss_mib = daemon::rss_mib(pid);
     let _ = switch.kill();
@@ -521,6 +515,46 @@ fn bench_switch(
         rates,
         sustained,
         rss_mib,
+    }
+}
+
+/// A sustained run of `seconds`: closed loop 8 × 16, or open loop at
+/// `rate`; the index lag on `/metrics` the moment it ends.
+fn sustain(
+    pid: u32,
+    admin: SocketAddr,
+    token: &str,
+    switch_addr: SocketAddr,
+    seconds: u64,
+    rate: Option<u64>,
+) -> Sustained {
+    process::until_quiet(pid);
+    let mode = match rate {
+        Some(rate) => Mode::Open { rate, seconds },
+        None => Mode::Closed {
+            count: u64::MAX / 2,
+            pipeline: PIPELINE,
+            seconds: Some(seconds),
+        },
+    };
+    let before = process::cpu_seconds(pid);
+    let run = drive(switch_addr, mode);
+    let body = daemon::scrape(admin, token).unwrap_or_default();
+    let lag_records = process::metric(&body, "cardswitch_journal_index_lag_records");
+    let lag_ms = process::metric(&body, "cardswitch_journal_index_lag_milliseconds");
+    let quiet_after = process::until_quiet(pid);
+    let total = (process::cpu_seconds(pid) - before) / run.ok.max(1) as f64 * 1e6;
+    Sustained {
+        run,
+        cpu: Cpu {
+            total,
+            quiet_after,
+            ..Cpu::default()
+        },
+        seconds,
+        rate,
+        lag_records,
+        lag_ms,
     }
 }
 
