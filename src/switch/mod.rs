@@ -281,7 +281,10 @@ impl Switch {
         // at once are one transaction and a retransmission.
         let held = self.checking[memory::key_stripe(&key)].lock().await;
         let duplicate = self.retransmitted(txn, key).await;
-        match decide::admit(duplicate, self.recent.is_full()) {
+        match decide::admit(
+            duplicate,
+            self.recent.is_full(self.journal.indexed_through()),
+        ) {
             Admission::Replay(original) => {
                 drop(held);
                 return self.replay(&original).await;

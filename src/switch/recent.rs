@@ -209,6 +209,31 @@ pub const LAG_FLOOR: usize = 1_024;
 /// How many claimed reversals are remembered (older ones are in the index).
 const CLAIMS_KEPT: usize = 1_000_000;
 
+impl Inner {
+    /// Forgets the oldest transactions beyond `kept` that the index holds
+    /// (`indexed`: the last transaction id it has applied) — and, if one
+    /// is still the newest with its key, only once it has its answer: a
+    /// retransmission of a request still at its bank must find the copy
+    /// that will be answered.
+    fn forget(&mut self, kept: usize, indexed: TxnId) {
+        while self.order.len() > kept
+            && self.order.front().is_some_and(|(key, old)| {
+                *old <= indexed
+                    && self
+                        .by_key
+                        .get(key)
+                        .is_none_or(|l| l.id != *old || l.outcome.borrow().is_some())
+            })
+        {
+            if let Some((old, old_id)) = self.order.pop_front()
+                && self.by_key.get(&old).is_some_and(|l| l.id == old_id)
+            {
+                self.by_key.remove(&old);
+            }
+        }
+    }
+}
+
 impl Recent {
     /// An empty cache keeping about `kept` transactions.
     pub fn new(kept: usize) -> Recent {
@@ -233,33 +258,22 @@ impl Recent {
         let id = live.id;
         inner.by_key.insert(key, live);
         inner.order.push_back((key, id));
-        // Only what the index holds, and (if it is still the newest with its
-        // key) what has its answer: a retransmission of a request still at
-        // its bank must find the copy that will be answered.
-        while inner.order.len() > self.kept
-            && inner.order.front().is_some_and(|(key, old)| {
-                *old <= indexed
-                    && inner
-                        .by_key
-                        .get(key)
-                        .is_none_or(|l| l.id != *old || l.outcome.borrow().is_some())
-            })
-        {
-            if let Some((old, old_id)) = inner.order.pop_front()
-                && inner.by_key.get(&old).is_some_and(|l| l.id == old_id)
-            {
-                inner.by_key.remove(&old);
-            }
-        }
+        inner.forget(self.kept, indexed);
     }
 
     /// Whether the cache holds [`HARD_LIMIT`] times its size (and at least
-    /// [`LAG_FLOOR`] transactions): the index is so far behind that nothing
-    /// more may be taken on (memory would grow without bound, and nothing
-    /// the index lacks may be forgotten).
-    pub fn is_full(&self) -> bool {
+    /// [`LAG_FLOOR`] transactions) once it has forgotten what the index
+    /// now holds (`indexed`): the index is so far behind that nothing more
+    /// may be taken on (memory would grow without bound, and nothing the
+    /// index lacks may be forgotten). It stops being full as soon as the
+    /// index catches up, without a new transaction to make room.
+    pub fn is_full(&self, indexed: TxnId) -> bool {
         let limit = self.kept.saturating_mul(HARD_LIMIT).max(LAG_FLOOR);
-        self.lock().order.len() >= limit
+        let mut inner = self.lock();
+        if inner.order.len() >= limit {
+            inner.forget(self.kept, indexed);
+        }
+        inner.order.len() >= limit
     }
 
     /// The newest transaction with this key.
@@ -400,14 +414,17 @@ mod tests {
         for id in 1..LAG_FLOOR as u64 {
             small.insert(key_of(id as u32), Arc::new(answered(id)), 0);
         }
-        assert!(!small.is_full(), "a tiny cache still waits for the index");
+        assert!(!small.is_full(0), "a tiny cache still waits for the index");
         small.insert(key_of(0), Arc::new(answered(LAG_FLOOR as u64)), 0);
-        assert!(small.is_full());
+        assert!(small.is_full(0));
         let large = Recent::new(LAG_FLOOR);
         for id in 1..=(LAG_FLOOR * HARD_LIMIT) as u64 {
-            assert!(!large.is_full());
+            assert!(!large.is_full(0));
             large.insert(key_of(id as u32), Arc::new(answered(id)), 0);
         }
-        assert!(large.is_full());
+        assert!(large.is_full(0));
+        // The index catches up: room again, with no insert to make it.
+        assert!(!large.is_full((LAG_FLOOR * HARD_LIMIT) as u64));
+        assert!(!small.is_full(LAG_FLOOR as u64));
     }
 }
