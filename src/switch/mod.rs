@@ -137,6 +137,54 @@ pub struct Switch {
     checking: Box<[tokio::sync::Mutex<()>; CHECK_STRIPES]>,
     rrn_counter: AtomicU64,
     stats: SwitchStats,
+    /// Requests refused while the index is far behind, logged at most once
+    /// a second (any client's load can cause them).
+    index_behind: Throttled,
+}
+
+/// A count of events logged at most once a second.
+#[derive(Debug, Default)]
+struct Throttled {
+    /// Events since the last line.
+    count: AtomicU64,
+    /// The second (since the epoch) of the last line.
+    logged_at: AtomicU64,
+}
+
+impl Throttled {
+    /// Counts an event; returns the count to log when a line is due.
+    fn tick(&self) -> Option<u64> {
+        let count = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = wal::now_micros() / 1_000_000;
+        let last = self.logged_at.load(Ordering::Relaxed);
+        (now > last
+            && self
+                .logged_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok())
+        .then(|| self.count.swap(0, Ordering::Relaxed).max(count))
+    }
+}
+
+#[cfg(test)]
+mod throttled_tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_makes_one_line_a_second_with_its_count() {
+        let t = Throttled::default();
+        let lines: Vec<u64> = (0..10_000).filter_map(|_| t.tick()).collect();
+        // The first event logs at once; the rest of the same second wait.
+        assert!(lines.len() <= 2, "{lines:?}");
+        assert_eq!(lines.first(), Some(&1));
+        t.logged_at.store(0, Ordering::Relaxed);
+        let rest = t.tick().unwrap_or_default();
+        assert_eq!(
+            lines.iter().sum::<u64>() + rest,
+            10_001,
+            "every event counted once"
+        );
+    }
 }
 
 impl Switch {
@@ -169,6 +217,7 @@ impl Switch {
             checking: Box::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
             rrn_counter: AtomicU64::new(u64::from(fastrand::u32(..))),
             stats: SwitchStats::default(),
+            index_behind: Throttled::default(),
         };
         switch.preload();
         switch.load_seen();
@@ -293,7 +342,12 @@ impl Switch {
             Admission::MemoryFull => {
                 // The index is far behind: memory holds what it does not, and
                 // forgetting any of it would let a retransmission through.
-                error!("journal index far behind: refusing new requests until it catches up");
+                if let Some(refused) = self.index_behind.tick() {
+                    error!(
+                        refused,
+                        "journal index far behind: refusing new requests until it catches up"
+                    );
+                }
                 return Answer::refused(Refusal::System);
             }
             Admission::Journal => {}
