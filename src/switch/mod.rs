@@ -166,27 +166,6 @@ impl Throttled {
     }
 }
 
-#[cfg(test)]
-mod throttled_tests {
-    use super::*;
-
-    #[test]
-    fn a_burst_makes_one_line_a_second_with_its_count() {
-        let t = Throttled::default();
-        let lines: Vec<u64> = (0..10_000).filter_map(|_| t.tick()).collect();
-        // The first event logs at once; the rest of the same second wait.
-        assert!(lines.len() <= 2, "{lines:?}");
-        assert_eq!(lines.first(), Some(&1));
-        t.logged_at.store(0, Ordering::Relaxed);
-        let rest = t.tick().unwrap_or_default();
-        assert_eq!(
-            lines.iter().sum::<u64>() + rest,
-            10_001,
-            "every event counted once"
-        );
-    }
-}
-
 impl Switch {
     /// A switch with `settings`, `tables` and the risk `rules`, over
     /// started (or to-be-started) destinations, journaling in `journal` and
@@ -733,4 +712,25 @@ struct To<'a> {
     original: Option<OriginalRef>,
     /// For a completion, its claim on the pre-authorisation.
     completed: Option<Completed>,
+}
+
+#[cfg(test)]
+mod throttled_tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_makes_one_line_a_second_with_its_count() {
+        let t = Throttled::default();
+        let lines: Vec<u64> = (0..10_000).filter_map(|_| t.tick()).collect();
+        // The first event logs at once; the rest of the same second wait.
+        assert!(lines.len() <= 2, "{lines:?}");
+        assert_eq!(lines.first(), Some(&1));
+        t.logged_at.store(0, Ordering::Relaxed);
+        let rest = t.tick().unwrap_or_default();
+        assert_eq!(
+            lines.iter().sum::<u64>() + rest,
+            10_001,
+            "every event counted once"
+        );
+    }
 }
