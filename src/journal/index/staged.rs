@@ -115,11 +115,9 @@ impl Index {
         }
         staged.link_completions(self)?;
         let mut batch = staged.into_batch(self, flush)?;
-        let mark = held
-            .states
-            .keys()
-            .next()
-            .map_or(read_through, |oldest| read_through.min(oldest - 1));
+        let mark = held.states.keys().next().map_or(read_through, |oldest| {
+            read_through.min(oldest.saturating_sub(1))
+        });
         batch.insert(APPLIED, &mark.to_be_bytes());
         self.store(self.db.apply_batch(batch))?;
         Ok(mark)
