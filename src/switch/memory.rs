@@ -12,6 +12,7 @@ use crate::txn::{Refusal, Txn, TxnKind};
 use super::Switch;
 use super::decide;
 use super::recent::{self, Live};
+use super::seen::SeenKey;
 
 /// At start, the newest transactions of the journal index (at most this
 /// many, and no more than the cache keeps) are loaded into memory, so that
@@ -46,6 +47,7 @@ impl Switch {
         &self,
         txn: &Txn,
         key: recent::Key,
+        seen: SeenKey,
     ) -> Result<Option<Arc<Live>>, Refusal> {
         if let Some(live) = self.recent.get(&key)
             && decide::same_request(txn, live.class, &live.request)
@@ -53,10 +55,7 @@ impl Switch {
             return Ok(Some(live));
         }
         // Not in memory, and no key like it journaled lately: new.
-        if !self
-            .seen
-            .may_hold(txn.terminal_id(), txn.stan_text(), txn.transmission())
-        {
+        if !self.seen.may_hold(seen) {
             return Ok(None);
         }
         // Else anything older than the cache is in the index (the cache

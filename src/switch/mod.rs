@@ -154,7 +154,7 @@ struct Throttled {
 impl Throttled {
     /// Counts an event; returns the count to log when a line is due.
     fn tick(&self) -> Option<u64> {
-        let count = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        self.count.fetch_add(1, Ordering::Relaxed);
         let now = wal::now_micros() / 1_000_000;
         let last = self.logged_at.load(Ordering::Relaxed);
         (now > last
@@ -162,7 +162,7 @@ impl Throttled {
                 .logged_at
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok())
-        .then(|| self.count.swap(0, Ordering::Relaxed).max(count))
+        .then(|| self.count.swap(0, Ordering::Relaxed))
     }
 }
 
@@ -308,7 +308,10 @@ impl Switch {
         // request with its terminal and STAN is looked at: two copies sent
         // at once are one transaction and a retransmission.
         let held = self.checking[memory::key_stripe(&key)].lock().await;
-        let duplicate = self.retransmitted(txn, key).await;
+        let seen = self
+            .seen
+            .key(txn.terminal_id(), txn.stan_text(), txn.transmission());
+        let duplicate = self.retransmitted(txn, key, seen).await;
         match decide::admit(
             duplicate,
             self.recent.is_full(self.journal.indexed_through()),
@@ -357,9 +360,7 @@ impl Switch {
         let received: Arc<Received> = Arc::from(received);
         self.seen.insert(
             &wal::business_date(wal::now_micros(), &self.journal.config().cutover),
-            &received.terminal,
-            &received.stan,
-            &received.transmission,
+            seen,
         );
         let live = Arc::new(Live::new(id, txn.class(), received));
         self.remember(key, Arc::clone(&live));

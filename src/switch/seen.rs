@@ -32,6 +32,10 @@ use crate::journal::{Record, WalError};
 /// covers an early cutover.
 const DATES: usize = 3;
 
+/// A request's (terminal, STAN, field 7), hashed once per request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct SeenKey(u64);
+
 /// The keys of the last business dates.
 #[derive(Debug)]
 pub(super) struct Seen {
@@ -51,9 +55,13 @@ impl Seen {
         }
     }
 
-    fn hash(&self, terminal: &str, stan: &str, transmission: &str) -> u64 {
-        self.hasher
-            .hash_one(request_key(terminal, stan, transmission))
+    /// The key of a request with these fields (padded as the index pads
+    /// them).
+    pub(super) fn key(&self, terminal: &str, stan: &str, transmission: &str) -> SeenKey {
+        SeenKey(
+            self.hasher
+                .hash_one(request_key(terminal, stan, transmission)),
+        )
     }
 
     fn with_dates<T>(&self, f: impl FnOnce(&mut BTreeMap<String, HashSet<u64>>) -> T) -> T {
@@ -65,8 +73,7 @@ impl Seen {
 
     /// Adds a key of business date `date`; only the last [`DATES`] dates
     /// are kept.
-    pub(super) fn insert(&self, date: &str, terminal: &str, stan: &str, transmission: &str) {
-        let hash = self.hash(terminal, stan, transmission);
+    pub(super) fn insert(&self, date: &str, SeenKey(hash): SeenKey) {
         self.with_dates(|dates| {
             if !dates.contains_key(date) {
                 dates.insert(date.to_string(), HashSet::new());
@@ -82,11 +89,10 @@ impl Seen {
 
     /// Whether the journal may hold a transaction with this key: `false`
     /// only when every key of the kept dates is known and this is not one.
-    pub(super) fn may_hold(&self, terminal: &str, stan: &str, transmission: &str) -> bool {
+    pub(super) fn may_hold(&self, SeenKey(hash): SeenKey) -> bool {
         if !self.complete.load(Ordering::Acquire) {
             return true;
         }
-        let hash = self.hash(terminal, stan, transmission);
         self.with_dates(|dates| dates.values().any(|set| set.contains(&hash)))
     }
 
@@ -105,7 +111,8 @@ impl Seen {
         if from != u64::MAX {
             wal::scan(log, from, |segment, entry| {
                 if let Some(Record::Received(r)) = entry.record() {
-                    self.insert(&segment.date, &r.terminal, &r.stan, &r.transmission);
+                    let key = self.key(&r.terminal, &r.stan, &r.transmission);
+                    self.insert(&segment.date, key);
                     read += 1;
                 }
                 Ok(())
@@ -123,23 +130,26 @@ mod tests {
     #[test]
     fn absence_is_proven_only_once_complete_and_only_the_last_dates_are_kept() {
         let seen = Seen::new();
-        seen.insert("20261201", "T1", "1", "1201120000");
-        assert!(seen.may_hold("T1", "999", "1201120000"), "not complete yet");
-        seen.complete.store(true, Ordering::Release);
-        assert!(seen.may_hold("T1", "1", "1201120000"));
+        seen.insert("20261201", seen.key("T1", "1", "1201120000"));
         assert!(
-            seen.may_hold("T1      ", "000001", "1201120000"),
+            seen.may_hold(seen.key("T1", "999", "1201120000")),
+            "not complete yet"
+        );
+        seen.complete.store(true, Ordering::Release);
+        assert!(seen.may_hold(seen.key("T1", "1", "1201120000")));
+        assert!(
+            seen.may_hold(seen.key("T1      ", "000001", "1201120000")),
             "padded alike"
         );
-        assert!(!seen.may_hold("T1", "2", "1201120000"));
-        assert!(!seen.may_hold("T2", "1", "1201120000"));
+        assert!(!seen.may_hold(seen.key("T1", "2", "1201120000")));
+        assert!(!seen.may_hold(seen.key("T2", "1", "1201120000")));
         for date in ["20261202", "20261203", "20261204"] {
-            seen.insert(date, "T9", "9", "1201120000");
+            seen.insert(date, seen.key("T9", "9", "1201120000"));
         }
         assert!(
-            !seen.may_hold("T1", "1", "1201120000"),
+            !seen.may_hold(seen.key("T1", "1", "1201120000")),
             "its date was dropped"
         );
-        assert!(seen.may_hold("T9", "9", "1201120000"));
+        assert!(seen.may_hold(seen.key("T9", "9", "1201120000")));
     }
 }
